@@ -1,0 +1,70 @@
+# One entry point for a fresh Debian 12 machine, as root:
+#   make reproduce   – set up, run the study in the netns lab, write data/, figures and the paper
+#   make test        – set up, run the whole test suite
+# Every target that needs the environment depends on it, so no separate set-up step is needed.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+PROFILE ?= quick
+PREFIX ?= thesis
+export PATH := $(abspath $(BIN)):$(PATH)
+
+# System tools the lab drives (Debian 12 package names). TeX is added by the paper target.
+APT_PACKAGES := iproute2 iptables nftables iperf3 tcpdump tshark clang llvm bpftool libbpf-dev \
+	openssh-server openssh-client iputils-ping procps python3-venv python3-pip
+
+.PHONY: setup system-deps python-env lab-up lab-down lab reproduce test lint clean
+
+setup: system-deps python-env
+
+system-deps:
+	@missing=$$(for p in $(APT_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "make: missing Debian packages:" $$missing "- run 'make setup' as root" >&2; exit 1; fi; \
+	  echo "make: installing Debian packages:" $$missing; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+python-env: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml environment.yml
+	@if command -v conda >/dev/null 2>&1; then \
+	  echo "make: creating the conda environment in $(VENV)"; \
+	  conda env create -q -p $(VENV) -f environment.yml --yes || conda env update -q -p $(VENV) -f environment.yml; \
+	else \
+	  echo "make: creating the venv in $(VENV)"; \
+	  $(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q --upgrade pip && $(BIN)/pip install -q -e '.[dev]'; \
+	fi
+	@touch $@
+
+lab-up: setup
+	$(BIN)/labtools lab up --prefix $(PREFIX)
+
+lab-down: python-env
+	$(BIN)/labtools lab down --prefix $(PREFIX)
+
+# JupyterLab on the project's environment, with the lab running; the lab goes down when it exits.
+lab: setup
+	$(BIN)/labtools lab up --prefix $(PREFIX)
+	trap '$(BIN)/labtools lab down -q --prefix $(PREFIX)' EXIT; \
+	  $(BIN)/jupyter lab --allow-root --no-browser --notebook-dir=notebooks
+
+reproduce: setup
+	@mkdir -p build/notebooks
+	trap '$(BIN)/labtools lab down -q --prefix $(PREFIX)' EXIT; \
+	  $(BIN)/papermill -k python3 --cwd notebooks notebooks/00-testbed-setup.ipynb \
+	    build/notebooks/00-testbed-setup.ipynb -p prefix $(PREFIX)
+
+lint: python-env
+	$(BIN)/ruff check labtools tests
+
+test: setup
+	$(BIN)/pytest
+
+clean:
+	rm -rf build .pytest_cache .ruff_cache
+	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -1,0 +1,5 @@
+import sys
+
+from labtools.cli import main
+
+sys.exit(main())

@@ -1,0 +1,152 @@
+"""Low-level network-namespace helpers: naming, listing, teardown, and sockets opened inside one.
+
+Everything the lab makes lives in namespaces named ``<prefix>-<name>``; the prefix has no hyphen,
+so one lab's prefix can never match another's names, and ``teardown(prefix)`` finds exactly its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from labtools.errors import CommandError, HostUnreachable, LabError
+
+NETNS_DIR = Path("/run/netns")
+PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,9}$")
+_CLONE_NEWNET = 0x40000000
+_libc = ctypes.CDLL(None, use_errno=True)
+T = TypeVar("T")
+
+
+def check_prefix(prefix: str) -> str:
+    """Validate a lab prefix: 1-10 lower-case letters and digits, starting with a letter."""
+    if not PREFIX_RE.match(prefix or ""):
+        raise LabError(
+            f"invalid lab prefix {prefix!r}: use 1-10 lower-case letters or digits, starting with a "
+            "letter and without '-' (the hyphen separates prefix and machine name)"
+        )
+    return prefix
+
+
+def ns_name(prefix: str, name: str) -> str:
+    return f"{check_prefix(prefix)}-{name}"
+
+
+def list_namespaces() -> list[str]:
+    """All named network namespaces on this machine."""
+    if not NETNS_DIR.is_dir():
+        return []
+    return sorted(p.name for p in NETNS_DIR.iterdir())
+
+
+def lab_namespaces(prefix: str) -> list[str]:
+    """The namespaces that belong to the lab with this prefix."""
+    start = f"{check_prefix(prefix)}-"
+    return [n for n in list_namespaces() if n.startswith(start)]
+
+
+def exists(ns: str) -> bool:
+    return (NETNS_DIR / ns).exists()
+
+
+def pids(ns: str) -> list[int]:
+    """Processes whose network namespace is `ns`."""
+    out = subprocess.run(["ip", "netns", "pids", ns], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split() if p.isdigit()]
+
+
+def kill_all(ns: str, grace: float = 1.0) -> list[int]:
+    """SIGTERM every process in `ns`, then SIGKILL what is left after `grace` seconds."""
+    victims = pids(ns)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for pid in victims:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, sig)
+        deadline = time.monotonic() + grace
+        while time.monotonic() < deadline and pids(ns):
+            time.sleep(0.05)
+        victims = pids(ns)
+        if not victims:
+            break
+    return victims
+
+
+def delete(ns: str) -> None:
+    """Kill the namespace's processes and delete it (its interfaces go with it)."""
+    kill_all(ns)
+    subprocess.run(["ip", "netns", "del", ns], capture_output=True)
+    if exists(ns):  # a half-made entry (e.g. `ip netns add` killed midway) is just a file
+        try:
+            (NETNS_DIR / ns).unlink()
+        except OSError as e:
+            raise LabError(f"could not remove network namespace {ns}: {e}") from e
+
+
+def teardown(prefix: str) -> list[str]:
+    """Remove every namespace of the lab `prefix`, with its processes and links."""
+    removed = []
+    for ns in lab_namespaces(prefix):
+        delete(ns)
+        removed.append(ns)
+    return removed
+
+
+def _setns(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if _libc.setns(fd, _CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns({path}): {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+def call_in(ns: str, fn: Callable[[], T]) -> T:
+    """Run `fn` in a fresh thread that has entered network namespace `ns`.
+
+    Sockets keep the namespace they were created in, so a socket made here can be used
+    from any thread afterwards. Only that thread switches; the process stays where it was.
+    """
+    if not exists(ns):
+        raise HostUnreachable(f"network namespace {ns} does not exist: is the lab up? (`labtools lab up`)")
+    box: dict[str, object] = {}
+
+    def worker() -> None:
+        try:
+            _setns(str(NETNS_DIR / ns))
+            box["value"] = fn()
+        except BaseException as e:
+            box["error"] = e
+
+    t = threading.Thread(target=worker, name=f"netns-{ns}", daemon=True)
+    t.start()
+    t.join()
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box["value"]  # type: ignore[return-value]
+
+
+def connect_in(ns: str, address: tuple[str, int], timeout: float = 10.0) -> socket.socket:
+    """A TCP connection to `address`, opened from inside namespace `ns`."""
+    return call_in(ns, lambda: socket.create_connection(address, timeout=timeout))
+
+
+def ip(*args: str) -> None:
+    """Run `ip ARGS` in the root namespace's context (it only ever targets lab namespaces)."""
+    p = subprocess.run(["ip", *args], capture_output=True, text=True)
+    if p.returncode != 0:
+        raise CommandError("local", ["ip", *args], p.returncode, p.stdout, p.stderr)
+
+
+def has_link(ns: str, ifname: str) -> bool:
+    return subprocess.run(["ip", "-n", ns, "link", "show", "dev", ifname], capture_output=True).returncode == 0

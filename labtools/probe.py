@@ -1,0 +1,107 @@
+"""Reachability probes with real traffic: ICMPv6 echo (optionally jumbo, don't-fragment) and TCP."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from dataclasses import dataclass
+
+from labtools.errors import CommandError, LabError
+from labtools.hosts import Host
+
+IPV6_HEADER, ICMP_HEADER = 40, 8
+
+
+@dataclass(frozen=True)
+class PingResult:
+    src: str
+    dst: str
+    packet_bytes: int
+    ok: bool
+    rtt_ms: float | None
+    hop_limit: int | None
+    error: str = ""
+
+
+def ping(
+    host: Host,
+    dst: str,
+    *,
+    packet_bytes: int | None = None,
+    dont_fragment: bool = False,
+    count: int = 1,
+    timeout: float = 2.0,
+) -> PingResult:
+    """ICMPv6 echo from `host` to `dst`. `packet_bytes` is the whole IPv6 packet, headers included."""
+    argv = ["ping", "-6", "-n", "-c", str(count), "-W", f"{timeout:g}"]
+    size = 56
+    if packet_bytes is not None:
+        size = packet_bytes - IPV6_HEADER - ICMP_HEADER
+        if size < 0:
+            raise LabError(f"packet_bytes={packet_bytes} is smaller than the IPv6+ICMPv6 headers (48)")
+        argv += ["-s", str(size)]
+    if dont_fragment:
+        argv += ["-M", "do"]
+    res = host.run([*argv, dst], check=False, timeout=timeout * count + 5)
+    rtt = re.search(r"time=([\d.]+) ms", res.stdout)
+    ttl = re.search(r"ttl=(\d+)", res.stdout)
+    return PingResult(
+        host.name,
+        dst,
+        size + IPV6_HEADER + ICMP_HEADER,
+        res.ok,
+        float(rtt.group(1)) if rtt else None,
+        int(ttl.group(1)) if ttl else None,
+        ""
+        if res.ok
+        else (res.stderr or res.stdout).strip().splitlines()[-1:][0]
+        if (res.stderr or res.stdout).strip()
+        else f"exit {res.returncode}",
+    )
+
+
+@dataclass(frozen=True)
+class TcpResult:
+    client: str
+    server: str
+    dst: str
+    port: int
+    bytes: int
+    seen_source: str  # the client address as the server saw it
+
+
+def iperf3_tcp(
+    client: Host, server: Host, dst: str, *, port: int = 5201, seconds: int = 1, connect_timeout: float = 5.0
+) -> TcpResult:
+    """One iperf3 TCP test from `client` to `dst` served by `server`; returns what both ends saw."""
+    # --forceflush: the server's "Accepted connection from ..." line is in its log at once, so we need
+    # not wait for it to exit (iperf3 -s -1 sometimes lingers after the test).
+    srv = server.start(["iperf3", "-s", "--forceflush", "-p", str(port)])
+    argv = ["iperf3", "-J", "-c", dst, "-p", str(port), "-t", str(max(1, int(seconds))),
+            "--connect-timeout", str(int(connect_timeout * 1000))]  # fmt: skip
+    try:
+        deadline = time.monotonic() + connect_timeout
+        while True:
+            res = client.run(argv, check=False, timeout=seconds + connect_timeout + 10)
+            if res.ok:
+                break
+            # The server may not listen yet; retry until the deadline, then report.
+            if time.monotonic() > deadline or not srv.running():
+                raise CommandError(client.name, argv, res.returncode, res.stdout,
+                                   res.stderr or _iperf_error(res.stdout))  # fmt: skip
+            time.sleep(0.1)
+        received = json.loads(res.stdout)["end"]["sum_received"]["bytes"]
+        accepted = re.findall(r"Accepted connection from ([0-9a-fA-F:.]+), port", srv.output())
+    finally:
+        srv.stop()
+    if not accepted:
+        raise LabError(f"[{server.name}] iperf3 server log shows no accepted connection:\n{srv.output()}")
+    return TcpResult(client.name, server.name, dst, port, int(received), accepted[-1])
+
+
+def _iperf_error(stdout: str) -> str:
+    try:
+        return json.loads(stdout).get("error", "")
+    except ValueError:
+        return ""

@@ -1,0 +1,30 @@
+"""Shared fixtures. Lab tests need root and bring up real network namespaces."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from labtools import netns
+from labtools.lab import Lab
+
+ROOT = Path(__file__).resolve().parents[1]
+POD_IP = "2001:db8:1234:5678:8:2:1:841"
+IS_ROOT = os.geteuid() == 0
+
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root: network namespaces (run `make test` as root)")
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The thesis testbed, up for the whole session under prefix `pyt`."""
+    if not IS_ROOT:
+        pytest.skip("needs root: network namespaces (run `make test` as root)")
+    lab = Lab(prefix="pyt")
+    lab.down()  # leftovers of an earlier, crashed run
+    lab.up(progress=False)
+    yield lab
+    lab.down()
+    assert not netns.lab_namespaces("pyt")

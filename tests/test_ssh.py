@@ -1,0 +1,130 @@
+"""The SSH backend against real sshd processes running inside lab namespaces ("emulated VMs")."""
+
+from __future__ import annotations
+
+import dataclasses
+import subprocess
+
+import paramiko
+import pytest
+
+from labtools import emulated_vms, probe
+from labtools.errors import HostKeyError, HostUnreachable, LabError
+from labtools.hosts import SSHConfig, SSHHost
+from labtools.lab import Lab, ssh_config
+from tests.conftest import IS_ROOT, POD_IP
+
+pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root: sshd in network namespaces")
+
+
+@pytest.fixture(scope="module")
+def vms(tmp_path_factory):
+    """The thesis machines as bare 'VMs' (namespaces and cables, no addresses) running sshd."""
+    lab = Lab(prefix="pys")
+    lab.down()
+    try:
+        yield emulated_vms.start(lab, tmp_path_factory.mktemp("vms"))
+    finally:
+        lab.down()
+
+
+@pytest.fixture(scope="module")
+def ssh_lab(vms):
+    lab = Lab(vms.ssh_inventory())
+    yield lab
+    lab.close()
+
+
+def cfg(vms, machine: str, **kw) -> SSHConfig:
+    base = ssh_config(vms.ssh_inventory().machine(machine).ssh or {}, vms.ssh_inventory())
+    return dataclasses.replace(base, **kw)
+
+
+def test_topology_configured_over_ssh_carries_traffic(vms, ssh_lab):
+    assert ssh_lab.backend == "ssh"
+    # Before: the VMs have no data-path addresses, so the client cannot reach the pod.
+    netns_lab = vms.lab
+    assert not probe.ping(netns_lab.host("client"), POD_IP, timeout=0.5).ok
+    ssh_lab.up(progress=False)  # the very commands the netns backend runs, now through paramiko
+    r = probe.ping(ssh_lab.host("client"), POD_IP)
+    assert r.ok and r.hop_limit == 62, r.error
+    assert probe.ping(ssh_lab.host("client"), POD_IP, packet_bytes=8900, dont_fragment=True).ok
+    fwd = ssh_lab.host("router").run(["sysctl", "-n", "net.ipv6.conf.all.forwarding"]).stdout.strip()
+    assert fwd == "1"
+    rows = {(s.machine, s.interface): s for s in ssh_lab.status()}
+    assert rows[("worker", "ens3")].mtu == 8950
+    # TCP through the SSH-started iperf3 server in the pod.
+    t = probe.iperf3_tcp(ssh_lab.host("client"), ssh_lab.host("pod"), POD_IP)
+    assert t.bytes > 0 and t.seen_source == "2001:db8:1234:5679::1"
+
+
+def test_ssh_errors_show_host_command_and_stderr(ssh_lab):
+    res = ssh_lab.host("worker").run(["sh", "-c", "echo out; echo err >&2; exit 3"], check=False)
+    assert (res.returncode, res.stdout, res.stderr) == (3, "out\n", "err\n")
+    with pytest.raises(Exception, match=r"\[worker\] `ls /nonexistent` failed \(exit 2\):\n.*No such file"):
+        ssh_lab.host("worker").run(["ls", "/nonexistent"])
+    with pytest.raises(Exception, match=r"timed out after 0.3 s"):
+        ssh_lab.host("worker").run(["sleep", "5"], timeout=0.3)
+    env = ssh_lab.host("worker").run(["sh", "-c", "echo $LABVAR"], env={"LABVAR": "x y"})
+    assert env.stdout == "x y\n"
+    big = ssh_lab.host("worker").run(
+        ["sh", "-c", "head -c 300000 /dev/zero | tr '\\0' a; head -c 300000 /dev/zero | tr '\\0' b >&2"]
+    )
+    assert len(big.stdout) == 300000 and len(big.stderr) == 300000
+
+
+def test_ssh_files_and_background_processes(ssh_lab, tmp_path):
+    h = ssh_lab.host("master")
+    (tmp_path / "a").write_text("payload")
+    h.put(tmp_path / "a", str(tmp_path / "remote"))
+    h.get(str(tmp_path / "remote"), tmp_path / "b")
+    assert (tmp_path / "b").read_text() == "payload"
+    p = h.start(["sh", "-c", "echo hi; exec sleep 60"])
+    assert p.running()
+    p.stop()
+    assert not p.running()
+    assert "hi" in p.output()
+
+
+def test_jump_host(vms):
+    jump = cfg(vms, "router")
+    with SSHHost("worker", cfg(vms, "worker", netns=None, jump=jump)) as h:
+        assert (
+            h.run(["ip", "-6", "-br", "addr", "show", "dev", "mgmt0"])
+            .stdout.split()[2]
+            .startswith(vms.addresses["worker"])
+        )
+
+
+def test_unknown_host_key_is_refused_unless_allowed(vms, tmp_path):
+    empty = tmp_path / "known_hosts"
+    with pytest.raises(HostKeyError, match=r"unknown host key.*accept_new_host_key"):
+        SSHHost("router", cfg(vms, "router", known_hosts=str(empty))).run(["true"])
+    with SSHHost("router", cfg(vms, "router", known_hosts=str(empty), accept_new_host_key=True)) as h:
+        assert h.run(["true"]).ok
+    assert vms.addresses["router"] in empty.read_text()  # recorded for next time
+    with SSHHost("router", cfg(vms, "router", known_hosts=str(empty))) as h:  # now known: plain policy works
+        assert h.run(["true"]).ok
+
+
+def test_changed_host_key_is_refused(vms, tmp_path):
+    wrong = tmp_path / "known_hosts"
+    hk = paramiko.HostKeys()
+    other = paramiko.Ed25519Key(filename=str(vms.workdir / "host_worker"))
+    hk.add(vms.addresses["router"], other.get_name(), other)
+    hk.save(str(wrong))
+    with pytest.raises(HostKeyError, match="does NOT match"):
+        SSHHost("router", cfg(vms, "router", known_hosts=str(wrong))).run(["true"])
+
+
+def test_wrong_key_and_closed_port_are_clear_errors(vms, tmp_path):
+    stranger = tmp_path / "stranger"
+    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger)], check=True)
+    with pytest.raises(HostUnreachable, match=r"authentication failed for root@\[fd00:10:99::3\]:22 with key"):
+        SSHHost("router", cfg(vms, "router", key=str(stranger))).run(["true"])
+    with pytest.raises(HostUnreachable, match=r"cannot reach root@\[fd00:10:99::3\]:2222.*refused"):
+        SSHHost("router", cfg(vms, "router", port=2222)).run(["true"])
+    garbage = tmp_path / "garbage"
+    garbage.write_text("not a key")
+    with pytest.raises(LabError, match=f"cannot load SSH key {garbage}"):
+        SSHHost("router", cfg(vms, "router", key=str(garbage))).run(["true"])
