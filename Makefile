@@ -12,12 +12,23 @@ PREFIX ?= thesis
 export PATH := $(abspath $(BIN)):$(PATH)
 
 # System tools the lab drives (Debian 12 package names). TeX is added by the paper target.
-APT_PACKAGES := iproute2 iptables nftables iperf3 tcpdump tshark clang llvm bpftool libbpf-dev \
-	openssh-server openssh-client iputils-ping procps python3-venv python3-pip
+APT_PACKAGES := iproute2 iptables nftables iperf3 tcpdump tshark clang llvm bpftool libbpf-dev gcc \
+	pkg-config openssh-server openssh-client iputils-ping procps python3-venv python3-pip
+BPF := labtools/bpf
+MULTIARCH := $(shell gcc -dumpmachine 2>/dev/null)
 
-.PHONY: setup system-deps python-env lab-up lab-down lab reproduce test lint clean
+.PHONY: setup system-deps python-env bpf lab-up lab-down lab reproduce test lint clean
 
-setup: system-deps python-env
+setup: system-deps python-env bpf
+
+# The eBPF NodePort datapath: the tc program (clang, BPF target) and its libbpf loader.
+bpf: $(BPF)/nodeport.o $(BPF)/labtools-bpf-load
+
+$(BPF)/nodeport.o: $(BPF)/nodeport.c | system-deps
+	clang -O2 -g -Wall -target bpf -I/usr/include/$(MULTIARCH) -c $< -o $@
+
+$(BPF)/labtools-bpf-load: $(BPF)/loader.c | system-deps
+	gcc -O2 -Wall -o $@ $< $$(pkg-config --cflags --libs libbpf)
 
 system-deps:
 	@missing=$$(for p in $(APT_PACKAGES); do \
@@ -66,5 +77,5 @@ test: setup
 	$(BIN)/pytest
 
 clean:
-	rm -rf build .pytest_cache .ruff_cache
+	rm -rf build .pytest_cache .ruff_cache $(BPF)/nodeport.o $(BPF)/labtools-bpf-load
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -40,6 +40,38 @@ def cmd_lab(args: argparse.Namespace) -> int:
     return 0
 
 
+def _workload(args: argparse.Namespace):
+    from labtools import services
+
+    protocols = ["TCP", "UDP"] if args.udp else ["TCP"]
+    return services.build(args.count, protocols=protocols, mix=args.mix, node_port_range=args.node_port_range,
+                          seed=args.seed)  # fmt: skip
+
+
+def cmd_services(args: argparse.Namespace) -> int:
+    import json
+
+    from labtools import datapaths, services
+    from labtools.lab import Lab
+
+    workload = _workload(args)
+    if args.action == "manifests":
+        sys.stdout.write(services.to_yaml(workload))
+        return 0
+    lab = Lab(args.inventory, args.prefix)
+    node = datapaths.node_of(lab.inventory)
+    done = datapaths.switch(lab.host(node.name), node, args.datapath, services.service_ports(workload, node.name))
+    record = {"datapath": done.datapath, "services": done.services, "render_s": round(done.render_s, 4),
+              "apply_s": round(done.apply_s, 4), "objects": done.objects, "workload": workload.params}  # fmt: skip
+    lab.save_state("services", record)
+    if args.json:
+        print(json.dumps(record))
+    else:
+        print(f"{done.datapath}: {done.services} services on {node.name} — render {done.render_s:.3f} s, "
+              f"apply {done.apply_s:.3f} s, {done.objects} rules/entries")  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="labtools", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -50,6 +82,28 @@ def build_parser() -> argparse.ArgumentParser:
     lab.add_argument("--prefix", "-p", help="namespace prefix (netns backend; default: the inventory's)")
     lab.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     lab.set_defaults(func=cmd_lab)
+
+    from labtools import datapaths, services
+
+    svc = sub.add_parser("services", help="program N Kubernetes Services into a datapath, or print manifests")
+    svc.add_argument("action", choices=["apply", "manifests"])
+    svc.add_argument("--datapath", "-d", choices=datapaths.NAMES, default="iptables")
+    svc.add_argument("--count", "-n", type=int, default=1, help="number of Services (default 1)")
+    svc.add_argument(
+        "--mix", choices=services.MIXES, default="nodeport", help="all NodePort, or N-1 ClusterIP and one NodePort"
+    )
+    svc.add_argument("--udp", action="store_true", help="also UDP 5201 on every Service (for iperf3 -u)")
+    svc.add_argument(
+        "--node-port-range",
+        default=None,
+        help=f"API server's service-node-port-range (default {services.DEFAULT_NODE_PORT_RANGE}, "
+        f"or {services.WIDE_NODE_PORT_RANGE} when more NodePorts are needed)",
+    )
+    svc.add_argument("--seed", type=int, default=0, help="seed of the cluster IP / node port allocator")
+    svc.add_argument("--inventory", "-i")
+    svc.add_argument("--prefix", "-p")
+    svc.add_argument("--json", action="store_true", help="print the record as JSON")
+    svc.set_defaults(func=cmd_services)
     return p
 
 

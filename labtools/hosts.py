@@ -84,17 +84,18 @@ class Host(ABC):
         check: bool = True,
         timeout: float = 60.0,
         env: Mapping[str, str] | None = None,
-        input: str | None = None,
+        input: str | bytes | None = None,
     ) -> Result:
-        """Run `argv` and wait for it. With `check`, a non-zero exit raises `CommandError`."""
+        """Run `argv` and wait for it; `input` goes to its stdin. A non-zero exit raises `CommandError` if `check`."""
         argv = [str(a) for a in argv]
-        res = self._run(argv, timeout=timeout, env=dict(env or {}), input=input)
+        data = input.encode() if isinstance(input, str) else input
+        res = self._run(argv, timeout=timeout, env=dict(env or {}), input=data)
         if check and not res.ok:
             raise CommandError(self.name, argv, res.returncode, res.stdout, res.stderr)
         return res
 
     @abstractmethod
-    def _run(self, argv: list[str], *, timeout: float, env: dict[str, str], input: str | None) -> Result: ...
+    def _run(self, argv: list[str], *, timeout: float, env: dict[str, str], input: bytes | None) -> Result: ...
 
     @abstractmethod
     def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, log: str | None = None) -> Process:
@@ -162,19 +163,18 @@ class NetnsHost(Host):
             )
         return ["ip", "netns", "exec", self.ns]
 
-    def _run(self, argv: list[str], *, timeout: float, env: dict[str, str], input: str | None) -> Result:
+    def _run(self, argv: list[str], *, timeout: float, env: dict[str, str], input: bytes | None) -> Result:
         try:
             p = subprocess.run(
                 self._prefix() + argv,
                 capture_output=True,
-                text=True,
                 timeout=timeout,
                 env={**os.environ, **env},
                 input=input,
             )
         except subprocess.TimeoutExpired as e:
             raise CommandError(self.name, argv, None, _s(e.stdout), _s(e.stderr), timeout=timeout) from None
-        return Result(self.name, tuple(argv), p.returncode, p.stdout, p.stderr)
+        return Result(self.name, tuple(argv), p.returncode, _s(p.stdout), _s(p.stderr))
 
     def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, log: str | None = None) -> Process:
         argv = [str(a) for a in argv]
@@ -358,7 +358,7 @@ class SSHHost(Host):
         prefix = ["env", *(f"{k}={v}" for k, v in env.items())] if env else []
         return shlex.join([*prefix, *argv])
 
-    def _run(self, argv: list[str], *, timeout: float, env: dict[str, str], input: str | None) -> Result:
+    def _run(self, argv: list[str], *, timeout: float, env: dict[str, str], input: bytes | None) -> Result:
         transport = self.client.get_transport()
         if transport is None or not transport.is_active():
             self.close()
@@ -368,7 +368,7 @@ class SSHHost(Host):
         try:
             chan.exec_command(self._command(argv, env))
             if input is not None:
-                chan.sendall(input.encode())
+                chan.sendall(input)
             chan.shutdown_write()
             out, err = bytearray(), bytearray()
             deadline = time.monotonic() + timeout

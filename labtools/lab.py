@@ -9,6 +9,7 @@ their interfaces and processes with them, so it also cleans up after a crash.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,6 +21,8 @@ from labtools.errors import LabError
 from labtools.hosts import Host, NetnsHost, SSHConfig, SSHHost
 from labtools.prereqs import require_root, require_tools
 from labtools.topology import Inventory, Link
+
+STATE_ROOT = Path("/run/labtools")
 
 
 @dataclass(frozen=True)
@@ -120,12 +123,28 @@ class Lab:
         if self.backend == "netns":
             require_root("labtools lab down")
             self.close()
+            shutil.rmtree(self.state_dir, ignore_errors=True)
             return netns.teardown(self.prefix or "")
         for name, m in self.inventory.machines.items():
             for argv in topology.unconfigure_commands(m):
                 self.host(name).run(argv, check=False)
         self.close()
+        shutil.rmtree(self.state_dir, ignore_errors=True)
         return list(self.inventory.machines)
+
+    # -- state that outlives one command (e.g. which Services are programmed), removed by `down`
+
+    @property
+    def state_dir(self) -> Path:
+        return STATE_ROOT / (self.prefix or self.inventory.name)
+
+    def save_state(self, key: str, record: dict) -> None:
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        (self.state_dir / f"{key}.json").write_text(json.dumps(record, indent=1))
+
+    def load_state(self, key: str) -> dict | None:
+        path = self.state_dir / f"{key}.json"
+        return json.loads(path.read_text()) if path.exists() else None
 
     def __enter__(self) -> Lab:
         self.up()

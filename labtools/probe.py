@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+import threading
 import time
 from dataclasses import dataclass
 
+from labtools import netns
 from labtools.errors import CommandError, LabError
 from labtools.hosts import Host
 
@@ -105,3 +108,63 @@ def _iperf_error(stdout: str) -> str:
         return json.loads(stdout).get("error", "")
     except ValueError:
         return ""
+
+
+class EchoServer:
+    """A TCP echo server on [::]:port inside a local network namespace, recording who connected.
+
+    Used to prove a datapath end to end: the data comes back only if DNAT, reverse NAT and every
+    checksum are right, and `peers` shows the source address the endpoint really saw.
+    """
+
+    def __init__(self, ns: str, port: int = 5201):
+        self.ns, self.port = ns, port
+        self.peers: list[str] = []
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+
+    def __enter__(self) -> EchoServer:
+        def make() -> socket.socket:
+            s = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("::", self.port))
+            s.listen(128)
+            return s
+
+        self._sock = netns.call_in(self.ns, make)
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
+        return self
+
+    def _serve(self) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                conn, peer = self._sock.accept()
+            except OSError:
+                return
+            self.peers.append(peer[0])
+            with conn:
+                conn.settimeout(5)
+                try:
+                    while data := conn.recv(65536):
+                        conn.sendall(data)
+                except OSError:
+                    pass
+
+    def __exit__(self, *exc: object) -> None:
+        if self._sock is not None:
+            self._sock.close()
+        if self._thread is not None:
+            self._thread.join(2)
+
+
+def tcp_echo(ns: str, dst: str, port: int, payload: bytes = b"labtools-echo", timeout: float = 3.0) -> bytes:
+    """Connect from namespace `ns` to [dst]:port, send `payload`, return what came back."""
+    with netns.connect_in(ns, (dst, port), timeout=timeout) as s:
+        s.sendall(payload)
+        s.shutdown(socket.SHUT_WR)
+        got = b""
+        while chunk := s.recv(65536):
+            got += chunk
+        return got

@@ -1,0 +1,303 @@
+// SPDX-License-Identifier: GPL-2.0
+/* A tc (clsact) NodePort datapath for IPv6, modelled on Cilium's kube-proxy replacement.
+ *
+ * from_netdev   (ingress of the node's uplink): service lookup in lb6_services keyed like Cilium's
+ *               lb6_key (address, port, slot, proto, scope); slot 0 is the frontend with the backend
+ *               count and rev-NAT index; random backend slot; conntrack; DNAT with L4 checksum
+ *               updates; redirect to the local endpoint's veth (bpf_redirect_neigh).
+ * from_container (ingress of the pod's host-side veth): reverse NAT of replies via conntrack and
+ *               lb6_reverse_nat, then back to the stack, which routes them out (Cilium's legacy
+ *               host routing does the same).
+ * Map layouts follow bpf/lib/common.h (lb6_key, lb6_service, lb6_backend, lb6_reverse_nat).
+ */
+#include <linux/bpf.h>
+#include <linux/if_ether.h>
+#include <linux/in.h>
+#include <linux/ipv6.h>
+#include <linux/pkt_cls.h>
+#include <linux/tcp.h>
+#include <linux/udp.h>
+#include <stddef.h>
+#include <bpf/bpf_endian.h>
+#include <bpf/bpf_helpers.h>
+
+#define SVC_FLAG_NODEPORT (1 << 1)
+#define SVC_FLAG_EXT_LOCAL_SCOPE (1 << 2)
+#define SVC_FLAG_ROUTABLE (1 << 6)
+#define LB_LOOKUP_SCOPE_EXT 0
+#define CT_DIR_FWD 0
+#define CT_DIR_REV 1
+#ifndef BPF_F_IPV6
+#define BPF_F_IPV6 (1ULL << 7)
+#endif
+
+struct lb6_key {
+	__u8 address[16];
+	__be16 dport;		/* network byte order */
+	__u16 backend_slot;	/* 0: the service frontend */
+	__u8 proto;
+	__u8 scope;
+	__u8 pad[2];
+};
+
+struct lb6_service {
+	__u32 backend_id;	/* slot > 0 */
+	__u16 count;		/* slot 0: number of backends */
+	__u16 rev_nat_index;
+	__u8 flags;
+	__u8 flags2;
+	__u16 qcount;
+};
+
+struct lb6_backend {
+	__u8 address[16];
+	__be16 port;
+	__u8 proto;
+	__u8 flags;
+	__u16 cluster_id;
+	__u8 zone;
+	__u8 pad;
+};
+
+struct lb6_reverse_nat {
+	__u8 address[16];
+	__be16 port;
+} __attribute__((packed));
+
+struct ct6_key {
+	__u8 saddr[16];
+	__u8 daddr[16];
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+	__u8 dir;
+	__u8 pad[2];
+};
+
+struct ct6_entry {
+	__u32 backend_id;
+	__u16 rev_nat_index;
+	__u16 pad;
+};
+
+struct endpoint {
+	__u32 ifindex;	/* host-side veth of a local pod */
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct lb6_key);
+	__type(value, struct lb6_service);
+} lb6_services SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u32);
+	__type(value, struct lb6_backend);
+} lb6_backends SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u16);
+	__type(value, struct lb6_reverse_nat);
+} lb6_reverse_nat SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 262144);
+	__type(key, struct ct6_key);
+	__type(value, struct ct6_entry);
+} ct6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, struct in6_addr);
+	__type(value, struct endpoint);
+} lxc6 SEC(".maps");
+
+struct l4 {
+	__u32 off;	/* L4 header offset from the start of the frame */
+	__u32 csum_off;	/* checksum offset from the start of the frame */
+	__u64 csum_flags;
+	__be16 sport;
+	__be16 dport;
+	__u8 proto;
+};
+
+/* Parse Ethernet + IPv6 + TCP/UDP without extension headers; 0 on success. */
+static __always_inline int parse(struct __sk_buff *skb, struct ipv6hdr *ip6, struct l4 *l4)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct ipv6hdr *h = data + sizeof(*eth);
+
+	if ((void *)(h + 1) > end || eth->h_proto != bpf_htons(ETH_P_IPV6))
+		return -1;
+	*ip6 = *h;
+	l4->proto = h->nexthdr;
+	l4->off = sizeof(*eth) + sizeof(*h);
+	if (h->nexthdr == IPPROTO_TCP) {
+		struct tcphdr *t = (void *)(h + 1);
+		if ((void *)(t + 1) > end)
+			return -1;
+		l4->sport = t->source;
+		l4->dport = t->dest;
+		l4->csum_off = l4->off + offsetof(struct tcphdr, check);
+		l4->csum_flags = 0;
+		return 0;
+	}
+	if (h->nexthdr == IPPROTO_UDP) {
+		struct udphdr *u = (void *)(h + 1);
+		if ((void *)(u + 1) > end)
+			return -1;
+		l4->sport = u->source;
+		l4->dport = u->dest;
+		l4->csum_off = l4->off + offsetof(struct udphdr, check);
+		l4->csum_flags = BPF_F_MARK_MANGLED_0;
+		return 0;
+	}
+	return -1;
+}
+
+/* Rewrite a 16-byte address at `addr_off` and fix the L4 checksum (pseudo-header). */
+static __always_inline int rewrite_addr(struct __sk_buff *skb, __u32 addr_off, const __u8 *old,
+					const __u8 *new, const struct l4 *l4)
+{
+	__s64 diff = bpf_csum_diff((__be32 *)old, 16, (__be32 *)new, 16, 0);
+
+	if (diff < 0)
+		return -1;
+	if (bpf_skb_store_bytes(skb, addr_off, new, 16, 0) < 0)
+		return -1;
+	/* BPF_F_IPV6 (6.16+) keeps skb->csum right under CHECKSUM_COMPLETE; older kernels reject it. */
+	if (bpf_l4_csum_replace(skb, l4->csum_off, 0, diff, BPF_F_PSEUDO_HDR | BPF_F_IPV6 | l4->csum_flags) < 0 &&
+	    bpf_l4_csum_replace(skb, l4->csum_off, 0, diff, BPF_F_PSEUDO_HDR | l4->csum_flags) < 0)
+		return -1;
+	return 0;
+}
+
+static __always_inline int rewrite_port(struct __sk_buff *skb, __u32 port_off, __be16 old, __be16 new,
+					const struct l4 *l4)
+{
+	if (old == new)
+		return 0;
+	if (bpf_l4_csum_replace(skb, l4->csum_off, old, new, sizeof(new) | l4->csum_flags) < 0)
+		return -1;
+	return bpf_skb_store_bytes(skb, port_off, &new, sizeof(new), 0);
+}
+
+SEC("tc")
+int from_netdev(struct __sk_buff *skb)
+{
+	struct ipv6hdr ip6;
+	struct l4 l4;
+	struct lb6_key key = {};
+	struct ct6_key ct = {};
+	struct ct6_entry *known, entry = {};
+	struct lb6_service *svc, *slot;
+	struct lb6_backend *be;
+	struct endpoint *ep;
+	__u32 backend_id;
+
+	if (parse(skb, &ip6, &l4) < 0)
+		return TC_ACT_OK;	/* not TCP/UDP over plain IPv6: not ours (Cilium: DROP_UNKNOWN_L4 -> pass) */
+
+	__builtin_memcpy(key.address, &ip6.daddr, 16);
+	key.dport = l4.dport;
+	key.proto = l4.proto;
+	key.scope = LB_LOOKUP_SCOPE_EXT;	/* NodePort traffic always uses the external scope */
+	svc = bpf_map_lookup_elem(&lb6_services, &key);
+	if (!svc)
+		return TC_ACT_OK;	/* not a service frontend */
+	if (!(svc->flags & SVC_FLAG_ROUTABLE))
+		return TC_ACT_SHOT;	/* a ClusterIP or the surrogate: DROP_IS_CLUSTER_IP */
+
+	__builtin_memcpy(ct.saddr, &ip6.saddr, 16);
+	__builtin_memcpy(ct.daddr, &ip6.daddr, 16);
+	ct.sport = l4.sport;
+	ct.dport = l4.dport;
+	ct.proto = l4.proto;
+	ct.dir = CT_DIR_FWD;
+	known = bpf_map_lookup_elem(&ct6, &ct);
+	if (known) {
+		backend_id = known->backend_id;
+	} else {
+		if (svc->count == 0)
+			return TC_ACT_SHOT;	/* eTP=Local without a local backend: DROP_NO_SERVICE */
+		key.backend_slot = (bpf_get_prandom_u32() % svc->count) + 1;
+		slot = bpf_map_lookup_elem(&lb6_services, &key);
+		if (!slot)
+			return TC_ACT_SHOT;
+		backend_id = slot->backend_id;
+	}
+	be = bpf_map_lookup_elem(&lb6_backends, &backend_id);
+	if (!be)
+		return TC_ACT_SHOT;
+	if (!known) {
+		struct ct6_key rev = {};
+
+		entry.backend_id = backend_id;
+		entry.rev_nat_index = svc->rev_nat_index;
+		bpf_map_update_elem(&ct6, &ct, &entry, BPF_ANY);
+		__builtin_memcpy(rev.saddr, be->address, 16);
+		__builtin_memcpy(rev.daddr, &ip6.saddr, 16);
+		rev.sport = be->port;
+		rev.dport = l4.sport;
+		rev.proto = l4.proto;
+		rev.dir = CT_DIR_REV;
+		bpf_map_update_elem(&ct6, &rev, &entry, BPF_ANY);
+	}
+
+	/* DNAT: destination address, then port, each with its checksum update. */
+	if (rewrite_addr(skb, ETH_HLEN + offsetof(struct ipv6hdr, daddr), (__u8 *)&ip6.daddr, be->address, &l4) < 0)
+		return TC_ACT_SHOT;
+	if (rewrite_port(skb, l4.off + offsetof(struct tcphdr, dest), l4.dport, be->port, &l4) < 0)
+		return TC_ACT_SHOT;
+
+	ep = bpf_map_lookup_elem(&lxc6, be->address);
+	if (!ep || ip6.hop_limit <= 1)
+		return TC_ACT_OK;	/* let the stack route it (or send time-exceeded) */
+	/* We forward it ourselves, so we age it like a router would. */
+	__u8 hl = ip6.hop_limit - 1;
+	bpf_skb_store_bytes(skb, ETH_HLEN + offsetof(struct ipv6hdr, hop_limit), &hl, 1, 0);
+	return bpf_redirect_neigh(ep->ifindex, NULL, 0, 0);
+}
+
+SEC("tc")
+int from_container(struct __sk_buff *skb)
+{
+	struct ipv6hdr ip6;
+	struct l4 l4;
+	struct ct6_key ct = {};
+	struct ct6_entry *entry;
+	struct lb6_reverse_nat *nat;
+	__u16 index;
+
+	if (parse(skb, &ip6, &l4) < 0)
+		return TC_ACT_OK;
+	__builtin_memcpy(ct.saddr, &ip6.saddr, 16);
+	__builtin_memcpy(ct.daddr, &ip6.daddr, 16);
+	ct.sport = l4.sport;
+	ct.dport = l4.dport;
+	ct.proto = l4.proto;
+	ct.dir = CT_DIR_REV;
+	entry = bpf_map_lookup_elem(&ct6, &ct);
+	if (!entry)
+		return TC_ACT_OK;	/* not a reply to a NodePort connection */
+	index = entry->rev_nat_index;
+	nat = bpf_map_lookup_elem(&lb6_reverse_nat, &index);
+	if (!nat)
+		return TC_ACT_OK;
+	if (rewrite_addr(skb, ETH_HLEN + offsetof(struct ipv6hdr, saddr), (__u8 *)&ip6.saddr, nat->address, &l4) < 0)
+		return TC_ACT_SHOT;
+	if (rewrite_port(skb, l4.off + offsetof(struct tcphdr, source), l4.sport, nat->port, &l4) < 0)
+		return TC_ACT_SHOT;
+	return TC_ACT_OK;
+}
+
+char LICENSE[] SEC("license") = "GPL";

@@ -1,0 +1,73 @@
+"""Service datapaths on the (emulated) worker: kube-proxy iptables/nftables modes and an eBPF NodePort.
+
+`switch()` is the single entry point: it clears every other datapath from the node, then renders and
+applies the chosen one for the given service ports ("none" leaves the node without service rules).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from labtools import services
+from labtools.datapaths.base import Datapath, Node, Programmed
+from labtools.datapaths.ebpf import EbpfDatapath
+from labtools.datapaths.iptables import IptablesDatapath
+from labtools.datapaths.nftables import NftablesDatapath
+from labtools.errors import LabError
+from labtools.hosts import Host, NetnsHost
+from labtools.prereqs import require_tools
+from labtools.topology import Endpoint, Inventory
+
+NAMES = ("none", "iptables", "iptables-legacy", "nftables", "ebpf")
+
+
+def get(name: str) -> Datapath | None:
+    """The datapath called `name`; None for "none"."""
+    if name == "none":
+        return None
+    if name == "iptables":
+        return IptablesDatapath("nft")
+    if name == "iptables-legacy":
+        return IptablesDatapath("legacy")
+    if name == "nftables":
+        return NftablesDatapath()
+    if name == "ebpf":
+        return EbpfDatapath()
+    raise LabError(f"unknown datapath {name!r}: choose one of {', '.join(NAMES)}")
+
+
+def all_datapaths() -> list[Datapath]:
+    return [d for d in (get(n) for n in NAMES) if d is not None]
+
+
+def node_of(inv: Inventory) -> Node:
+    """The worker as a `Node`: its address and uplink, and the veth of each pod behind it."""
+    worker = inv.by_role("worker")
+    ip = worker.global_v6()[0]
+    uplink = next(i.name for i in worker.interfaces.values() if any(a.ip == ip for a in i.addresses))
+    pods = {}
+    for m in inv.machines.values():
+        if m.role != "pod":
+            continue
+        for ifname in m.interfaces:
+            link = inv.link_of(Endpoint(m.name, ifname))
+            host_side = next((e for e in (link.members if link else []) if e.machine == worker.name), None)
+            if host_side:
+                pods[str(m.global_v6()[0])] = host_side.interface
+    return Node(worker.name, str(ip), uplink, str(services.CLUSTER_CIDR), str(services.SERVICE_CIDR), pods)
+
+
+def switch(host: Host, node: Node, name: str, ports: Sequence[services.ServicePort]) -> Programmed:
+    """Make `name` the node's only service datapath, programmed with `ports`."""
+    chosen = get(name)
+    if isinstance(host, NetnsHost):  # every datapath is cleared, so every tool is needed
+        require_tools("nft", "ip6tables-nft-restore", "ip6tables-legacy-restore", "tc")
+    for d in all_datapaths():
+        if chosen is None or d.name != chosen.name:
+            d.clear(host, node)
+    if chosen is None:
+        return Programmed("none", len({(p.namespace, p.name) for p in ports}), 0.0, 0.0, 0)
+    return chosen.program(host, ports, node)
+
+
+__all__ = ["NAMES", "Datapath", "Node", "Programmed", "all_datapaths", "get", "node_of", "switch"]

@@ -1,0 +1,62 @@
+"""What every service datapath offers: render the desired state, apply it atomically, clear it."""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from labtools.hosts import Host
+from labtools.services import ServicePort
+
+
+@dataclass(frozen=True)
+class Node:
+    """The node the datapath runs on, as kube-proxy / Cilium know it."""
+
+    name: str  # Kubernetes node name; decides which endpoints are local
+    ip: str  # primary IPv6 address (NodePort frontend)
+    uplink: str  # the interface NodePort traffic arrives on
+    cluster_cidr: str  # pod CIDR for kube-proxy's local-traffic detector
+    service_cidr: str
+    pod_interfaces: dict[str, str] = field(default_factory=dict)  # endpoint IP -> host-side veth
+
+
+@dataclass
+class Programmed:
+    """What `apply` did, with the timings the sweep records (programming latency)."""
+
+    datapath: str
+    services: int
+    render_s: float
+    apply_s: float
+    objects: int  # rules, map entries or elements written
+    detail: dict = field(default_factory=dict)
+
+
+class Datapath(ABC):
+    """kube-proxy's shape: one sync renders the whole desired state, one call applies it atomically."""
+
+    name: str
+    tools: tuple[str, ...] = ()
+
+    @abstractmethod
+    def render(self, ports: Sequence[ServicePort], node: Node) -> object:
+        """The complete desired state for these service ports (text, or map entries)."""
+
+    @abstractmethod
+    def apply(self, host: Host, rendered: object, node: Node) -> int:
+        """Replace whatever this datapath had on `host` with `rendered`, atomically. Returns objects written."""
+
+    @abstractmethod
+    def clear(self, host: Host, node: Node) -> None:
+        """Remove everything this datapath put on `host`; a no-op when there is nothing."""
+
+    def program(self, host: Host, ports: Sequence[ServicePort], node: Node) -> Programmed:
+        t0 = time.perf_counter()
+        rendered = self.render(ports, node)
+        t1 = time.perf_counter()
+        objects = self.apply(host, rendered, node)
+        t2 = time.perf_counter()
+        return Programmed(self.name, len({(p.namespace, p.name) for p in ports}), t1 - t0, t2 - t1, objects)

@@ -1,0 +1,173 @@
+"""A tc eBPF NodePort datapath modelled on Cilium's kube-proxy replacement (`labtools/bpf/nodeport.c`).
+
+`render()` turns service ports into Cilium-shaped map entries: per frontend a slot-0 entry (backend
+count, rev-NAT index, flags) and one entry per backend slot in `lb6_services`, the backends in
+`lb6_backends`, and `lb6_reverse_nat`. NodePorts get one frontend per node address plus the zero-address
+surrogate, as Cilium does (`pkg/k8s/service.go` ParseService); with externalTrafficPolicy=Local the
+external scope holds only node-local backends and a second, internal scope holds all (SVC_FLAG_TWO_SCOPES).
+
+`apply()` runs `labtools-bpf-load` (libbpf, `labtools/bpf/loader.c`) in the node's namespace: it loads a
+fresh copy of the program with its maps, fills each map with one batch update, and only then swaps the
+programs onto the interfaces (tc filter replace) — traffic never sees half-filled maps. Nothing is pinned:
+the tc filters hold the programs, the programs hold the maps, and the namespace's end frees them.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import struct
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from labtools.datapaths.base import Datapath, Node
+from labtools.errors import LabError, PrerequisiteError
+from labtools.hosts import Host
+from labtools.services import ServicePort
+
+BPF_DIR = Path(__file__).resolve().parents[1] / "bpf"
+SOURCE = BPF_DIR / "nodeport.c"
+OBJECT = BPF_DIR / "nodeport.o"
+LOADER = BPF_DIR / "labtools-bpf-load"
+REMOTE_OBJECT = "/tmp/labtools-nodeport.o"
+REMOTE_LOADER = "/tmp/labtools-bpf-load"
+PROTO = {"tcp": 6, "udp": 17}
+# lb6_service flags (bpf/lib/common.h)
+SVC_FLAG_NODEPORT = 1 << 1
+SVC_FLAG_EXT_LOCAL_SCOPE = 1 << 2
+SVC_FLAG_ROUTABLE = 1 << 6
+SVC_FLAG_TWO_SCOPES = 1 << 5  # in flags2
+SCOPE_EXT, SCOPE_INT = 0, 1
+
+
+def _addr(ip: str) -> bytes:
+    return ipaddress.IPv6Address(ip).packed
+
+
+def svc_key(ip: str, port: int, slot: int, proto: int, scope: int) -> bytes:
+    return struct.pack("<16s2sHBB2x", _addr(ip), port.to_bytes(2, "big"), slot, proto, scope)
+
+
+def svc_value(backend_id: int, count: int, rev_nat: int, flags: int, flags2: int) -> bytes:
+    return struct.pack("<IHHBBH", backend_id, count, rev_nat, flags, flags2, 0)
+
+
+def backend_value(ip: str, port: int, proto: int) -> bytes:
+    return struct.pack("<16s2sBBHBB", _addr(ip), port.to_bytes(2, "big"), proto, 0, 0, 0, 0)
+
+
+@dataclass
+class MapEntries:
+    """Entries per map, as (key bytes, value bytes)."""
+
+    maps: dict[str, list[tuple[bytes, bytes]]] = field(default_factory=dict)
+    frontends: int = 0
+
+    def add(self, name: str, key: bytes, value: bytes) -> None:
+        self.maps.setdefault(name, []).append((key, value))
+
+    def count(self) -> int:
+        return sum(len(v) for v in self.maps.values())
+
+    def stream(self) -> bytes:
+        """The loader's stdin: per map, name[16] key_size value_size count, then all keys, then all values."""
+        out = bytearray()
+        for name, entries in self.maps.items():
+            if not entries:
+                continue
+            ksz, vsz = len(entries[0][0]), len(entries[0][1])
+            out += struct.pack("<16sIII", name.encode(), ksz, vsz, len(entries))
+            out += b"".join(k for k, _ in entries)
+            out += b"".join(v for _, v in entries)
+        return bytes(out)
+
+
+def render(ports: Sequence[ServicePort], node: Node) -> MapEntries:
+    out = MapEntries()
+    backend_ids: dict[tuple[str, int, int], int] = {}
+    rev_nat = 0
+
+    def backend(ep_ip: str, ep_port: int, proto: int) -> int:
+        k = (ep_ip, ep_port, proto)
+        if k not in backend_ids:
+            backend_ids[k] = len(backend_ids) + 1
+            out.add("lb6_backends", struct.pack("<I", backend_ids[k]), backend_value(ep_ip, ep_port, proto))
+        return backend_ids[k]
+
+    def frontend(ip: str, port: int, proto: int, scope: int, eps, flags: int, flags2: int, index: int) -> None:
+        ids = [backend(e.ip, e.port, proto) for e in eps]
+        out.add("lb6_services", svc_key(ip, port, 0, proto, scope), svc_value(0, len(ids), index, flags, flags2))
+        for slot, bid in enumerate(ids, start=1):
+            out.add("lb6_services", svc_key(ip, port, slot, proto, scope), svc_value(bid, 0, index, 0, 0))
+
+    for sp in ports:
+        proto = PROTO[sp.protocol]
+        # ClusterIP frontend: reachable from pods only (not routable from outside).
+        rev_nat += 1
+        out.add("lb6_reverse_nat", struct.pack("<H", rev_nat), struct.pack("<16s2s", _addr(sp.cluster_ip),
+                                                                           sp.port.to_bytes(2, "big")))  # fmt: skip
+        frontend(sp.cluster_ip, sp.port, proto, SCOPE_EXT, sp.cluster_endpoints, 0, 0, rev_nat)
+        out.frontends += 1
+        if not sp.node_port:
+            continue
+        ext_eps = sp.local_endpoints if sp.external_local else sp.cluster_endpoints
+        two_scopes = sp.external_local != sp.internal_local
+        for addr, routable in ((node.ip, True), ("::", False)):  # node address and the surrogate
+            rev_nat += 1
+            out.add("lb6_reverse_nat", struct.pack("<H", rev_nat),
+                    struct.pack("<16s2s", _addr(addr), sp.node_port.to_bytes(2, "big")))  # fmt: skip
+            flags = SVC_FLAG_NODEPORT | (SVC_FLAG_ROUTABLE if routable else 0)
+            flags |= SVC_FLAG_EXT_LOCAL_SCOPE if sp.external_local else 0
+            flags2 = SVC_FLAG_TWO_SCOPES if two_scopes else 0
+            frontend(addr, sp.node_port, proto, SCOPE_EXT, ext_eps, flags, flags2, rev_nat)
+            if two_scopes:
+                int_eps = sp.local_endpoints if sp.internal_local else sp.cluster_endpoints
+                frontend(addr, sp.node_port, proto, SCOPE_INT, int_eps, flags, flags2, rev_nat)
+            out.frontends += 1
+    if rev_nat > 0xFFFF:
+        raise LabError(f"{rev_nat} frontends exceed the 16-bit rev-NAT index")
+    return out
+
+
+def require_built() -> tuple[Path, Path]:
+    """The compiled program and loader; `make setup` builds them with clang and gcc (libbpf)."""
+    for built, src in ((OBJECT, SOURCE), (LOADER, BPF_DIR / "loader.c")):
+        if not built.exists() or built.stat().st_mtime < src.stat().st_mtime:
+            raise PrerequisiteError(f"{built} is missing or older than {src.name}: run `make setup`")
+    return OBJECT, LOADER
+
+
+class EbpfDatapath(Datapath):
+    """tc (clsact) eBPF NodePort datapath on the node's uplink and its pods' veths."""
+
+    name = "ebpf"
+    tools = ("tc",)
+
+    def render(self, ports: Sequence[ServicePort], node: Node) -> MapEntries:
+        return render(ports, node)
+
+    def _ifindex(self, host: Host, ifname: str) -> int:
+        res = host.run(["ip", "-j", "link", "show", "dev", ifname])
+        return int(json.loads(res.stdout)[0]["ifindex"])
+
+    def apply(self, host: Host, rendered: object, node: Node) -> int:
+        assert isinstance(rendered, MapEntries)
+        obj, loader = require_built()
+        host.put(obj, REMOTE_OBJECT)
+        host.put(loader, REMOTE_LOADER)
+        host.run(["chmod", "+x", REMOTE_LOADER])
+        entries = MapEntries(dict(rendered.maps), rendered.frontends)
+        entries.maps["lxc6"] = [
+            (_addr(ip), struct.pack("<I", self._ifindex(host, ifname))) for ip, ifname in node.pod_interfaces.items()
+        ]
+        pods = sorted(set(node.pod_interfaces.values()))
+        res = host.run([REMOTE_LOADER, REMOTE_OBJECT, node.uplink, *pods], input=entries.stream(), timeout=120)
+        written = int(res.stdout.strip() or 0)
+        if written != entries.count():
+            raise LabError(f"[{host.name}] the loader wrote {written} map entries, expected {entries.count()}")
+        return written
+
+    def clear(self, host: Host, node: Node) -> None:
+        for ifname in (node.uplink, *sorted(set(node.pod_interfaces.values()))):
+            host.run(["tc", "filter", "del", "dev", ifname, "ingress", "pref", "1"], check=False)

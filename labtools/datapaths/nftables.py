@@ -1,0 +1,223 @@
+"""kube-proxy's nftables mode for an IPv6 node: table `ip6 kube-proxy`, verdict maps, one `nft -f`.
+
+Reference: kubernetes `pkg/proxy/nftables/proxier.go` as of v1.34/v1.35 — `setupNFTables` (base chains,
+sets and maps, the masquerading chains, the NodePort dispatch), `syncProxyRules` (per-service chains and
+elements), `writeServiceToEndpointRules` (`numgen random mod N vmap`), `hashAndTruncate`,
+`servicePortChainNameBase` and `servicePortEndpointChainNameBase` (chain names); the text format is
+that of sigs.k8s.io/knftables (`objects.go`).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from labtools.datapaths.base import Datapath, Node
+from labtools.datapaths.iptables import MASQUERADE_MARK
+from labtools.hosts import Host
+from labtools.services import ServicePort
+
+TABLE = "ip6 kube-proxy"
+CHAIN_NAME_BASE_MAX = 240  # knftables.NameLengthMax (256) - chainNamePrefixLengthMax (16)
+
+BASE_CHAINS = [  # name, type, hook, priority (v1.34)
+    ("filter-prerouting-pre-dnat", "filter", "prerouting", -110),
+    ("filter-output-pre-dnat", "filter", "output", -110),
+    ("filter-input", "filter", "input", 0),
+    ("filter-forward", "filter", "forward", 0),
+    ("filter-output", "filter", "output", 0),
+    ("nat-prerouting", "nat", "prerouting", -100),
+    ("nat-output", "nat", "output", -100),
+    ("nat-postrouting", "nat", "postrouting", 100),
+]
+JUMPS = [  # destination, source base chain, match (nftablesJumpChains)
+    ("nodeport-endpoints-check", "filter-input", "ct state new"),
+    ("service-endpoints-check", "filter-input", "ct state new"),
+    ("service-endpoints-check", "filter-forward", "ct state new"),
+    ("service-endpoints-check", "filter-output", "ct state new"),
+    ("firewall-check", "filter-prerouting-pre-dnat", "ct state new"),
+    ("firewall-check", "filter-output-pre-dnat", "ct state new"),
+    ("services", "nat-output", ""),
+    ("services", "nat-prerouting", ""),
+    ("masquerading", "nat-postrouting", ""),
+    ("cluster-ips-check", "filter-forward", "ct state new"),
+    ("cluster-ips-check", "filter-output", "ct state new"),
+]
+
+
+def hash_and_truncate(name: str) -> str:
+    h = base64.b32encode(hashlib.sha256(name.encode()).digest()).decode()[:8]
+    out = f"{h}-{name}"
+    return out if len(out) <= CHAIN_NAME_BASE_MAX else out[: CHAIN_NAME_BASE_MAX - 3] + "..."
+
+
+def chain_base(sp: ServicePort) -> str:
+    """servicePortChainNameBase: ns/name/proto/portname (the port name is a path part here)."""
+    return hash_and_truncate(f"{sp.namespace}/{sp.name}/{sp.protocol}/{sp.port_name}")
+
+
+def endpoint_chain(sp: ServicePort, ip: str, port: int) -> str:
+    """endpoint- + servicePortEndpointChainNameBase; ':' in IPv6 addresses becomes '.'."""
+    return "endpoint-" + hash_and_truncate(
+        f"{sp.namespace}/{sp.name}/{sp.protocol}/{sp.port_name}__{ip.replace(':', '.')}/{port}"
+    )
+
+
+@dataclass
+class Options:
+    mark: str = MASQUERADE_MARK
+    local_detector: bool = True  # --detect-local-mode=ClusterCIDR
+    # "all": --nodeport-addresses ::/0, dispatch with `fib daddr type local` (like iptables' addrtype LOCAL).
+    # "primary": kube-proxy's nftables default since v1.31: only the node IP, via the nodeport-ips set.
+    nodeport_addresses: str = "all"
+
+
+@dataclass
+class Ruleset:
+    """knftables-style lines of the final state (what kube-proxy's unit tests compare)."""
+
+    lines: list[str]
+
+    def transaction(self) -> str:
+        # One nft -f run is one atomic transaction: drop the old table and build the new one.
+        return "add table ip6 kube-proxy\ndelete table ip6 kube-proxy\n" + "\n".join(self.lines) + "\n"
+
+
+def render(ports: Sequence[ServicePort], node: Node, opt: Options | None = None) -> Ruleset:
+    opt = opt or Options()
+    t, m = TABLE, opt.mark
+    if opt.nodeport_addresses not in ("all", "primary"):
+        raise ValueError(f"nodeport_addresses must be all or primary, got {opt.nodeport_addresses!r}")
+    match_all = opt.nodeport_addresses == "all"
+    out = [f'add table {t} {{ comment "rules for kube-proxy" ; }}']
+    out.append(f'add set {t} cluster-ips {{ type ipv6_addr ; comment "Active ClusterIPs" ; }}')
+    if not match_all:
+        out.append(f'add set {t} nodeport-ips {{ type ipv6_addr ; comment "IPs that accept NodePort traffic" ; }}')
+    vmap3, vmap2 = "ipv6_addr . inet_proto . inet_service : verdict", "inet_proto . inet_service : verdict"
+    for name, typ, comment in (
+        ("firewall-ips", vmap3, "destinations that are subject to LoadBalancerSourceRanges"),
+        ("no-endpoint-nodeports", vmap2, "vmap to drop or reject packets to service nodeports with no endpoints"),
+        ("no-endpoint-services", vmap3, "vmap to drop or reject packets to services with no endpoints"),
+        ("service-ips", vmap3, "ClusterIP, ExternalIP and LoadBalancer IP traffic"),
+        ("service-nodeports", vmap2, "NodePort traffic"),
+    ):
+        out.append(f'add map {t} {name} {{ type {typ} ; comment "{comment}" ; }}')
+    for name, typ, hook, prio in BASE_CHAINS:
+        out.append(f"add chain {t} {name} {{ type {typ} hook {hook} priority {prio} ; }}")
+    for name in ("cluster-ips-check", "firewall-check", "mark-for-masquerade", "masquerading",
+                 "nodeport-endpoints-check", "services", "service-endpoints-check"):  # fmt: skip
+        out.append(f"add chain {t} {name}")
+    out.append(
+        f'add chain {t} reject-chain {{ comment "helper for @no-endpoint-services / @no-endpoint-nodeports" ; }}'
+    )
+    for dst, src, match in JUMPS:
+        out.append(f"add rule {t} {src} {match + ' ' if match else ''}jump {dst}")
+    out += [
+        f'add rule {t} cluster-ips-check ip6 daddr @cluster-ips reject comment "Reject traffic to invalid ports of '
+        'ClusterIPs"',
+        f"add rule {t} cluster-ips-check ip6 daddr {{ {node.service_cidr} }} drop comment "
+        '"Drop traffic to unallocated ClusterIPs"',
+        f"add rule {t} firewall-check ip6 daddr . meta l4proto . th dport vmap @firewall-ips",
+        f"add rule {t} mark-for-masquerade mark set mark or {m}",
+        f"add rule {t} masquerading mark and {m} == 0 return",
+        f"add rule {t} masquerading mark set mark xor {m}",
+        f"add rule {t} masquerading masquerade fully-random",
+        f"add rule {t} reject-chain reject",
+        f"add rule {t} services ip6 daddr . meta l4proto . th dport vmap @service-ips",
+        f"add rule {t} service-endpoints-check ip6 daddr . meta l4proto . th dport vmap @no-endpoint-services",
+    ]
+    if match_all:
+        out += [
+            f"add rule {t} services fib daddr type local ip6 daddr != ::1 meta l4proto . th dport vmap "
+            "@service-nodeports",
+            f"add rule {t} nodeport-endpoints-check ip6 daddr != ::1 meta l4proto . th dport vmap "
+            "@no-endpoint-nodeports",
+        ]
+    else:
+        out += [
+            f"add rule {t} services ip6 daddr @nodeport-ips meta l4proto . th dport vmap @service-nodeports",
+            f"add rule {t} nodeport-endpoints-check ip6 daddr @nodeport-ips meta l4proto . th dport vmap "
+            "@no-endpoint-nodeports",
+            f"add element {t} nodeport-ips {{ {node.ip} }}",
+        ]
+    pod = node.cluster_cidr
+    for sp in ports:
+        base = chain_base(sp)
+        svc, loc, ext = f"service-{base}", f"local-{base}", f"external-{base}"
+        spn, proto = sp.name_string, sp.protocol
+        cluster_eps, local_eps = sp.cluster_endpoints, sp.local_endpoints
+        uses_cluster = bool(cluster_eps)
+        uses_local = bool(local_eps) and (sp.internal_local or (sp.external_local and sp.externally_accessible))
+        has_eps = sp.has_endpoints
+        has_internal = has_eps and (not sp.internal_local or bool(local_eps))
+        has_external = sp.has_external_endpoints
+        uses_ext = has_eps and sp.externally_accessible
+        verdict = "drop" if has_eps else "goto reject-chain"
+        reachable = {str(e): e for e in (*cluster_eps, *local_eps)} if (uses_cluster or uses_local) else {}
+        for key in sorted(reachable):
+            out.append(f"add chain {t} {endpoint_chain(sp, reachable[key].ip, reachable[key].port)}")
+        if uses_cluster:
+            out.append(f"add chain {t} {svc}")
+        if uses_local:
+            out.append(f"add chain {t} {loc}")
+        if uses_ext:
+            out.append(f"add chain {t} {ext}")
+        out.append(f"add element {t} cluster-ips {{ {sp.cluster_ip} }}")
+        key = f"{sp.cluster_ip} . {proto} . {sp.port}"
+        if has_internal:
+            out.append(f"add element {t} service-ips {{ {key} : goto {loc if sp.internal_local else svc} }}")
+        else:
+            out.append(f'add element {t} no-endpoint-services {{ {key} comment "{spn}" : {verdict} }}')
+        if sp.node_port:
+            if has_eps:
+                out.append(f"add element {t} service-nodeports {{ {proto} . {sp.node_port} : goto {ext} }}")
+            if not has_external:
+                out.append(f'add element {t} no-endpoint-nodeports {{ {proto} . {sp.node_port} comment "{spn}" : '
+                           f"{verdict} }}")  # fmt: skip
+        if has_internal and opt.local_detector:
+            out.append(f"add rule {t} {loc if sp.internal_local else svc} ip6 daddr {sp.cluster_ip} "
+                       f"ip6 saddr != {pod} jump mark-for-masquerade")  # fmt: skip
+        if uses_ext:
+            if not sp.external_local:
+                out += [f"add rule {t} {ext} jump mark-for-masquerade", f"add rule {t} {ext} goto {svc}"]
+            else:
+                if opt.local_detector:
+                    out.append(f'add rule {t} {ext} ip6 saddr {pod} goto {svc} comment "short-circuit pod traffic"')
+                out.append(f'add rule {t} {ext} fib saddr type local jump mark-for-masquerade comment '
+                           '"masquerade local traffic"')  # fmt: skip
+                out.append(f'add rule {t} {ext} fib saddr type local goto {svc} comment "short-circuit local traffic"')
+            if has_external:
+                out.append(f"add rule {t} {ext} goto {loc if sp.external_local else svc}")
+        for chain, eps, used in ((svc, cluster_eps, uses_cluster), (loc, local_eps, uses_local)):
+            if used:
+                vmap = " , ".join(f"{i} : goto {endpoint_chain(sp, e.ip, e.port)}" for i, e in enumerate(eps))
+                out.append(f"add rule {t} {chain} numgen random mod {len(eps)} vmap {{ {vmap} }}")
+        for k in sorted(reachable):
+            ep = reachable[k]
+            ech = endpoint_chain(sp, ep.ip, ep.port)
+            out.append(f"add rule {t} {ech} ip6 saddr {ep.ip} jump mark-for-masquerade")
+            out.append(f"add rule {t} {ech} meta l4proto {proto} dnat to {ep}")
+    return Ruleset(out)
+
+
+class NftablesDatapath(Datapath):
+    """kube-proxy nftables mode, applied with one `nft -f` transaction."""
+
+    name = "nftables"
+    tools = ("nft",)
+
+    def __init__(self, options: Options | None = None):
+        self.options = options or Options()
+
+    def render(self, ports: Sequence[ServicePort], node: Node) -> Ruleset:
+        return render(ports, node, self.options)
+
+    def apply(self, host: Host, rendered: object, node: Node) -> int:
+        assert isinstance(rendered, Ruleset)
+        host.run(["nft", "-f", "-"], input=rendered.transaction(), timeout=300)
+        return len(rendered.lines)
+
+    def clear(self, host: Host, node: Node) -> None:
+        host.run(["nft", "delete", "table", "ip6", "kube-proxy"], check=False)
