@@ -10,6 +10,10 @@ from collections.abc import Sequence
 from labtools.errors import LabError
 
 
+def _fmt(v: object) -> str:
+    return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+
 def _table(rows: list[Sequence[object]], header: Sequence[str]) -> str:
     cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
     widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
@@ -54,6 +58,20 @@ def cmd_services(args: argparse.Namespace) -> int:
     from labtools import datapaths, services
     from labtools.lab import Lab
 
+    if args.action == "bench":
+        from labtools.datapaths import bench
+
+        lab = Lab(args.inventory, args.prefix)
+        names = args.datapaths.split(",")
+        rows = bench.run(lab, [int(c) for c in args.counts.split(",")], names, args.repeats)
+        if args.out:
+            with open(args.out, "w") as fh:
+                json.dump({"rows": rows, "summary": bench.summary(rows)}, fh, indent=1)
+        cols = ["datapath", "services", "repeats", "apply_median_s", "apply_min_s", "apply_max_s",
+                "render_median_s", "bare_median_s", "ratio_median"]  # fmt: skip
+        table = [[_fmt(r.get(c, "")) for c in cols] for r in bench.summary(rows)]
+        print(_table(table, cols))
+        return 0
     workload = _workload(args)
     if args.action == "manifests":
         sys.stdout.write(services.to_yaml(workload))
@@ -86,7 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     from labtools import datapaths, services
 
     svc = sub.add_parser("services", help="program N Kubernetes Services into a datapath, or print manifests")
-    svc.add_argument("action", choices=["apply", "manifests"])
+    svc.add_argument("action", choices=["apply", "manifests", "bench"],
+                     help="apply: program the worker; manifests: YAML for a cluster; bench: programming latency")
     svc.add_argument("--datapath", "-d", choices=datapaths.NAMES, default="iptables")
     svc.add_argument("--count", "-n", type=int, default=1, help="number of Services (default 1)")
     svc.add_argument(
@@ -103,6 +122,10 @@ def build_parser() -> argparse.ArgumentParser:
     svc.add_argument("--inventory", "-i")
     svc.add_argument("--prefix", "-p")
     svc.add_argument("--json", action="store_true", help="print the record as JSON")
+    svc.add_argument("--counts", default="1000,10000", help="bench: comma-separated service counts")
+    svc.add_argument("--datapaths", default="iptables,iptables-legacy,nftables,ebpf", help="bench: datapaths")
+    svc.add_argument("--repeats", type=int, default=3, help="bench: repeats per datapath and count")
+    svc.add_argument("--out", help="bench: write every sample and the summary as JSON here")
     svc.set_defaults(func=cmd_services)
     return p
 

@@ -192,7 +192,8 @@ class NetnsHost(Host):
         return NetnsProcess(self, argv, popen, log)
 
     def put(self, local: str | Path, remote: str) -> None:
-        shutil.copyfile(local, remote)
+        if Path(local).resolve() != Path(remote).resolve():
+            shutil.copyfile(local, remote)
 
     def get(self, remote: str, local: str | Path) -> None:
         shutil.copyfile(remote, local)

@@ -81,8 +81,7 @@ class Ruleset:
     lines: list[str]
 
     def transaction(self) -> str:
-        # One nft -f run is one atomic transaction: drop the old table and build the new one.
-        return "add table ip6 kube-proxy\ndelete table ip6 kube-proxy\n" + "\n".join(self.lines) + "\n"
+        return "\n".join(self.lines) + "\n"
 
 
 def render(ports: Sequence[ServicePort], node: Node, opt: Options | None = None) -> Ruleset:
@@ -216,7 +215,10 @@ class NftablesDatapath(Datapath):
 
     def apply(self, host: Host, rendered: object, node: Node) -> int:
         assert isinstance(rendered, Ruleset)
-        host.run(["nft", "-f", "-"], input=rendered.transaction(), timeout=300)
+        # The old table goes in a transaction of its own: rebuilding it in the same one makes the kernel
+        # scan the old table's thousands of anonymous sets for every new one (nf_tables_set_alloc_name).
+        self.clear(host, node)
+        host.run(["nft", "-f", "-"], input=rendered.transaction(), timeout=600)
         return len(rendered.lines)
 
     def clear(self, host: Host, node: Node) -> None:

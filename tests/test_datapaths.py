@@ -1,0 +1,86 @@
+"""Every datapath carries real NodePort traffic from the client to the pod, at 1 to 10,000 Services."""
+
+from __future__ import annotations
+
+import pytest
+
+from labtools import datapaths, netns, probe, services
+from labtools.lab import Lab
+from tests.conftest import IS_ROOT
+
+pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root: brings the lab up")
+CLIENT_IP = "2001:db8:1234:5679::1"
+PROGRAMMED = ("iptables", "iptables-legacy", "nftables", "ebpf")
+
+
+@pytest.fixture(scope="module")
+def dlab():
+    lab = Lab(prefix="pyd")
+    lab.down()
+    lab.up(progress=False)
+    node = datapaths.node_of(lab.inventory)
+    with probe.EchoServer(lab.ns("pod"), services.IPERF_PORT) as echo:
+        yield lab, node, echo
+    lab.down()
+    assert not netns.lab_namespaces("pyd")
+
+
+def outcome(lab: Lab, node, port: int, timeout: float = 2.5) -> str:
+    # > 1 s: an ICMP error that races the connect() call is only a soft error (TcpExtLockDroppedIcmps);
+    # the SYN retransmitted after 1 s then gets the hard error.
+    try:
+        got = probe.tcp_echo(lab.ns("client"), node.ip, port, b"ping", timeout=timeout)
+    except ConnectionRefusedError:
+        return "refused"
+    except TimeoutError:
+        return "dropped"
+    return "echoed" if got == b"ping" else f"garbled {got!r}"
+
+
+@pytest.mark.parametrize("count", [1, 1000, 10000])
+@pytest.mark.parametrize("datapath", PROGRAMMED)
+def test_nodeport_reaches_the_pod_and_keeps_the_client_address(dlab, datapath, count):
+    lab, node, echo = dlab
+    workload = services.build(count)
+    done = datapaths.switch(lab.host("worker"), node, datapath, services.service_ports(workload, node.name))
+    assert done.datapath == datapath and done.services == count and done.objects > 0
+    for which in ("first", "middle", "last"):
+        node_port = workload.target(which).spec.ports[0].node_port
+        payload = f"{datapath}/{count}/{which}".encode() * 100  # several segments: checksums must hold
+        assert probe.tcp_echo(lab.ns("client"), node.ip, node_port, payload) == payload
+        assert echo.peers[-1] == CLIENT_IP  # eTP=Local: no SNAT
+
+
+def test_without_a_datapath_the_nodeport_is_closed(dlab):
+    lab, node, _ = dlab
+    workload = services.build(1)
+    datapaths.switch(lab.host("worker"), node, "none", services.service_ports(workload, node.name))
+    assert outcome(lab, node, workload.target("first").spec.ports[0].node_port) == "refused"
+    # and nothing of any datapath is left on the worker
+    worker = lab.host("worker")
+    assert worker.run(["nft", "list", "tables"]).stdout.strip() == ""
+    assert "pref 1" not in worker.run(["tc", "filter", "show", "dev", "ens3", "ingress"]).stdout
+
+
+# What kube-proxy / Cilium do with a NodePort whose Service has endpoints elsewhere but none here
+# (eTP=Local: DROP) and with a Service that has no endpoints at all (kube-proxy: REJECT; Cilium with
+# service-no-backend-response=drop, which our program models: drop).
+EXPECTED = {
+    "iptables": ("dropped", "refused"),
+    "iptables-legacy": ("dropped", "refused"),
+    "nftables": ("dropped", "refused"),
+    "ebpf": ("dropped", "dropped"),
+}
+
+
+@pytest.mark.parametrize("datapath", PROGRAMMED)
+def test_no_local_endpoint_and_no_endpoint(dlab, datapath):
+    lab, node, _ = dlab
+    workload = services.build(3)
+    workload.slices[1].endpoints[0].node_name = "master"  # its only endpoint lives on another node
+    workload.slices[2].endpoints = []
+    datapaths.switch(lab.host("worker"), node, datapath, services.service_ports(workload, node.name))
+    ports = [s.spec.ports[0].node_port for s in workload.services]
+    got = (outcome(lab, node, ports[1]), outcome(lab, node, ports[2]))
+    assert outcome(lab, node, ports[0]) == "echoed"
+    assert got == EXPECTED[datapath]
