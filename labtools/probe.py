@@ -87,14 +87,15 @@ def iperf3_tcp(
         deadline = time.monotonic() + connect_timeout
         while True:
             res = client.run(argv, check=False, timeout=seconds + connect_timeout + 10)
-            if res.ok:
+            error = _iperf_error(res.stdout)
+            received = json.loads(res.stdout).get("end", {}).get("sum_received", {}).get("bytes") if not error else None
+            if res.ok and received is not None:
                 break
-            # The server may not listen yet; retry until the deadline, then report.
+            # The server may not listen yet (or the run was cut short); retry until the deadline, then report.
             if time.monotonic() > deadline or not srv.running():
                 raise CommandError(client.name, argv, res.returncode, res.stdout,
-                                   res.stderr or _iperf_error(res.stdout))  # fmt: skip
+                                   res.stderr or error or "iperf3 reported no transfer")  # fmt: skip
             time.sleep(0.1)
-        received = json.loads(res.stdout)["end"]["sum_received"]["bytes"]
         accepted = re.findall(r"Accepted connection from ([0-9a-fA-F:.]+), port", srv.output())
     finally:
         srv.stop()
@@ -107,7 +108,7 @@ def _iperf_error(stdout: str) -> str:
     try:
         return json.loads(stdout).get("error", "")
     except ValueError:
-        return ""
+        return "no JSON from iperf3" if stdout.strip() else ""
 
 
 class EchoServer:
