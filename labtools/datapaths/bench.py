@@ -1,7 +1,7 @@
 """Programming latency: how long each datapath takes to take in N Services, against the bare tool.
 
-For the iptables backends the same run also times a bare `ip6tables-*-restore` of the very file, so
-the wrapper's overhead is a ratio measured side by side. Datapaths are interleaved within each repeat.
+For the iptables backends the same run also times a bare `ip6tables-*-restore` of the very file, from
+the same empty tables, so the wrapper's overhead is a ratio measured side by side. Datapaths are interleaved within each repeat.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ def run(lab: Lab, counts: Sequence[int], names: Sequence[str], repeats: int, pro
                     with open(path, "w") as fh:  # netns hosts share this filesystem
                         fh.write(dp.render(ports, node).full)
                     host.put(path, path)
+                    dp.clear(host, node)  # the bare run starts from the same empty tables as ours did
                     ns = int(host.run(["sh", "-c", BARE.format(tool=dp.restore, path=path)]).stdout.strip())
                     row["bare_restore_s"] = ns / 1e9
                     row["ratio_to_bare"] = done.apply_s / row["bare_restore_s"]
