@@ -104,8 +104,11 @@ def build_parser() -> argparse.ArgumentParser:
     from labtools import datapaths, services
 
     svc = sub.add_parser("services", help="program N Kubernetes Services into a datapath, or print manifests")
-    svc.add_argument("action", choices=["apply", "manifests", "bench"],
-                     help="apply: program the worker; manifests: YAML for a cluster; bench: programming latency")
+    svc.add_argument(
+        "action",
+        choices=["apply", "manifests", "bench"],
+        help="apply: program the worker; manifests: YAML for a cluster; bench: programming latency",
+    )
     svc.add_argument("--datapath", "-d", choices=datapaths.NAMES, default="iptables")
     svc.add_argument("--count", "-n", type=int, default=1, help="number of Services (default 1)")
     svc.add_argument(

@@ -102,8 +102,7 @@ def start(lab: Lab, workdir: str | Path, port: int = 22) -> EmulatedVMs:
     addresses, sshd = {}, {}
     for k, name in enumerate(lab.inventory.machines, start=2):
         ns, addr = lab.ns(name), str(MGMT_NET[k])
-        if not netns.has_link(ns, "mgmt0"):
-            netns.ip("link", "add", "mgmt0", "netns", ns, "type", "veth", "peer", "name", f"m{k}", "netns", mgmt)
+        netns.veth(ns, "mgmt0", mgmt, f"m{k}")
         netns.ip("-n", mgmt, "link", "set", f"m{k}", "master", "br0", "up")
         netns.ip("-n", ns, "addr", "replace", f"{addr}/64", "dev", "mgmt0", "nodad")
         netns.ip("-n", ns, "link", "set", "mgmt0", "up")

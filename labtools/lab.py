@@ -172,25 +172,7 @@ class Lab:
             mtu = max(inv.machines[ep.machine].interfaces[ep.interface].mtu for ep in lk.members)
             if len(lk.members) == 2:
                 a, b = lk.members
-                if not netns.has_link(self.ns(a.machine), a.interface):
-                    netns.ip(
-                        "link",
-                        "add",
-                        a.interface,
-                        "netns",
-                        self.ns(a.machine),
-                        "mtu",
-                        str(mtu),
-                        "type",
-                        "veth",
-                        "peer",
-                        "name",
-                        b.interface,
-                        "netns",
-                        self.ns(b.machine),
-                        "mtu",
-                        str(mtu),
-                    )
+                netns.veth(self.ns(a.machine), a.interface, self.ns(b.machine), b.interface, mtu)
                 continue
             sw = self._switch_ns(lk)
             if not netns.has_link(sw, "br0"):
@@ -199,25 +181,7 @@ class Lab:
             netns.ip("-n", sw, "link", "set", "br0", "up")
             for k, ep in enumerate(lk.members):
                 port = f"p{k}-{ep.machine}"[:15]
-                if not netns.has_link(self.ns(ep.machine), ep.interface):
-                    netns.ip(
-                        "link",
-                        "add",
-                        ep.interface,
-                        "netns",
-                        self.ns(ep.machine),
-                        "mtu",
-                        str(mtu),
-                        "type",
-                        "veth",
-                        "peer",
-                        "name",
-                        port,
-                        "netns",
-                        sw,
-                        "mtu",
-                        str(mtu),
-                    )
+                netns.veth(self.ns(ep.machine), ep.interface, sw, port, mtu)
                 netns.ip("-n", sw, "link", "set", port, "master", "br0", "up")
 
     # -- status

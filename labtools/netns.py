@@ -150,3 +150,11 @@ def ip(*args: str) -> None:
 
 def has_link(ns: str, ifname: str) -> bool:
     return subprocess.run(["ip", "-n", ns, "link", "show", "dev", ifname], capture_output=True).returncode == 0
+
+
+def veth(ns_a: str, name_a: str, ns_b: str, name_b: str, mtu: int | None = None) -> None:
+    """A veth pair made directly inside two namespaces (never in the root one), unless it exists."""
+    if has_link(ns_a, name_a):
+        return
+    m = ["mtu", str(mtu)] if mtu else []
+    ip("link", "add", name_a, "netns", ns_a, *m, "type", "veth", "peer", "name", name_b, "netns", ns_b, *m)

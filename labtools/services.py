@@ -291,8 +291,38 @@ class ServicePort:
         return self.node_port != 0
 
     @property
+    def has_internal_endpoints(self) -> bool:
+        return self.has_endpoints and (not self.internal_local or bool(self.local_endpoints))
+
+    @property
     def has_external_endpoints(self) -> bool:
         return self.has_endpoints and (not self.external_local or bool(self.local_endpoints))
+
+    # Which chains kube-proxy builds (syncProxyRules): the same decisions in iptables and nftables mode.
+
+    @property
+    def uses_cluster_policy(self) -> bool:
+        # UsesClusterEndpoints() holds for iTP=Cluster and for every externally accessible service.
+        return bool(self.cluster_endpoints)
+
+    @property
+    def uses_local_policy(self) -> bool:
+        uses_local = self.internal_local or (self.external_local and self.externally_accessible)
+        return bool(self.local_endpoints) and uses_local
+
+    @property
+    def uses_external_chain(self) -> bool:
+        return self.has_endpoints and self.externally_accessible
+
+    @property
+    def reachable_endpoints(self) -> list[Endpoint]:
+        """allLocallyReachableEndpoints: those of the policy chains in use, each once, sorted."""
+        eps: dict[str, Endpoint] = {}
+        if self.uses_cluster_policy:
+            eps.update((str(e), e) for e in self.cluster_endpoints)
+        if self.uses_local_policy:
+            eps.update((str(e), e) for e in self.local_endpoints)
+        return [eps[k] for k in sorted(eps)]
 
 
 def _categorize(eps: list[Endpoint], node: str) -> tuple[tuple[Endpoint, ...], tuple[Endpoint, ...]]:

@@ -1,7 +1,8 @@
 """Programming latency: how long each datapath takes to take in N Services, against the bare tool.
 
 For the iptables backends the same run also times a bare `ip6tables-*-restore` of the very file, from
-the same empty tables, so the wrapper's overhead is a ratio measured side by side. Datapaths are interleaved within each repeat.
+the same empty tables, so the wrapper's overhead is a ratio measured side by side. Datapaths are
+interleaved within each repeat.
 """
 
 from __future__ import annotations

@@ -104,14 +104,9 @@ def render_kube_proxy(ports: Sequence[ServicePort], node: Node, opt: Options | N
         spn, proto = sp.name_string, sp.protocol
         h = port_proto_hash(sp)
         svc, svl, ext = f"KUBE-SVC-{h}", f"KUBE-SVL-{h}", f"KUBE-EXT-{h}"
-        cluster_eps, local_eps = sp.cluster_endpoints, sp.local_endpoints
-        uses_cluster = bool(cluster_eps)  # UsesClusterEndpoints() is true for NodePort and iTP=Cluster
-        uses_local = bool(local_eps) and (sp.internal_local or (sp.external_local and sp.externally_accessible))
-        has_eps = sp.has_endpoints
+        has_eps, has_internal, has_external = sp.has_endpoints, sp.has_internal_endpoints, sp.has_external_endpoints
         internal_chain = svl if sp.internal_local else svc
         external_policy_chain = svl if sp.external_local else svc
-        has_internal = has_eps and (not sp.internal_local or bool(local_eps))
-        has_external = sp.has_external_endpoints
         int_target = ext_target = "REJECT"
         int_comment = ext_comment = f'"{spn} has no endpoints"'
         if has_eps:
@@ -137,7 +132,7 @@ def render_kube_proxy(ports: Sequence[ServicePort], node: Node, opt: Options | N
                 f'-A {internal_chain} -m comment --comment "{spn} cluster IP" {l4} {cip} ! -s {pod_cidr} '
                 "-j KUBE-MARK-MASQ"
             )
-        if has_eps and sp.externally_accessible:
+        if sp.uses_external_chain:
             nat_chains.append(f":{ext} - [0:0]")
             if not sp.external_local:
                 nat.append(f'-A {ext} -m comment --comment "masquerade traffic for {spn} external destinations" '
@@ -152,7 +147,8 @@ def render_kube_proxy(ports: Sequence[ServicePort], node: Node, opt: Options | N
                            f'destinations" -m addrtype --src-type LOCAL -j {svc}')  # fmt: skip
             if has_external:
                 nat.append(f"-A {ext} -j {external_policy_chain}")
-        for chain, eps, used in ((svc, cluster_eps, uses_cluster), (svl, local_eps, uses_local)):
+        for chain, eps, used in ((svc, sp.cluster_endpoints, sp.uses_cluster_policy),
+                                 (svl, sp.local_endpoints, sp.uses_local_policy)):  # fmt: skip
             if not used:
                 continue
             nat_chains.append(f":{chain} - [0:0]")
@@ -161,9 +157,8 @@ def render_kube_proxy(ports: Sequence[ServicePort], node: Node, opt: Options | N
                 cmt = "" if large else f'-m comment --comment "{spn} -> {ep}" '
                 stat = f"-m statistic --mode random --probability {1.0 / (n - i):0.10f} " if i < n - 1 else ""
                 nat.append(f"-A {chain} {cmt}{stat}-j {sep_chain(sp, str(ep))}")
-        reachable = {str(e): e for e in (*cluster_eps, *local_eps)} if (uses_cluster or uses_local) else {}
-        for key in sorted(reachable):
-            ep = reachable[key]
+        for ep in sp.reachable_endpoints:
+            key = str(ep)
             sep = sep_chain(sp, key)
             nat_chains.append(f":{sep} - [0:0]")
             cmt = "" if large else f"-m comment --comment {spn} "

@@ -146,20 +146,14 @@ def render(ports: Sequence[ServicePort], node: Node, opt: Options | None = None)
         base = chain_base(sp)
         svc, loc, ext = f"service-{base}", f"local-{base}", f"external-{base}"
         spn, proto = sp.name_string, sp.protocol
-        cluster_eps, local_eps = sp.cluster_endpoints, sp.local_endpoints
-        uses_cluster = bool(cluster_eps)
-        uses_local = bool(local_eps) and (sp.internal_local or (sp.external_local and sp.externally_accessible))
-        has_eps = sp.has_endpoints
-        has_internal = has_eps and (not sp.internal_local or bool(local_eps))
-        has_external = sp.has_external_endpoints
-        uses_ext = has_eps and sp.externally_accessible
+        has_eps, has_internal, has_external = sp.has_endpoints, sp.has_internal_endpoints, sp.has_external_endpoints
+        uses_ext = sp.uses_external_chain
         verdict = "drop" if has_eps else "goto reject-chain"
-        reachable = {str(e): e for e in (*cluster_eps, *local_eps)} if (uses_cluster or uses_local) else {}
-        for key in sorted(reachable):
-            out.append(f"add chain {t} {endpoint_chain(sp, reachable[key].ip, reachable[key].port)}")
-        if uses_cluster:
+        for ep in sp.reachable_endpoints:
+            out.append(f"add chain {t} {endpoint_chain(sp, ep.ip, ep.port)}")
+        if sp.uses_cluster_policy:
             out.append(f"add chain {t} {svc}")
-        if uses_local:
+        if sp.uses_local_policy:
             out.append(f"add chain {t} {loc}")
         if uses_ext:
             out.append(f"add chain {t} {ext}")
@@ -189,12 +183,12 @@ def render(ports: Sequence[ServicePort], node: Node, opt: Options | None = None)
                 out.append(f'add rule {t} {ext} fib saddr type local goto {svc} comment "short-circuit local traffic"')
             if has_external:
                 out.append(f"add rule {t} {ext} goto {loc if sp.external_local else svc}")
-        for chain, eps, used in ((svc, cluster_eps, uses_cluster), (loc, local_eps, uses_local)):
+        for chain, eps, used in ((svc, sp.cluster_endpoints, sp.uses_cluster_policy),
+                                 (loc, sp.local_endpoints, sp.uses_local_policy)):  # fmt: skip
             if used:
                 vmap = " , ".join(f"{i} : goto {endpoint_chain(sp, e.ip, e.port)}" for i, e in enumerate(eps))
                 out.append(f"add rule {t} {chain} numgen random mod {len(eps)} vmap {{ {vmap} }}")
-        for k in sorted(reachable):
-            ep = reachable[k]
+        for ep in sp.reachable_endpoints:
             ech = endpoint_chain(sp, ep.ip, ep.port)
             out.append(f"add rule {t} {ech} ip6 saddr {ep.ip} jump mark-for-masquerade")
             out.append(f"add rule {t} {ech} meta l4proto {proto} dnat to {ep}")
