@@ -17,9 +17,15 @@ APT_PACKAGES := iproute2 iptables nftables iperf3 tcpdump tshark clang llvm bpft
 BPF := labtools/bpf
 MULTIARCH := $(shell gcc -dumpmachine 2>/dev/null)
 
-.PHONY: setup system-deps python-env bpf lab-up lab-down lab reproduce test lint clean
+.PHONY: setup system-deps python-env bpf tools lab-up lab-down lab reproduce test lint clean
 
-setup: system-deps python-env bpf
+setup: system-deps python-env bpf tools
+
+# The connection-setup client/server (C, so its own cost stays in microseconds).
+tools: labtools/tools/labtools-crr
+
+labtools/tools/labtools-crr: labtools/tools/crr.c | system-deps
+	gcc -O2 -Wall -o $@ $<
 
 # The eBPF NodePort datapath: the tc program (clang, BPF target) and its libbpf loader.
 bpf: $(BPF)/nodeport.o $(BPF)/labtools-bpf-load
@@ -77,5 +83,5 @@ test: setup
 	$(BIN)/pytest
 
 clean:
-	rm -rf build .pytest_cache .ruff_cache $(BPF)/nodeport.o $(BPF)/labtools-bpf-load
+	rm -rf build .pytest_cache .ruff_cache $(BPF)/nodeport.o $(BPF)/labtools-bpf-load labtools/tools/labtools-crr
 	find . -name __pycache__ -prune -exec rm -rf {} +

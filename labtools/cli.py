@@ -90,6 +90,50 @@ def cmd_services(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_measure(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from labtools import measure, services
+    from labtools.lab import Lab
+
+    lab = Lab(args.inventory, args.prefix)
+    state = lab.load_state("services")
+    if state is None and args.target != "pod":
+        raise LabError("no Services are programmed: run `labtools services apply` first, or use --target pod")
+    if state and state["datapath"] == "none" and args.target != "pod":
+        raise LabError("the datapath is `none`, so there is no NodePort: use --target pod")
+    workload = services.build(**{k: v for k, v in state["workload"].items()}) if state else None
+    t = measure.target(lab, workload, args.target)
+    client, server = lab.host(lab.inventory.by_role("client").name), lab.host(lab.inventory.by_role("pod").name)
+    base = {"datapath": state["datapath"] if state else "none", "services": state["services"] if state else 0,
+            "target": args.target}  # fmt: skip
+    prov = measure.provenance(lab)
+    out = Path(args.out) if args.out else None
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    if args.metric == "crr":
+        srv = measure.start_crr_server(server, services.IPERF_PORT)
+    else:
+        srv = server.start(["iperf3", "-s", "-p", str(services.IPERF_PORT)])
+    try:
+        for r in range(args.repeats):
+            raw = measure.crr(client, t) if args.metric == "crr" else measure.throughput(client, server, t)
+            recs = measure.records(args.metric, raw, {**base, "repeat": r})
+            rows += recs
+            if out:
+                (out / f"{args.metric}-{args.target}-{r}.json").write_text(json.dumps(raw))
+                with open(out / "records.jsonl", "a") as fh:
+                    for rec in recs:
+                        fh.write(json.dumps({**rec, "provenance": prov}) + "\n")
+    finally:
+        srv.stop()
+    print(_table([[_fmt(r[c]) for c in ("datapath", "services", "target", "metric", "repeat", "value", "unit")]
+                  for r in rows], ["datapath", "services", "target", "metric", "repeat", "value", "unit"]))  # fmt: skip
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="labtools", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -130,6 +174,17 @@ def build_parser() -> argparse.ArgumentParser:
     svc.add_argument("--repeats", type=int, default=3, help="bench: repeats per datapath and count")
     svc.add_argument("--out", help="bench: write every sample and the summary as JSON here")
     svc.set_defaults(func=cmd_services)
+
+    from labtools import measure
+
+    me = sub.add_parser("measure", help="measure through the programmed datapath (client -> target)")
+    me.add_argument("--metric", "-m", choices=measure.METRICS, default="crr")
+    me.add_argument("--target", "-t", choices=measure.TARGETS, default="last")
+    me.add_argument("--repeats", "-r", type=int, default=1)
+    me.add_argument("--out", "-o", help="directory for raw outputs and records.jsonl")
+    me.add_argument("--inventory", "-i")
+    me.add_argument("--prefix", "-p")
+    me.set_defaults(func=cmd_measure)
     return p
 
 

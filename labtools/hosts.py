@@ -112,6 +112,10 @@ class Host(ABC):
     def read_text(self, remote: str) -> str:
         return self.run(["cat", remote], check=False).stdout
 
+    @abstractmethod
+    def install(self, local: str | Path) -> str:
+        """Make a local file (a tool, a BPF object) available on the host; returns its path there."""
+
     def close(self) -> None:  # noqa: B027 - deliberately optional to override
         """Release connections; a no-op where there are none."""
 
@@ -200,6 +204,9 @@ class NetnsHost(Host):
 
     def read_text(self, remote: str) -> str:
         return Path(remote).read_text(errors="replace")
+
+    def install(self, local: str | Path) -> str:
+        return str(Path(local).resolve())  # same filesystem: use it where it is
 
 
 def _s(b: bytes | str | None) -> str:
@@ -417,6 +424,14 @@ class SSHHost(Host):
     def put(self, local: str | Path, remote: str) -> None:
         with self.client.open_sftp() as sftp:
             sftp.put(str(local), remote)
+
+    def install(self, local: str | Path) -> str:
+        local = Path(local)
+        remote = f"/tmp/labtools-{local.name}"
+        with self.client.open_sftp() as sftp:
+            sftp.put(str(local), remote)
+            sftp.chmod(remote, local.stat().st_mode & 0o777)
+        return remote
 
     def get(self, remote: str, local: str | Path) -> None:
         with self.client.open_sftp() as sftp:

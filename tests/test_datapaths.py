@@ -84,3 +84,23 @@ def test_no_local_endpoint_and_no_endpoint(dlab, datapath):
     got = (outcome(lab, node, ports[1]), outcome(lab, node, ports[2]))
     assert outcome(lab, node, ports[0]) == "echoed"
     assert got == EXPECTED[datapath]
+
+
+@pytest.mark.parametrize("datapath", PROGRAMMED)
+def test_nodeport_and_direct_connections_reusing_client_ports(dlab, datapath):
+    """Thousands of short connections, alternating NodePort and straight-to-pod, reuse client ports.
+
+    A stale reverse-NAT entry of an old NodePort connection must not hijack the replies of a new
+    direct one (this once broke the eBPF datapath's conntrack).
+    """
+    from labtools import measure
+
+    lab, node, _ = dlab
+    workload = services.build(3)
+    datapaths.switch(lab.host("worker"), node, datapath, services.service_ports(workload, node.name))
+    client = lab.host("client")
+    # The module's echo server answers on the pod's port 5201, so it serves both paths.
+    for _ in range(2):
+        for name in ("last", "pod"):
+            raw = measure.crr(client, measure.target(lab, workload, name), transactions=1500)
+            assert raw["failed"] == 0, (name, raw)

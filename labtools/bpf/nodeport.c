@@ -75,10 +75,19 @@ struct ct6_key {
 };
 
 struct ct6_entry {
+	__u64 expires;		/* bpf_ktime_get_ns() deadline; an expired entry counts as absent */
 	__u32 backend_id;
 	__u16 rev_nat_index;
 	__u16 pad;
 };
+
+/* Lifetimes as Cilium's defaults (CT_CONNECTION_LIFETIME_TCP/NONTCP, CT_CLOSE_TIMEOUT); an RST ends
+ * a connection at once, so its entries only linger for stray packets. */
+#define NSEC 1000000000ULL
+#define LIFETIME_TCP (21600 * NSEC)
+#define LIFETIME_NONTCP (60 * NSEC)
+#define LIFETIME_FIN (10 * NSEC)
+#define LIFETIME_RST (1 * NSEC)
 
 struct endpoint {
 	__u32 ifindex;	/* host-side veth of a local pod */
@@ -126,6 +135,7 @@ struct l4 {
 	__be16 sport;
 	__be16 dport;
 	__u8 proto;
+	__u8 syn, ack, fin, rst;
 };
 
 /* Parse Ethernet + IPv6 + TCP/UDP without extension headers; 0 on success. */
@@ -149,6 +159,10 @@ static __always_inline int parse(struct __sk_buff *skb, struct ipv6hdr *ip6, str
 		l4->dport = t->dest;
 		l4->csum_off = l4->off + offsetof(struct tcphdr, check);
 		l4->csum_flags = 0;
+		l4->syn = t->syn;
+		l4->ack = t->ack;
+		l4->fin = t->fin;
+		l4->rst = t->rst;
 		return 0;
 	}
 	if (h->nexthdr == IPPROTO_UDP) {
@@ -159,6 +173,7 @@ static __always_inline int parse(struct __sk_buff *skb, struct ipv6hdr *ip6, str
 		l4->dport = u->dest;
 		l4->csum_off = l4->off + offsetof(struct udphdr, check);
 		l4->csum_flags = BPF_F_MARK_MANGLED_0;
+		l4->syn = l4->ack = l4->fin = l4->rst = 0;
 		return 0;
 	}
 	return -1;
@@ -191,6 +206,37 @@ static __always_inline int rewrite_port(struct __sk_buff *skb, __u32 port_off, _
 	return bpf_skb_store_bytes(skb, port_off, &new, sizeof(new), 0);
 }
 
+static __always_inline __u64 lifetime(const struct l4 *l4)
+{
+	if (l4->proto != IPPROTO_TCP)
+		return LIFETIME_NONTCP;
+	return l4->rst ? LIFETIME_RST : l4->fin ? LIFETIME_FIN : LIFETIME_TCP;
+}
+
+/* The live entry for `key`, or NULL (an expired one is removed). */
+static __always_inline struct ct6_entry *ct_lookup(struct ct6_key *key)
+{
+	struct ct6_entry *e = bpf_map_lookup_elem(&ct6, key);
+
+	if (e && e->expires < bpf_ktime_get_ns()) {
+		bpf_map_delete_elem(&ct6, key);
+		return NULL;
+	}
+	return e;
+}
+
+/* Refresh a connection's entries after a packet: short after FIN or RST, long otherwise. */
+static __always_inline void ct_touch(struct ct6_entry *e, const struct l4 *l4)
+{
+	__u64 deadline = bpf_ktime_get_ns() + lifetime(l4);
+
+	/* Once closing, a connection never goes back to the long lifetime. */
+	if (!(e->pad & 1) || deadline < e->expires)
+		e->expires = deadline;
+	if (l4->fin || l4->rst)
+		e->pad |= 1;
+}
+
 SEC("tc")
 int from_netdev(struct __sk_buff *skb)
 {
@@ -212,8 +258,22 @@ int from_netdev(struct __sk_buff *skb)
 	key.proto = l4.proto;
 	key.scope = LB_LOOKUP_SCOPE_EXT;	/* NodePort traffic always uses the external scope */
 	svc = bpf_map_lookup_elem(&lb6_services, &key);
-	if (!svc)
-		return TC_ACT_OK;	/* not a service frontend */
+	if (!svc) {
+		/* Not for a service. A new connection straight to a local pod supersedes any old NodePort
+		 * connection whose reply tuple it reuses, or its replies would be reverse-NATed. */
+		if (l4.syn && !l4.ack && bpf_map_lookup_elem(&lxc6, &ip6.daddr)) {
+			struct ct6_key stale = {};
+
+			__builtin_memcpy(stale.saddr, &ip6.daddr, 16);
+			__builtin_memcpy(stale.daddr, &ip6.saddr, 16);
+			stale.sport = l4.dport;
+			stale.dport = l4.sport;
+			stale.proto = l4.proto;
+			stale.dir = CT_DIR_REV;
+			bpf_map_delete_elem(&ct6, &stale);
+		}
+		return TC_ACT_OK;
+	}
 	if (!(svc->flags & SVC_FLAG_ROUTABLE))
 		return TC_ACT_SHOT;	/* a ClusterIP or the surrogate: DROP_IS_CLUSTER_IP */
 
@@ -223,9 +283,12 @@ int from_netdev(struct __sk_buff *skb)
 	ct.dport = l4.dport;
 	ct.proto = l4.proto;
 	ct.dir = CT_DIR_FWD;
-	known = bpf_map_lookup_elem(&ct6, &ct);
+	known = ct_lookup(&ct);
+	if (known && l4.syn && !l4.ack)
+		known = NULL;	/* the client reuses the tuple for a new connection: balance it afresh */
 	if (known) {
 		backend_id = known->backend_id;
+		ct_touch(known, &l4);
 	} else {
 		if (svc->count == 0)
 			return TC_ACT_SHOT;	/* eTP=Local without a local backend: DROP_NO_SERVICE */
@@ -243,6 +306,7 @@ int from_netdev(struct __sk_buff *skb)
 
 		entry.backend_id = backend_id;
 		entry.rev_nat_index = svc->rev_nat_index;
+		entry.expires = bpf_ktime_get_ns() + lifetime(&l4);
 		bpf_map_update_elem(&ct6, &ct, &entry, BPF_ANY);
 		__builtin_memcpy(rev.saddr, be->address, 16);
 		__builtin_memcpy(rev.daddr, &ip6.saddr, 16);
@@ -286,9 +350,10 @@ int from_container(struct __sk_buff *skb)
 	ct.dport = l4.dport;
 	ct.proto = l4.proto;
 	ct.dir = CT_DIR_REV;
-	entry = bpf_map_lookup_elem(&ct6, &ct);
+	entry = ct_lookup(&ct);
 	if (!entry)
 		return TC_ACT_OK;	/* not a reply to a NodePort connection */
+	ct_touch(entry, &l4);
 	index = entry->rev_nat_index;
 	nat = bpf_map_lookup_elem(&lb6_reverse_nat, &index);
 	if (!nat)

@@ -30,8 +30,6 @@ BPF_DIR = Path(__file__).resolve().parents[1] / "bpf"
 SOURCE = BPF_DIR / "nodeport.c"
 OBJECT = BPF_DIR / "nodeport.o"
 LOADER = BPF_DIR / "labtools-bpf-load"
-REMOTE_OBJECT = "/tmp/labtools-nodeport.o"
-REMOTE_LOADER = "/tmp/labtools-bpf-load"
 PROTO = {"tcp": 6, "udp": 17}
 # lb6_service flags (bpf/lib/common.h)
 SVC_FLAG_NODEPORT = 1 << 1
@@ -154,15 +152,13 @@ class EbpfDatapath(Datapath):
     def apply(self, host: Host, rendered: object, node: Node) -> int:
         assert isinstance(rendered, MapEntries)
         obj, loader = require_built()
-        host.put(obj, REMOTE_OBJECT)
-        host.put(loader, REMOTE_LOADER)
-        host.run(["chmod", "+x", REMOTE_LOADER])
+        remote_obj, remote_loader = host.install(obj), host.install(loader)
         entries = MapEntries(dict(rendered.maps), rendered.frontends)
         entries.maps["lxc6"] = [
             (_addr(ip), struct.pack("<I", self._ifindex(host, ifname))) for ip, ifname in node.pod_interfaces.items()
         ]
         pods = sorted(set(node.pod_interfaces.values()))
-        res = host.run([REMOTE_LOADER, REMOTE_OBJECT, node.uplink, *pods], input=entries.stream(), timeout=120)
+        res = host.run([remote_loader, remote_obj, node.uplink, *pods], input=entries.stream(), timeout=120)
         written = int(res.stdout.strip() or 0)
         if written != entries.count():
             raise LabError(f"[{host.name}] the loader wrote {written} map entries, expected {entries.count()}")

@@ -1,0 +1,72 @@
+"""Measurements through a programmed datapath produce tidy, complete records (values are not judged)."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from labtools import datapaths, measure, services
+from tests.conftest import IS_ROOT, ROOT
+
+pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root: brings the lab up")
+KEYS = {"datapath", "services", "target", "repeat", "metric", "value", "unit"}
+
+
+@pytest.fixture
+def programmed(lab):
+    node = datapaths.node_of(lab.inventory)
+    workload = services.build(10)
+    datapaths.switch(lab.host(node.name), node, "ebpf", services.service_ports(workload, node.name))
+    yield workload
+    datapaths.switch(lab.host(node.name), node, "none", [])
+
+
+def test_crr_through_a_nodeport_and_to_the_pod(lab, programmed):
+    client, pod = lab.host("client"), lab.host("pod")
+    srv = measure.start_crr_server(pod, services.IPERF_PORT)
+    try:
+        for name in ("last", "pod"):
+            t = measure.target(lab, programmed, name)
+            raw = measure.crr(client, t, transactions=500)
+            assert raw["transactions"] == 500 and raw["failed"] == 0
+            assert 0 < raw["min_us"] <= raw["p50_us"] <= raw["p90_us"] <= raw["p99_us"] <= raw["max_us"]
+            recs = measure.records("crr", raw, {"datapath": "ebpf", "services": 10, "target": name, "repeat": 0})
+            assert [r["metric"] for r in recs] == ["crr_p50", "crr_p90", "crr_p99", "crr_rate"]
+            assert all(set(r) == KEYS for r in recs)
+    finally:
+        srv.stop()
+    t = measure.target(lab, programmed, "last")
+    assert t.address == "2001:db8:1234:5678::2" and t.port == programmed.target("last").spec.ports[0].node_port
+
+
+def test_throughput_keeps_the_raw_iperf3_json(lab, programmed):
+    pod = lab.host("pod")
+    srv = pod.start(["iperf3", "-s", "-p", str(services.IPERF_PORT)])
+    try:
+        raw = measure.throughput(lab.host("client"), pod, measure.target(lab, programmed, "first"), seconds=1)
+    finally:
+        srv.stop()
+    (rec,) = measure.records("throughput", raw, {"datapath": "ebpf", "services": 10, "target": "first", "repeat": 0})
+    assert rec["unit"] == "Gbit/s" and rec["value"] == raw["end"]["sum_received"]["bits_per_second"] / 1e9 > 0
+
+
+def test_cli_measure_writes_records_with_provenance(lab, tmp_path):
+    import subprocess
+
+    env_cmd = [sys.executable, "-m", "labtools"]
+    res = subprocess.run([*env_cmd, "services", "apply", "-p", "pyt", "-d", "iptables-legacy", "-n", "5"],
+                         cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    res = subprocess.run([*env_cmd, "measure", "-p", "pyt", "-m", "crr", "-t", "middle", "-r", "2", "-o",
+                          str(tmp_path)], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    recs = [json.loads(x) for x in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert len(recs) == 8 and {r["repeat"] for r in recs} == {0, 1}
+    assert recs[0]["datapath"] == "iptables-legacy" and recs[0]["services"] == 5
+    assert {"kernel", "git_commit", "iperf3", "time"} <= set(recs[0]["provenance"])
+    res = subprocess.run([*env_cmd, "services", "apply", "-p", "pyt", "-d", "none"], cwd=ROOT,
+                         capture_output=True, text=True)  # fmt: skip
+    res = subprocess.run([*env_cmd, "measure", "-p", "pyt", "-t", "last"], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 2 and "there is no NodePort: use --target pod" in res.stderr
