@@ -134,6 +134,28 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from labtools import sweep
+    from labtools.lab import Lab
+
+    def split(text: str) -> list[str]:
+        return [x for x in text.split(",") if x]
+
+    out = Path(args.out) if args.out else None
+    run_id = out.name if out else args.run_id
+    if not run_id:
+        raise LabError("give --out data/raw/RUN (or --run-id RUN)")
+    root = out.parents[1] if out else sweep.DATA
+    plan = sweep.Plan(run_id, split(args.datapaths), [int(c) for c in split(args.counts)], split(args.metrics),
+                      split(args.targets), args.repeats, args.crr_transactions, args.throughput_seconds,
+                      args.seed)  # fmt: skip
+    csv, new = sweep.run(Lab(args.inventory, args.prefix), plan, root)
+    print(f"{run_id}: {new} new points measured, {len(plan.points()) - new} already there; table: {csv}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="labtools", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -185,6 +207,21 @@ def build_parser() -> argparse.ArgumentParser:
     me.add_argument("--inventory", "-i")
     me.add_argument("--prefix", "-p")
     me.set_defaults(func=cmd_measure)
+
+    sw = sub.add_parser("sweep", help="datapaths x counts x metrics x targets x repeats, resumable")
+    sw.add_argument("--datapaths", default="none,iptables,iptables-legacy,nftables,ebpf")
+    sw.add_argument("--counts", default="1,1000,10000")
+    sw.add_argument("--metrics", default="throughput,crr")
+    sw.add_argument("--targets", default="last,pod")
+    sw.add_argument("--repeats", type=int, default=3)
+    sw.add_argument("--crr-transactions", type=int, default=2000)
+    sw.add_argument("--throughput-seconds", type=int, default=2)
+    sw.add_argument("--seed", type=int, default=0)
+    sw.add_argument("--out", help="data/raw/RUN: the run's directory (its name is the run id)")
+    sw.add_argument("--run-id", help="run id under data/ (instead of --out)")
+    sw.add_argument("--inventory", "-i")
+    sw.add_argument("--prefix", "-p")
+    sw.set_defaults(func=cmd_sweep)
     return p
 
 

@@ -186,7 +186,8 @@ class NetnsHost(Host):
             log = str(self.logdir / f"labtools-{self.ns}-{Path(argv[0]).name}-{time.monotonic_ns()}.log")
         with open(log, "wb") as fh:
             popen = subprocess.Popen(
-                self._prefix() + argv,
+                # If labtools dies (even by SIGKILL), its background processes die with it.
+                [*self._prefix(), "setpriv", "--pdeathsig", "KILL", "--", *argv],
                 stdin=subprocess.DEVNULL,
                 stdout=fh,
                 stderr=subprocess.STDOUT,

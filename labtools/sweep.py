@@ -1,0 +1,138 @@
+"""Scale sweeps: datapaths x service counts x metrics x targets x repeats, resumable and interleaved.
+
+Each finished point is written at once (atomically) under `data/raw/<run-id>/points/`, so an
+interrupted sweep loses nothing it has measured, and re-running the same run id skips finished points.
+Within a repeat every datapath is measured before the next repeat starts, so drift of a noisy machine
+spreads over all datapaths instead of masquerading as a datapath effect.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from tqdm import tqdm
+
+from labtools import datapaths, measure, services
+from labtools.errors import LabError
+from labtools.lab import Lab
+
+DATA = Path(__file__).resolve().parents[1] / "data"
+
+
+@dataclass
+class Plan:
+    run_id: str
+    datapaths: list[str]
+    counts: list[int]
+    metrics: list[str]
+    targets: list[str]
+    repeats: int = 3
+    crr_transactions: int = 2000
+    throughput_seconds: int = 2
+    seed: int = 0
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        bad = [d for d in self.datapaths if d not in datapaths.NAMES]
+        bad += [m for m in self.metrics if m not in measure.METRICS]
+        bad += [t for t in self.targets if t not in measure.TARGETS]
+        if bad:
+            raise LabError(f"unknown datapath/metric/target: {', '.join(bad)}")
+        if self.repeats < 1 or not self.counts or min(self.counts) < 1:
+            raise LabError("repeats and every count must be at least 1")
+
+    def points(self) -> list[tuple[int, int, str, str, str]]:
+        """(count, repeat, datapath, metric, target) in measuring order; `none` has no NodePort targets."""
+        return [
+            (c, r, d, m, t)
+            for c in self.counts
+            for r in range(self.repeats)
+            for d in self.datapaths
+            for m in self.metrics
+            for t in self.targets
+            if d != "none" or t == "pod"
+        ]
+
+
+def point_name(c: int, r: int, d: str, m: str, t: str) -> str:
+    return f"n{c:05d}-r{r}-{d}-{m}-{t}"
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def run(lab: Lab, plan: Plan, root: Path = DATA, progress: bool = True) -> tuple[Path, int]:
+    """Measure every point of `plan` not measured yet. Returns the processed CSV and how many were new."""
+    plan.validate()
+    raw = root / "raw" / plan.run_id
+    points_dir = raw / "points"
+    points_dir.mkdir(parents=True, exist_ok=True)
+    manifest = raw / "manifest.json"
+    if manifest.exists():
+        old = json.loads(manifest.read_text())["plan"]
+        if old != asdict(plan):
+            raise LabError(f"run {plan.run_id} exists with another plan; use a new run id (old plan: {old})")
+    else:
+        _write_atomic(manifest, json.dumps({"plan": asdict(plan), "provenance": measure.provenance(lab),
+                                            "started": time.time()}, indent=1))  # fmt: skip
+    todo = [p for p in plan.points() if not (points_dir / f"{point_name(*p)}.json").exists()]
+    node = datapaths.node_of(lab.inventory)
+    worker, client = lab.host(node.name), lab.host(lab.inventory.by_role("client").name)
+    pod = lab.host(lab.inventory.by_role("pod").name)
+    bar = tqdm(total=len(plan.points()), initial=len(plan.points()) - len(todo), desc=plan.run_id, unit="point",
+               disable=not progress)  # fmt: skip
+    programmed: tuple[int, int, str] | None = None
+    workload = None
+    prov = measure.provenance(lab)
+    try:
+        for c, r, d, m, t in todo:
+            if programmed != (c, r, d):  # program once per (count, repeat, datapath)
+                workload = services.build(c, seed=plan.seed)
+                done = datapaths.switch(worker, node, d, services.service_ports(workload, node.name))
+                programmed = (c, r, d)
+                prog = {"render_s": done.render_s, "apply_s": done.apply_s, "objects": done.objects}
+            target = measure.target(lab, workload, t)
+            base = {"run_id": plan.run_id, "datapath": d, "services": c, "target": t, "repeat": r}
+            if m == "crr":
+                srv = measure.start_crr_server(pod, services.IPERF_PORT)
+                try:
+                    raw_out = measure.crr(client, target, plan.crr_transactions)
+                finally:
+                    srv.stop()
+            else:
+                srv = pod.start(["iperf3", "-s", "-p", str(services.IPERF_PORT)])
+                try:
+                    raw_out = measure.throughput(client, pod, target, plan.throughput_seconds)
+                finally:
+                    srv.stop()
+            recs = measure.records(m, raw_out, base)
+            _write_atomic(
+                points_dir / f"{point_name(c, r, d, m, t)}.json",
+                json.dumps({"records": recs, "raw": raw_out, "programming": prog, "provenance": prov}),
+            )
+            bar.update()
+    finally:
+        bar.close()
+        datapaths.switch(worker, node, "none", [])
+    return collect(plan.run_id, root), len(todo)
+
+
+def collect(run_id: str, root: Path = DATA) -> Path:
+    """All finished points of a run as one tidy table: data/processed/<run-id>.csv."""
+    rows = []
+    for path in sorted((root / "raw" / run_id / "points").glob("*.json")):
+        point = json.loads(path.read_text())
+        rows += [{**rec, **{f"programming_{k}": v for k, v in point["programming"].items()}}
+                 for rec in point["records"]]  # fmt: skip
+    out = root / "processed" / f"{run_id}.csv"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pd.DataFrame(rows).to_csv(out, index=False)
+    return out

@@ -1,0 +1,57 @@
+"""Sweeps are resumable: a killed sweep loses nothing it measured and re-running it re-measures nothing."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+
+from labtools import sweep
+from labtools.errors import LabError
+from tests.conftest import IS_ROOT, ROOT
+
+pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root: brings the lab up")
+ARGS = ["--datapaths", "none,ebpf,iptables-legacy", "--counts", "1,10", "--metrics", "crr", "--targets", "last,pod",
+        "--repeats", "2", "--crr-transactions", "300"]  # fmt: skip
+
+
+def test_plan_interleaves_datapaths_within_a_repeat():
+    plan = sweep.Plan("x", ["none", "ebpf"], [1, 10], ["crr"], ["last", "pod"], repeats=2)
+    pts = plan.points()
+    assert pts[:3] == [(1, 0, "none", "crr", "pod"), (1, 0, "ebpf", "crr", "last"), (1, 0, "ebpf", "crr", "pod")]
+    assert len(pts) == 2 * 2 * (1 + 2)  # `none` has no NodePort target
+    with pytest.raises(LabError, match="unknown datapath"):
+        sweep.Plan("x", ["ipvs"], [1], ["crr"], ["pod"]).validate()
+
+
+def test_killed_sweep_resumes_without_remeasuring(lab, tmp_path):
+    out = tmp_path / "raw" / "resume"
+    cmd = [sys.executable, "-m", "labtools", "sweep", "-p", "pyt", "--out", str(out), *ARGS]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    points = out / "points"
+    deadline = time.monotonic() + 120
+    while len(list(points.glob("*.json"))) < 4 and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {p.name: p.stat().st_mtime_ns for p in points.glob("*.json")}
+    total = 2 * 2 * (1 + 2 + 2)  # counts x repeats x (none:pod, ebpf:last+pod, legacy:last+pod)
+    assert 4 <= len(before) < total, "the sweep should have been killed midway"
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert f"{total - len(before)} new points measured, {len(before)} already there" in res.stdout
+    after = {p.name: p.stat().st_mtime_ns for p in points.glob("*.json")}
+    assert len(after) == total
+    assert all(after[name] == mtime for name, mtime in before.items())  # finished points untouched
+    table = pd.read_csv(tmp_path / "processed" / "resume.csv")
+    assert len(table) == total * 4  # crr: p50, p90, p99, rate per point
+    assert set(table.datapath) == {"none", "ebpf", "iptables-legacy"} and set(table.repeat) == {0, 1}
+    # again: nothing left to do
+    res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    assert f"0 new points measured, {total} already there" in res.stdout
+    assert not [p for p in os.listdir(points) if p.endswith(".tmp")]
