@@ -103,7 +103,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         raise LabError("no Services are programmed: run `labtools services apply` first, or use --target pod")
     if state and state["datapath"] == "none" and args.target != "pod":
         raise LabError("the datapath is `none`, so there is no NodePort: use --target pod")
-    workload = services.build(**{k: v for k, v in state["workload"].items()}) if state else None
+    workload = services.build(**state["workload"]) if state else None
     t = measure.target(lab, workload, args.target)
     client, server = lab.host(lab.inventory.by_role("client").name), lab.host(lab.inventory.by_role("pod").name)
     base = {"datapath": state["datapath"] if state else "none", "services": state["services"] if state else 0,
@@ -113,22 +113,15 @@ def cmd_measure(args: argparse.Namespace) -> int:
     if out:
         out.mkdir(parents=True, exist_ok=True)
     rows = []
-    if args.metric == "crr":
-        srv = measure.start_crr_server(server, services.IPERF_PORT)
-    else:
-        srv = server.start(["iperf3", "-s", "-p", str(services.IPERF_PORT)])
-    try:
-        for r in range(args.repeats):
-            raw = measure.crr(client, t) if args.metric == "crr" else measure.throughput(client, server, t)
-            recs = measure.records(args.metric, raw, {**base, "repeat": r})
-            rows += recs
-            if out:
-                (out / f"{args.metric}-{args.target}-{r}.json").write_text(json.dumps(raw))
-                with open(out / "records.jsonl", "a") as fh:
-                    for rec in recs:
-                        fh.write(json.dumps({**rec, "provenance": prov}) + "\n")
-    finally:
-        srv.stop()
+    for r in range(args.repeats):
+        raw = measure.sample(client, server, args.metric, t)
+        recs = measure.records(args.metric, raw, {**base, "repeat": r})
+        rows += recs
+        if out:
+            (out / f"{args.metric}-{args.target}-{r}.json").write_text(json.dumps(raw))
+            with open(out / "records.jsonl", "a") as fh:
+                for rec in recs:
+                    fh.write(json.dumps({**rec, "provenance": prov}) + "\n")
     print(_table([[_fmt(r[c]) for c in ("datapath", "services", "target", "metric", "repeat", "value", "unit")]
                   for r in rows], ["datapath", "services", "target", "metric", "repeat", "value", "unit"]))  # fmt: skip
     return 0

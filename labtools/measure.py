@@ -106,6 +106,20 @@ def throughput(client: Host, server: Host, t: Target, seconds: int = 2) -> dict:
     raise LabError(f"[{client.name}] iperf3 to [{t.address}]:{t.port} failed: {data.get('error', res.stderr)}")
 
 
+def sample(client: Host, server: Host, metric: str, t: Target, *, transactions: int = 2000, seconds: int = 2) -> dict:
+    """One raw measurement of `metric` to `t`, with the matching server started on `server` and stopped after."""
+    if metric not in METRICS:
+        raise LabError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
+    if metric == "crr":
+        srv = start_crr_server(server, services.IPERF_PORT)
+    else:
+        srv = server.start(["iperf3", "-s", "-p", str(services.IPERF_PORT)])
+    try:
+        return crr(client, t, transactions) if metric == "crr" else throughput(client, server, t, seconds)
+    finally:
+        srv.stop()
+
+
 def records(metric: str, raw: dict, base: dict) -> list[dict]:
     """Tidy records (one value each) from a raw measurement; `base` carries the sample's coordinates."""
     if metric == "crr":

@@ -80,9 +80,10 @@ def run(lab: Lab, plan: Plan, root: Path = DATA, progress: bool = True) -> tuple
         old = json.loads(manifest.read_text())["plan"]
         if old != asdict(plan):
             raise LabError(f"run {plan.run_id} exists with another plan; use a new run id (old plan: {old})")
-    else:
-        _write_atomic(manifest, json.dumps({"plan": asdict(plan), "provenance": measure.provenance(lab),
-                                            "started": time.time()}, indent=1))  # fmt: skip
+    prov = measure.provenance(lab)
+    if not manifest.exists():
+        _write_atomic(manifest, json.dumps({"plan": asdict(plan), "provenance": prov, "started": time.time()},
+                                           indent=1))  # fmt: skip
     todo = [p for p in plan.points() if not (points_dir / f"{point_name(*p)}.json").exists()]
     node = datapaths.node_of(lab.inventory)
     worker, client = lab.host(node.name), lab.host(lab.inventory.by_role("client").name)
@@ -91,7 +92,6 @@ def run(lab: Lab, plan: Plan, root: Path = DATA, progress: bool = True) -> tuple
                disable=not progress)  # fmt: skip
     programmed: tuple[int, int, str] | None = None
     workload = None
-    prov = measure.provenance(lab)
     try:
         for c, r, d, m, t in todo:
             if programmed != (c, r, d):  # program once per (count, repeat, datapath)
@@ -101,18 +101,8 @@ def run(lab: Lab, plan: Plan, root: Path = DATA, progress: bool = True) -> tuple
                 prog = {"render_s": done.render_s, "apply_s": done.apply_s, "objects": done.objects}
             target = measure.target(lab, workload, t)
             base = {"run_id": plan.run_id, "datapath": d, "services": c, "target": t, "repeat": r}
-            if m == "crr":
-                srv = measure.start_crr_server(pod, services.IPERF_PORT)
-                try:
-                    raw_out = measure.crr(client, target, plan.crr_transactions)
-                finally:
-                    srv.stop()
-            else:
-                srv = pod.start(["iperf3", "-s", "-p", str(services.IPERF_PORT)])
-                try:
-                    raw_out = measure.throughput(client, pod, target, plan.throughput_seconds)
-                finally:
-                    srv.stop()
+            raw_out = measure.sample(client, pod, m, target, transactions=plan.crr_transactions,
+                                     seconds=plan.throughput_seconds)  # fmt: skip
             recs = measure.records(m, raw_out, base)
             _write_atomic(
                 points_dir / f"{point_name(c, r, d, m, t)}.json",
