@@ -1,0 +1,566 @@
+"""The thesis' SRv6 L3VPN between the router and the worker, on any `Host` (netns or SSH).
+
+The thesis (§11.4 and appendix) builds a one-segment L3VPN: the router encapsulates traffic for the
+cluster with ``encap seg6 mode encap segs fc00::2``, the worker the replies with ``segs fc00::1``; each
+end decapsulates with ``seg6local action End.DT6 table 254`` found through ``ip -6 rule add to <SID>
+lookup localsid`` (table 100), and each has a static route to the peer's SID. ``seg6_enabled=1`` is set
+on ``all`` and on every interface. This module renders exactly those commands from the inventory as
+data (`plan()`, printed by ``labtools srv6 up --dry-run``), applies them (`up()`) and removes them again
+(`down()`), without touching anything else.
+
+Differences from the appendix, and why:
+
+* **Table 100 is used by number.** The appendix appends ``100 localsid`` to ``/etc/iproute2/rt_tables``;
+  that file is the host's, shared by every namespace, so we never write it. Output and docs call the
+  table "100 (localsid)".
+* **The worker has one uplink.** The thesis' worker VM had ``ens3`` and ``ens7`` and put the encap route
+  and the End.DT6 SID on different ones (``... dev ens7`` / ``... dev ens3``). The emulated worker (and
+  `labtools.datapaths.node_of`) has a single uplink ``ens3`` that carries both the plain and the
+  encapsulated traffic, so every worker command says ``dev ens3``; ``seg6_enabled`` is set on ``all``
+  and on every interface the worker has (``ens3`` and the pod's veth ``lxc0``).
+* **What is encapsulated.** The appendix encapsulates ``2001:db8:1234:5678::/64``, which is also the
+  router's *connected* prefix on ``ens7``. In IPv6 both routes coexist (different metrics) and the
+  kernel takes the lowest metric of the longest match: the connected route (``proto kernel metric 256``)
+  beats the appendix' static route (``ip -6 route add`` default ``metric 1024``), so the router sends
+  cluster traffic on-link, unencapsulated (`thesis_prefix_check()` shows it with ``ip -6 route get``).
+  Besides, our router has the more specific pod-CIDR route ``2001:db8:1234:5678:8:2::/104`` (native
+  routing, as Cilium's auto-direct-node-routes), and a longer prefix always wins over any /64. So the
+  router here encapsulates exactly the two destinations the experiment needs, at metric
+  `ENCAP_METRIC` (100) so they win over the plain routes without replacing them: the pod CIDR
+  (``2001:db8:1234:5678:8:2::/104``: the pod ``…:8:2:1:841``) and the worker's node address
+  (``2001:db8:1234:5678::2/128``: its NodePorts). The master stays on the plain path. The worker
+  encapsulates the client prefix ``2001:db8:1234:5679::/64`` the same way (its plain static route, at
+  metric 1024, stays underneath). `down()` deletes only what `up()` added, so the plain routed path
+  comes back exactly.
+
+Ingress modes (how the worker side terminates the tunnel; the router side is always the thesis'):
+
+``end-dt6``
+    The thesis: ``seg6local End.DT6 table 254`` for fc00::2 in table 100. The kernel decapsulates in
+    ``input_action_end_dt6`` (``net/ipv6/seg6_local.c``), looks the inner destination up in the main
+    table only (``seg6_lookup_nexthop`` → ``ip6_pol_route`` on table 254) and hands it to
+    ``dst_input()``: the inner packet never passes netfilter PREROUTING nor tc ingress again
+    (``nf_hooks_lwtunnel`` adds hooks only to End.DX4/DX6, and we never enable it), so neither
+    kube-proxy's DNAT nor a tc-ingress eBPF NodePort sees it. Worse, the node's own address lives in
+    table 255 (local), not in table 254: the lookup finds the connected /64 and treats the worker's
+    own address as an on-link neighbour on ens3, so NodePort traffic is lost whatever the datapath.
+    Pod IPs are in the main table, so the pod is reachable. That is the thesis' observation.
+``local-sid``
+    fc00::2 is a local address of the worker (on ``lo``) and ``seg6_enabled=1``: the outer packet is
+    delivered locally, ``ipv6_rthdr_rcv`` → ``ipv6_srh_rcv`` sees Segments Left 0 and Next Header 41,
+    pulls the outer headers and re-injects the inner packet with ``netif_rx()`` on the receiving
+    device, so tc ingress and PREROUTING run again for it. ``seg6_enabled`` must be 1 on both ``all``
+    and the receiving interface (the kernel takes the minimum); no other sysctl is needed
+    (``accept_source_route`` is not consulted for SRH type 4).
+``pod-sidecar``
+    The SRv6 endpoint moves into the pod's namespace (thesis §11.5 future work): fc00::2 is a local SID
+    of the pod (``lo``, ``seg6_enabled=1``), the pod encapsulates its replies itself (``tunsrc
+    fc00::2``), and the worker only routes fc00::2 to the pod's veth. (End.DT6 ``table 254`` in the pod
+    would not work: the pod's own address is only in its local table.)
+``ebpf``
+    The worker only routes and accepts: fc00::2 is a local address (so the outer packet is neither
+    forwarded nor answered with an ICMPv6 error) but ``seg6_enabled`` stays 0 and no seg6local route is
+    installed, so the kernel does not decapsulate (it drops the SRH packet). Decapsulation is the job of
+    the eBPF datapath at tc ingress of the uplink (as Cilium's ``tail_srv6_decap``). The reply
+    encapsulation is the same as in the other modes.
+
+What the kernel does to the packets (measured in the lab, `tests/test_srv6.py`):
+
+* **Hop limits.** For a forwarded packet the seg6 encap route acts in the lwtunnel *input* handler
+  (``seg6_input``), before ``ip6_forward``: the encapsulating end does not decrement the inner hop limit;
+  the new outer header gets the route's default hop limit (64) and is then forwarded (63 on the wire, as in
+  the thesis' router ens7 capture). The decapsulating End.DT6 forwards the inner packet once (64 → 63).
+  So the pod sees requests with hop limit 63 and the client replies with 63 — one less decrement than
+  the thesis' 62, whose pod sat behind Cilium (its BPF datapath routes to/from the lxc device as an
+  extra hop; we have a plain veth route). The outer payload length is 128 for a 64-byte ICMPv6 echo
+  (40 inner IPv6 + 24 SRH with one segment + 64), and the outer flow label is copied from the inner
+  (``net.ipv6.seg6_flowlabel=0``), both as in the thesis.
+* **Conntrack after encapsulation.** The encapsulated packet leaves the seg6 encap without a conntrack
+  entry (the inner packet's entry is dropped with the encapsulation), and the outer packet is then
+  forwarded: in FORWARD it is "INVALID" (no conntrack). kube-proxy's iptables mode drops exactly that
+  (``KUBE-FORWARD -m conntrack --ctstate INVALID -j DROP``), so on an iptables node *every* reply the
+  worker encapsulates is lost — even the pod IP is unreachable through the tunnel (End.DT6 and local-SID
+  alike), while nftables (no invalid drop) and eBPF nodes pass it. Measured: the SYN-ACK is tracked in
+  PREROUTING (``SYN_RECV``) and its outer packet ``fc00::2 → fc00::1`` then matches ``--ctstate INVALID``
+  in FORWARD. The request's inner packet after End.DT6 keeps the *outer* packet's entry (``fc00::1 →
+  fc00::2``, protocol 41) and is never tracked itself.
+* **Local-SID re-injection and tc.** ``ipv6_srh_rcv`` pulls the outer headers but leaves the MAC header
+  pointer on the original frame, so whatever looks at the re-injected packet from L2 — tcpdump on the
+  uplink (it shows the *outer* packet a second time) and a tc-ingress BPF program (its packet data starts
+  at the old Ethernet header, then the outer IPv6 + SRH) — sees the outer headers again. The eBPF NodePort
+  program therefore passes it unparsed and the worker's stack answers the NodePort SYN with RST.
+  PREROUTING (which starts at the network header) does see the inner packet, so kube-proxy's DNAT
+  happens; but the reply is encapsulated before POSTROUTING, so its reverse NAT never applies (the
+  SYN-ACK leaves with the pod's address) unless ``nf_hooks_lwtunnel=1``, which we never set.
+
+Safety: End.DX6 is never used, and ``net.netfilter.nf_hooks_lwtunnel`` is never touched (it is a global,
+one-way switch, and End.DX6 + nf_hooks_lwtunnel + DNAT can crash the shared kernel).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import shlex
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from labtools import services
+from labtools.errors import CommandError, LabError, PrerequisiteError
+from labtools.hosts import Host, NetnsHost
+from labtools.prereqs import require_tools
+from labtools.topology import Endpoint, Inventory, Machine
+
+MODES = ("end-dt6", "local-sid", "pod-sidecar", "ebpf")
+DEFAULT_MODE = "end-dt6"
+ROUTER_SID = "fc00::1"
+WORKER_SID = "fc00::2"
+LOCALSID_TABLE = 100  # "localsid" in the thesis' /etc/iproute2/rt_tables; used by number here
+MAIN_TABLE = 254
+ENCAP_METRIC = 100  # below the kernel's connected (256) and the static routes' (1024) metric
+THESIS_PREFIX = "2001:db8:1234:5678::/64"  # what the appendix encapsulates (see the module docstring)
+FORBIDDEN_ACTIONS = ("End.DX6",)
+
+
+@dataclass(frozen=True)
+class Tunnel:
+    """The tunnel's parameters, derived from the inventory by `tunnel()`."""
+
+    router: str  # machine names
+    worker: str
+    pod: str | None  # None on a real cluster, whose pods are not inventory machines
+    router_uplink: str  # the router's cluster-side interface (ens7)
+    router_ifaces: tuple[str, ...]
+    worker_uplink: str  # ens3
+    worker_ifaces: tuple[str, ...]
+    pod_iface: str | None  # eth0
+    pod_veth: str | None  # the worker's side of the pod's veth (lxc0)
+    router_ip: str  # router on the cluster segment (the worker's SID next hop)
+    worker_ip: str  # the node address (the router's SID next hop; NodePorts)
+    pod_ip: str
+    router_sid: str
+    worker_sid: str
+    cluster_prefixes: tuple[str, ...]  # what the router encapsulates toward the worker
+    client_prefixes: tuple[str, ...]  # what the worker (or the pod) encapsulates toward the router
+    table: int = LOCALSID_TABLE
+    metric: int = ENCAP_METRIC
+    notes: list[str] = field(default_factory=list, compare=False)
+
+
+def check_sid(sid: str, what: str = "SID") -> str:
+    """A SID must be a global-scope IPv6 unicast address; returns it in canonical form."""
+    try:
+        ip = ipaddress.ip_address(str(sid).strip())
+    except ValueError:
+        raise LabError(f"{what} {sid!r} is not an IPv6 address (e.g. {ROUTER_SID})") from None
+    if ip.version != 6:
+        raise LabError(f"{what} {sid!r} is IPv4: SRv6 SIDs are IPv6 addresses (e.g. {ROUTER_SID})")
+    if ip.is_multicast or ip.is_unspecified or ip.is_loopback or ip.is_link_local:
+        raise LabError(f"{what} {sid} must be a routable unicast address, not multicast/::/::1/link-local")
+    return str(ip)
+
+
+def check_mode(mode: str) -> str:
+    if mode not in MODES:
+        raise LabError(f"unknown SRv6 ingress mode {mode!r}: choose one of {', '.join(MODES)}")
+    return mode
+
+
+def _iface_on(m: Machine, ip: ipaddress.IPv6Address) -> tuple[str, ipaddress.IPv6Interface]:
+    for i in m.interfaces.values():
+        for a in i.addresses:
+            if a.version == 6 and not a.ip.is_link_local and ip in a.network:
+                return i.name, a
+    raise LabError(f"machine {m.name!r} has no interface on the subnet of {ip}: cannot build the SRv6 tunnel")
+
+
+def tunnel(inv: Inventory, router_sid: str = ROUTER_SID, worker_sid: str = WORKER_SID) -> Tunnel:
+    """Derive the tunnel from the inventory: who the ends are, their uplinks, next hops and prefixes."""
+    rsid, wsid = check_sid(router_sid, "router SID"), check_sid(worker_sid, "worker SID")
+    if rsid == wsid:
+        raise LabError(f"router and worker SIDs must differ, both are {rsid}")
+    router, worker, client = (inv.by_role(r) for r in ("router", "worker", "client"))
+    pods = [m for m in inv.machines.values() if m.role == "pod"]
+    pod = pods[0] if len(pods) == 1 else None
+    owned = {str(a.ip) for m in inv.machines.values() for a in m.addresses(6)}
+    for sid in (rsid, wsid):
+        if sid in owned:
+            raise LabError(f"SID {sid} is already an address of a machine in the inventory; pick an unused one")
+    worker_ip = worker.global_v6()[0]
+    worker_uplink, _ = _iface_on(worker, worker_ip)
+    router_uplink, router_addr = _iface_on(router, worker_ip)
+    pod_iface = veth = None
+    pod_ip = ipaddress.IPv6Address(services.POD_IP)
+    if pod is not None:
+        pod_ip = pod.global_v6()[0]
+        pod_iface = next(n for n, i in pod.interfaces.items() if any(a.ip == pod_ip for a in i.addresses))
+        link = inv.link_of(Endpoint(pod.name, pod_iface))
+        veth = next((e.interface for e in (link.members if link else []) if e.machine == worker.name), None)
+    cluster_cidr = services.CLUSTER_CIDR
+    if pod_ip not in cluster_cidr:
+        cluster_cidr = ipaddress.IPv6Network(f"{pod_ip}/128")
+    client_prefixes = tuple(
+        dict.fromkeys(str(a.network) for a in client.addresses(6) if not a.ip.is_link_local and a.version == 6)
+    )
+    return Tunnel(
+        router=router.name,
+        worker=worker.name,
+        pod=pod.name if pod else None,
+        router_uplink=router_uplink,
+        router_ifaces=tuple(router.interfaces),
+        worker_uplink=worker_uplink,
+        worker_ifaces=tuple(worker.interfaces),
+        pod_iface=pod_iface,
+        pod_veth=veth,
+        router_ip=str(router_addr.ip),
+        worker_ip=str(worker_ip),
+        pod_ip=str(pod_ip),
+        router_sid=rsid,
+        worker_sid=wsid,
+        cluster_prefixes=(str(cluster_cidr), f"{worker_ip}/128"),
+        client_prefixes=client_prefixes,
+    )
+
+
+# ----------------------------------------------------------------------------- rendering
+
+
+def _seg6_sysctls(ifaces: tuple[str, ...], value: int) -> list[list[str]]:
+    return [["sysctl", "-qw", f"net.ipv6.conf.{i}.seg6_enabled={value}"] for i in ("all", *ifaces)]
+
+
+def _encap(prefix: str, sid: str, dev: str, metric: int) -> list[str]:
+    return ["ip", "-6", "route", "add", prefix, "encap", "seg6", "mode", "encap", "segs", sid, "dev", dev,
+            "metric", str(metric)]  # fmt: skip
+
+
+def _end_dt6(sid: str, dev: str, table: int) -> list[list[str]]:
+    return [
+        ["ip", "-6", "rule", "add", "to", f"{sid}/128", "lookup", str(table)],
+        ["ip", "-6", "route", "add", f"{sid}/128", "encap", "seg6local", "action", "End.DT6", "table",
+         str(MAIN_TABLE), "dev", dev, "table", str(table)],
+    ]  # fmt: skip
+
+
+def plan(
+    inv: Inventory, mode: str = DEFAULT_MODE, *, router_sid: str = ROUTER_SID, worker_sid: str = WORKER_SID
+) -> dict[str, list[list[str]]]:
+    """Every command `up()` runs, per machine, in order: the thesis' appendix adapted as documented above."""
+    check_mode(mode)
+    t = tunnel(inv, router_sid, worker_sid)
+    router: list[list[str]] = _seg6_sysctls(t.router_ifaces, 1)
+    router += [_encap(p, t.worker_sid, t.router_uplink, t.metric) for p in t.cluster_prefixes]
+    router.append(["ip", "-6", "sr", "tunsrc", "set", t.router_sid])
+    router += _end_dt6(t.router_sid, t.router_uplink, t.table)
+    router.append(["ip", "-6", "route", "add", f"{t.worker_sid}/128", "via", t.worker_ip, "dev", t.router_uplink])
+
+    worker: list[list[str]] = []
+    pod: list[list[str]] = []
+    reply_encap = [_encap(p, t.router_sid, t.worker_uplink, t.metric) for p in t.client_prefixes]
+    to_router_sid = ["ip", "-6", "route", "add", f"{t.router_sid}/128", "via", t.router_ip, "dev", t.worker_uplink]
+    local_sid = ["ip", "-6", "addr", "add", f"{t.worker_sid}/128", "dev", "lo", "nodad"]
+    if mode == "end-dt6":
+        worker += _seg6_sysctls(t.worker_ifaces, 1) + reply_encap
+        worker.append(["ip", "-6", "sr", "tunsrc", "set", t.worker_sid])
+        worker += _end_dt6(t.worker_sid, t.worker_uplink, t.table)
+        worker.append(to_router_sid)
+    elif mode == "local-sid":
+        worker += _seg6_sysctls(t.worker_ifaces, 1) + reply_encap
+        worker.append(["ip", "-6", "sr", "tunsrc", "set", t.worker_sid])
+        worker += [local_sid, to_router_sid]
+    elif mode == "ebpf":
+        # No seg6local route and seg6_enabled left at 0: the kernel must not decapsulate; tc-ingress eBPF does.
+        worker += reply_encap
+        worker.append(["ip", "-6", "sr", "tunsrc", "set", t.worker_sid])
+        worker += [local_sid, to_router_sid]
+    else:  # pod-sidecar
+        if t.pod is None or t.pod_veth is None or t.pod_iface is None:
+            raise LabError(
+                "ingress mode pod-sidecar needs the pod as a machine of the inventory, wired to the worker "
+                "(role: pod); on a real cluster the sidecar is configured in the pod itself"
+            )
+        worker.append(["ip", "-6", "route", "add", f"{t.worker_sid}/128", "via", t.pod_ip, "dev", t.pod_veth])
+        worker.append(to_router_sid)
+        pod += _seg6_sysctls(("lo", t.pod_iface), 1)
+        pod += [_encap(p, t.router_sid, t.pod_iface, t.metric) for p in t.client_prefixes]
+        pod.append(["ip", "-6", "sr", "tunsrc", "set", t.worker_sid])
+        pod.append(local_sid)
+    out = {t.router: router, t.worker: worker}
+    if pod and t.pod:
+        out[t.pod] = pod
+    for cmds in out.values():
+        for argv in cmds:
+            if any(a in FORBIDDEN_ACTIONS for a in argv) or any("nf_hooks_lwtunnel" in a for a in argv):
+                raise AssertionError(f"refusing to render a forbidden SRv6 command: {shlex.join(argv)}")
+    return out
+
+
+def plan_down(
+    inv: Inventory, *, router_sid: str = ROUTER_SID, worker_sid: str = WORKER_SID
+) -> dict[str, list[list[str]]]:
+    """Commands that remove what `up()` added in *any* mode (each may fail harmlessly when absent).
+
+    ``seg6_enabled`` goes back to 0, the kernel default (what the lab's namespaces start with).
+    """
+    t = tunnel(inv, router_sid, worker_sid)
+
+    def undo_end_dt6(sid: str) -> list[list[str]]:
+        return [
+            ["ip", "-6", "route", "del", f"{sid}/128", "table", str(t.table)],
+            ["ip", "-6", "rule", "del", "to", f"{sid}/128", "lookup", str(t.table)],
+        ]
+
+    def undo_encap(prefixes: tuple[str, ...]) -> list[list[str]]:
+        return [["ip", "-6", "route", "del", p, "metric", str(t.metric)] for p in prefixes]
+
+    router = undo_encap(t.cluster_prefixes) + undo_end_dt6(t.router_sid)
+    router += [["ip", "-6", "route", "del", f"{t.worker_sid}/128"], ["ip", "-6", "sr", "tunsrc", "set", "::"]]
+    router += _seg6_sysctls(t.router_ifaces, 0)
+    worker = undo_encap(t.client_prefixes) + undo_end_dt6(t.worker_sid)
+    worker += [
+        ["ip", "-6", "addr", "del", f"{t.worker_sid}/128", "dev", "lo"],
+        ["ip", "-6", "route", "del", f"{t.worker_sid}/128"],
+        ["ip", "-6", "route", "del", f"{t.router_sid}/128"],
+        ["ip", "-6", "sr", "tunsrc", "set", "::"],
+    ]
+    worker += _seg6_sysctls(t.worker_ifaces, 0)
+    pod = [
+        *undo_encap(t.client_prefixes),
+        ["ip", "-6", "addr", "del", f"{t.worker_sid}/128", "dev", "lo"],
+        ["ip", "-6", "sr", "tunsrc", "set", "::"],
+    ]
+    out = {t.router: router, t.worker: worker}
+    if t.pod is not None and t.pod_iface is not None:
+        out[t.pod] = [*pod, *_seg6_sysctls(("lo", t.pod_iface), 0)]
+    return out
+
+
+def render(plan_: Mapping[str, list[list[str]]]) -> str:
+    """A plan as text: one `# machine` header per host, then its commands, shell-quoted."""
+    lines = []
+    for machine, cmds in plan_.items():
+        lines.append(f"# {machine}")
+        lines += [shlex.join(c) for c in cmds]
+        lines.append("")
+    return "\n".join(lines).replace(f"lookup {LOCALSID_TABLE}", f"lookup {LOCALSID_TABLE}  # localsid")
+
+
+def thesis_prefix_check(router: Host, dst: str, dev: str = "ens7") -> dict:
+    """Add the appendix' own encap route (``THESIS_PREFIX``, default metric) and ask the kernel how it routes `dst`.
+
+    Returns the `ip -6 route get` output with and without it; the route is removed again.
+    """
+    before = router.run(["ip", "-6", "route", "get", dst]).stdout.strip()
+    add = ["ip", "-6", "route", "add", THESIS_PREFIX, "encap", "seg6", "mode", "encap", "segs", WORKER_SID, "dev", dev]
+    router.run(add)
+    try:
+        during = router.run(["ip", "-6", "route", "get", dst]).stdout.strip()
+        table = router.run(["ip", "-6", "route", "show", THESIS_PREFIX]).stdout.strip()
+    finally:
+        router.run(["ip", "-6", "route", "del", THESIS_PREFIX, "metric", "1024"], check=False)
+    return {"dst": dst, "before": before, "with_thesis_route": during, "routes": table}
+
+
+# ----------------------------------------------------------------------------- applying
+
+
+def _hosts_and_inventory(target: object, inventory: Inventory | None) -> tuple[Mapping[str, Host], Inventory, object]:
+    from labtools.lab import Lab
+
+    if isinstance(target, Lab):
+        return target.hosts, target.inventory, target
+    if isinstance(target, Mapping):
+        if inventory is None:
+            raise LabError("srv6: give the inventory together with a mapping of hosts")
+        return target, inventory, None
+    raise LabError(f"srv6: expected a Lab or a {{machine: Host}} mapping, got {type(target).__name__}")
+
+
+def require(hosts: Mapping[str, Host], machines: list[str]) -> None:
+    """`ip` and `sysctl` on every machine the plan touches (local PATH for netns, remote for SSH)."""
+    for name in machines:
+        h = hosts.get(name)
+        if h is None:
+            raise LabError(f"srv6: no host for machine {name!r}")
+        if isinstance(h, NetnsHost):
+            require_tools("ip", "sysctl")
+            continue
+        res = h.run(["sh", "-c", "command -v ip && command -v sysctl"], check=False)
+        if not res.ok:
+            raise PrerequisiteError(f"[{name}] `ip` and `sysctl` are needed for SRv6: apt-get install iproute2 procps")
+
+
+def _apply(hosts: Mapping[str, Host], cmds: Mapping[str, list[list[str]]], check: bool) -> None:
+    for machine, argvs in cmds.items():
+        for argv in argvs:
+            try:
+                hosts[machine].run(argv, check=check)
+            except CommandError as e:
+                hint = ""
+                if "seg6" in e.stderr or "encap" in " ".join(argv):
+                    hint = " (does the kernel have CONFIG_IPV6_SEG6_LWTUNNEL / seg6local?)"
+                raise LabError(f"srv6: {e}{hint}") from None
+
+
+def up(
+    target: object,
+    mode: str = DEFAULT_MODE,
+    *,
+    inventory: Inventory | None = None,
+    router_sid: str = ROUTER_SID,
+    worker_sid: str = WORKER_SID,
+) -> dict[str, list[list[str]]]:
+    """Bring the tunnel up in ingress `mode` on a `Lab` (or a {machine: Host} mapping plus `inventory`).
+
+    Idempotent: whatever an earlier `up` (of any mode) left is removed first. On failure the partial state
+    is removed too. Returns the plan it applied.
+    """
+    check_mode(mode)
+    hosts, inv, lab = _hosts_and_inventory(target, inventory)
+    p = plan(inv, mode, router_sid=router_sid, worker_sid=worker_sid)
+    undo = plan_down(inv, router_sid=router_sid, worker_sid=worker_sid)
+    require(hosts, list(dict.fromkeys([*p, *undo])))
+    _apply(hosts, undo, check=False)
+    try:
+        _apply(hosts, p, check=True)
+    except BaseException:
+        _apply(hosts, undo, check=False)
+        raise
+    if lab is not None:
+        lab.save_state("srv6", {"mode": mode, "router_sid": router_sid, "worker_sid": worker_sid})
+    return p
+
+
+def down(
+    target: object,
+    *,
+    inventory: Inventory | None = None,
+    router_sid: str | None = None,
+    worker_sid: str | None = None,
+) -> dict[str, list[list[str]]]:
+    """Remove the tunnel (whatever mode it was in), restoring the plain routed path. Idempotent."""
+    hosts, inv, lab = _hosts_and_inventory(target, inventory)
+    state = (lab.load_state("srv6") if lab is not None else None) or {}
+    rsid = router_sid or state.get("router_sid", ROUTER_SID)
+    wsid = worker_sid or state.get("worker_sid", WORKER_SID)
+    undo = plan_down(inv, router_sid=rsid, worker_sid=wsid)
+    require(hosts, list(undo))
+    _apply(hosts, undo, check=False)
+    if lab is not None:
+        (lab.state_dir / "srv6.json").unlink(missing_ok=True)
+    return undo
+
+
+def status(target: object, *, inventory: Inventory | None = None) -> dict[str, dict[str, str]]:
+    """What the kernel holds per machine: routes with encap, table 100, rules, tunsrc."""
+    hosts, inv, lab = _hosts_and_inventory(target, inventory)
+    t = tunnel(inv)
+    out = {}
+    for name in (t.router, t.worker, *([t.pod] if t.pod else [])):
+        h = hosts[name]
+        out[name] = {
+            "routes": h.run(["ip", "-6", "route", "show"]).stdout,
+            f"table {t.table} (localsid)": h.run(
+                ["ip", "-6", "route", "show", "table", str(t.table)], check=False
+            ).stdout,
+            "rules": h.run(["ip", "-6", "rule", "show"]).stdout,
+            "tunsrc": h.run(["ip", "-6", "sr", "tunsrc", "show"], check=False).stdout.strip(),
+        }
+    if lab is not None:
+        out["state"] = lab.load_state("srv6") or {}
+    return out
+
+
+# ----------------------------------------------------------------------------- reachability matrix
+
+MATRIX_DATAPATHS = ("iptables", "nftables", "ebpf")
+
+
+def matrix(
+    lab: object,
+    modes: tuple[str, ...] | list[str] = ("none", *MODES),
+    datapath_names: tuple[str, ...] | list[str] = MATRIX_DATAPATHS,
+    *,
+    timeout: float = 1.0,
+) -> list[dict]:
+    """For each ingress mode × service datapath: is the pod IP, and the NodePort, reachable over the tunnel?
+
+    A real TCP transaction (connect, 1 byte each way; ``labtools-crr connect ... 1`` under ``timeout``)
+    from the client to the pod IP (port 5201) and to the worker's NodePort of one Service
+    (`services.build(1)`, programmed with `datapaths.switch`), with a ``labtools-crr`` server in the pod.
+    Mode ``none`` is the plain routed path (no tunnel), the baseline. ``via_tunnel`` says whether the
+    router's route to the destination really encapsulates. Afterwards the tunnel is down and the worker
+    has no service datapath.
+
+    Why End.DT6 fails where it does (``net/ipv6/seg6_local.c``): ``input_action_end_dt6`` decapsulates and
+    calls ``seg6_lookup_nexthop`` (main table only) and ``dst_input`` directly — no PREROUTING, no tc
+    ingress for the inner packet. The NodePort address is local (table 255), so it is not even found:
+    the worker sends the inner packet back out on ens3 as if its own address were an on-link neighbour.
+    With kube-proxy's iptables mode even the pod fails, in every mode where the worker encapsulates the
+    replies: the encapsulated reply is forwarded without a conntrack entry and ``KUBE-FORWARD``'s
+    ``--ctstate INVALID -j DROP`` drops it (see the module docstring). Expected results on this kernel
+    (pod / NodePort): end-dt6 — iptables ✗/✗, nftables ✓/✗, ebpf ✓/✗; local-sid — iptables ✗/✗,
+    nftables ✓/✗ (no reverse NAT), ebpf ✓/✗ (RST: tc sees the stale outer headers); pod-sidecar — ✓/✗
+    for all (the pod decapsulates NodePort traffic it cannot forward); ebpf — ✗/✗ until the BPF program
+    decapsulates SRv6.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    from labtools import datapaths, measure
+    from labtools.lab import Lab
+
+    if not isinstance(lab, Lab):
+        raise LabError("srv6.matrix needs a Lab")
+    for m in modes:
+        if m != "none":
+            check_mode(m)
+    for d in datapath_names:
+        datapaths.get(d)
+    inv = lab.inventory
+    t = tunnel(inv)
+    node = datapaths.node_of(inv)
+    workload = services.build(1)
+    ports = services.service_ports(workload, node.name)
+    node_port = workload.target("first").spec.ports[0].node_port
+    if t.pod is None:
+        raise LabError("srv6.matrix needs the pod as a machine of the inventory (role: pod) to run its server")
+    client, pod, router = lab.host(inv.by_role("client").name), lab.host(t.pod), lab.host(t.router)
+    tool = client.install(measure.CRR)
+    targets = {"pod": (t.pod_ip, services.IPERF_PORT), "nodeport": (t.worker_ip, node_port)}
+
+    def probe(dst: str, port: int) -> dict:
+        argv = ["timeout", f"{timeout:g}", tool, "connect", dst, str(port), "1"]
+        t0 = time.monotonic()
+        res = client.run(argv, check=False, timeout=timeout + 10)
+        out = {"reachable": res.ok, "seconds": round(time.monotonic() - t0, 3)}
+        if res.ok:
+            out["connect_us"] = json.loads(res.stdout)["p50_us"]
+        else:
+            out["error"] = "timeout" if res.returncode == 124 else (res.stderr.strip() or f"exit {res.returncode}")
+        return out
+
+    rows: list[dict] = []
+    server = measure.start_crr_server(pod, services.IPERF_PORT)
+    try:
+        with ThreadPoolExecutor(len(targets)) as pool:
+            for dp in datapath_names:
+                datapaths.switch(lab.host(node.name), node, dp, ports)
+                for mode in modes:
+                    if mode == "none":
+                        down(lab)
+                    else:
+                        up(lab, mode)
+                    futures = {name: pool.submit(probe, *addr) for name, addr in targets.items()}
+                    for name, fut in futures.items():
+                        dst, port = targets[name]
+                        route = router.run(["ip", "-6", "route", "get", dst], check=False).stdout
+                        rows.append({"mode": mode, "datapath": dp, "target": name, "address": dst, "port": port,
+                                     "via_tunnel": "encap seg6" in route, **fut.result()})  # fmt: skip
+    finally:
+        server.stop()
+        pod.run(["rm", "-f", server.log], check=False)
+        down(lab)
+        datapaths.switch(lab.host(node.name), node, "none", ports)
+        (lab.state_dir / "services.json").unlink(missing_ok=True)
+    return rows

@@ -1,0 +1,276 @@
+"""The thesis' SRv6 L3VPN: rendering, bring-up/tear-down, captures at the five points, reachability matrix."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+from scapy.layers.inet import TCP
+from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6, IPv6ExtHdrSegmentRouting
+from scapy.utils import rdpcap
+
+from labtools import capture, cli, netns, prereqs, srv6, topology
+from labtools.errors import LabError, PrerequisiteError
+from labtools.hosts import NetnsHost
+from labtools.lab import Lab
+from tests.conftest import IS_ROOT, POD_IP
+
+PREFIX = "psr"
+CLIENT_IP = "2001:db8:1234:5679::1"
+WORKER_IP = "2001:db8:1234:5678::2"
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root: network namespaces (run `make test` as root)")
+
+
+# ----------------------------------------------------------------------------- rendering (no root)
+
+
+@pytest.fixture(scope="module")
+def inv():
+    return topology.load()
+
+
+def test_plan_is_the_thesis_appendix_adapted(inv):
+    p = srv6.plan(inv, "end-dt6")
+    text = srv6.render(p)
+    assert list(p) == ["router", "worker"]
+    router = [" ".join(c) for c in p["router"]]
+    worker = [" ".join(c) for c in p["worker"]]
+    for conf in ("all", "ens3", "ens7"):
+        assert f"sysctl -qw net.ipv6.conf.{conf}.seg6_enabled=1" in router
+    assert "ip -6 sr tunsrc set fc00::1" in router and "ip -6 sr tunsrc set fc00::2" in worker
+    assert "ip -6 rule add to fc00::1/128 lookup 100" in router
+    assert ("ip -6 route add fc00::1/128 encap seg6local action End.DT6 table 254 dev ens7 table 100") in router
+    assert "ip -6 route add fc00::2/128 via 2001:db8:1234:5678::2 dev ens7" in router
+    assert (
+        "ip -6 route add 2001:db8:1234:5678:8:2::/104 encap seg6 mode encap segs fc00::2 dev ens7 metric 100"
+    ) in router
+    assert f"ip -6 route add {WORKER_IP}/128 encap seg6 mode encap segs fc00::2 dev ens7 metric 100" in router
+    assert "ip -6 route add 2001:db8:1234:5679::/64 encap seg6 mode encap segs fc00::1 dev ens3 metric 100" in worker
+    assert "ip -6 route add fc00::2/128 encap seg6local action End.DT6 table 254 dev ens3 table 100" in worker
+    assert "ip -6 route add fc00::1/128 via 2001:db8:1234:5678::3 dev ens3" in worker
+    assert "# localsid" in text and "rt_tables" not in text
+
+
+@pytest.mark.parametrize("mode", srv6.MODES)
+def test_no_mode_renders_anything_dangerous(inv, mode):
+    for cmds in srv6.plan(inv, mode).values():
+        for argv in cmds:
+            assert "End.DX6" not in argv
+            assert not any("nf_hooks_lwtunnel" in a for a in argv)
+    for cmds in srv6.plan_down(inv).values():
+        assert not any("nf_hooks_lwtunnel" in a for argv in cmds for a in argv)
+
+
+def test_modes_differ_only_where_documented(inv):
+    worker = {m: [" ".join(c) for c in srv6.plan(inv, m)["worker"]] for m in srv6.MODES}
+    assert not any("seg6local" in c for c in worker["ebpf"])  # the BPF program decapsulates
+    assert not any("seg6_enabled=1" in c for c in worker["ebpf"])
+    assert "ip -6 addr add fc00::2/128 dev lo nodad" in worker["local-sid"]
+    assert not any("seg6local" in c for c in worker["local-sid"])
+    assert worker["pod-sidecar"][0] == f"ip -6 route add fc00::2/128 via {POD_IP} dev lxc0"
+    pod = [" ".join(c) for c in srv6.plan(inv, "pod-sidecar")["pod"]]
+    assert "ip -6 addr add fc00::2/128 dev lo nodad" in pod and "ip -6 sr tunsrc set fc00::2" in pod
+
+
+@pytest.mark.parametrize(
+    ("sid", "message"),
+    [("fc00::zz", "not an IPv6 address"), ("10.0.0.1", "IPv4"), ("ff02::1", "multicast"), ("fe80::1", "link-local"),
+     ("2001:db8:1234:5678::2", "already an address")],
+)  # fmt: skip
+def test_bad_sids_are_refused(inv, sid, message):
+    with pytest.raises(LabError, match=message):
+        srv6.plan(inv, worker_sid=sid)
+
+
+def test_bad_mode_and_equal_sids_are_refused(inv):
+    with pytest.raises(LabError, match="unknown SRv6 ingress mode 'end-dx6'"):
+        srv6.plan(inv, "end-dx6")
+    with pytest.raises(LabError, match="must differ"):
+        srv6.plan(inv, router_sid="fc00::9", worker_sid="fc00::9")
+    with pytest.raises(LabError, match="unknown capture point"):
+        capture.points(inv, ["client", "switch"])
+    with pytest.raises(LabError, match="invalid run id"):
+        capture.check_run_id("../x")
+
+
+def test_missing_tools_are_named(monkeypatch):
+    monkeypatch.setattr(prereqs, "which", lambda tool: None)
+    with pytest.raises(PrerequisiteError, match=r"missing tool.*ip.*iproute2"):
+        srv6.require({"router": NetnsHost("router", "nowhere")}, ["router"])
+
+
+def test_dry_run_prints_every_command_per_host(capsys):
+    assert cli.main(["srv6", "up", "--dry-run", "--mode", "local-sid"]) == 0
+    out = capsys.readouterr().out
+    assert "# router" in out and "# worker" in out
+    assert "ip -6 addr add fc00::2/128 dev lo nodad" in out
+    assert cli.main(["srv6", "down", "--dry-run"]) == 0
+    assert "ip -6 sr tunsrc set ::" in capsys.readouterr().out
+    assert cli.main(["srv6", "up", "--dry-run", "--worker-sid", "nope"]) == 2
+
+
+# ----------------------------------------------------------------------------- in the lab (root)
+
+
+@pytest.fixture(scope="module")
+def slab():
+    if not IS_ROOT:
+        pytest.skip("needs root: network namespaces (run `make test` as root)")
+    lab = Lab(prefix=PREFIX)
+    lab.down()
+    lab.up(progress=False)
+    yield lab
+    lab.down()
+    assert not netns.lab_namespaces(PREFIX)
+
+
+def snapshot(lab: Lab) -> dict[str, str]:
+    out = {}
+    for m in ("router", "worker", "pod"):
+        h = lab.host(m)
+        out[m] = "\n".join(
+            h.run(argv).stdout
+            for argv in (["ip", "-6", "route", "show", "table", "all"], ["ip", "-6", "rule", "show"],
+                         ["ip", "-6", "addr", "show"], ["ip", "-6", "sr", "tunsrc", "show"],
+                         ["sysctl", "-a", "--pattern", "seg6_enabled"])
+        )  # fmt: skip
+    return out
+
+
+@needs_root
+def test_the_thesis_prefix_would_lose_to_the_connected_route(slab):
+    got = srv6.thesis_prefix_check(slab.host("router"), WORKER_IP)
+    assert "encap seg6" in got["routes"] and "metric 1024" in got["routes"]
+    assert "encap" not in got["with_thesis_route"] and "proto kernel" in got["with_thesis_route"]
+    assert "metric 256" in got["with_thesis_route"]
+
+
+@needs_root
+def test_down_restores_the_plain_routed_path_exactly(slab):
+    before = snapshot(slab)
+    for mode in srv6.MODES:
+        srv6.up(slab, mode)
+        srv6.up(slab, mode)  # idempotent
+        assert snapshot(slab) != before
+        assert "encap seg6" in slab.host("router").run(["ip", "-6", "route", "get", POD_IP]).stdout
+        srv6.down(slab)
+        assert snapshot(slab) == before, mode
+    srv6.down(slab)  # idempotent
+    assert snapshot(slab) == before
+    hooks = Path("/proc/sys/net/netfilter/nf_hooks_lwtunnel")
+    assert not hooks.exists() or hooks.read_text().strip() == "0"  # never switched on
+
+
+def layers(pkt) -> tuple:
+    """(outer IPv6, SRH or None, inner IPv6 or None) of a captured frame."""
+    ip = pkt.getlayer(IPv6)
+    srh = pkt.getlayer(IPv6ExtHdrSegmentRouting)
+    inner = pkt.getlayer(IPv6, 2) if srh is not None else None
+    return ip, srh, inner
+
+
+def echo(pcap, kind):
+    return [p for p in rdpcap(str(pcap)) if p.haslayer(kind)]
+
+
+@needs_root
+def test_ping_through_the_tunnel_looks_like_the_thesis_figures(slab, tmp_path):
+    srv6.up(slab, "end-dt6")
+    try:
+        m = capture.run(slab, "srv6-icmp", scenarios=["icmp"], count=3, root=tmp_path)
+    finally:
+        srv6.down(slab)
+    (c,) = m["captures"]
+    assert c["ok"], c["output"]
+    assert c["command"][:2] == ["ping", "-6"] and "-s" in c["command"]
+    run = tmp_path / "srv6-icmp"
+    on_disk = json.loads((run / "manifest.json").read_text())
+    assert on_disk["srv6_mode"] == "end-dt6" and on_disk["snaplen"] >= 9000
+    assert set(on_disk["points"]) == set(capture.POINTS)
+    assert on_disk["points"]["router-cluster"] == {"machine": "router", "interface": "ens7"}
+    assert "tcpdump version" in on_disk["tcpdump"] and on_disk["kernel"]["router"] == os.uname().release
+    files = {p: run / "icmp" / f"{p}.pcap" for p in capture.POINTS}
+    for p, f in files.items():
+        assert c["files"][p]["packets"] == c["files"][p]["tcpdump_stats"]["captured"] == capture.pcap_count(f) > 0
+
+    # Plain IPv6 at the client and the pod, 64-byte ICMPv6 (payload length 64).
+    for p in ("client", "router-client", "pod"):
+        for kind in (ICMPv6EchoRequest, ICMPv6EchoReply):
+            pkts = echo(files[p], kind)
+            assert len(pkts) == 3, (p, kind)  # all three: tcpdump was listening before the first ping
+            for pkt in pkts:
+                ip, srh, _ = layers(pkt)
+                assert srh is None and ip.plen == 64 and ip.nh == 58
+    assert [p[ICMPv6EchoRequest].seq for p in echo(files["client"], ICMPv6EchoRequest)] == [1, 2, 3]
+
+    # Encapsulated on the router's cluster leg and the worker uplink: fc00::1 <-> fc00::2, one-segment SRH.
+    for p in ("router-cluster", "worker"):
+        for kind, src, dst in ((ICMPv6EchoRequest, "fc00::1", "fc00::2"), (ICMPv6EchoReply, "fc00::2", "fc00::1")):
+            pkts = echo(files[p], kind)
+            assert len(pkts) == 3, (p, kind)
+            for pkt in pkts:
+                ip, srh, inner = layers(pkt)
+                assert (ip.src, ip.dst, ip.nh, ip.plen) == (src, dst, 43, 128)
+                assert srh is not None and srh.type == 4 and srh.segleft == 0 and srh.lastentry == 0
+                assert list(srh.addresses) == [dst] and srh.nh == 41
+                assert inner.plen == 64 and ip.fl == inner.fl  # flow label copied from the inner header
+                assert ip.hlim == 63  # made with 64 by the encapsulating end, then forwarded once
+
+    # Hop limits (thesis: 64 at the client and 62 at the pod for requests, 64 / 62 the other way).
+    # Measured here: 63. The encapsulating end does not decrement the inner header (seg6 encap runs in
+    # the lwtunnel input handler, before ip6_forward); End.DT6 forwards the inner packet once.
+    hl = {(p, k.__name__): {x[IPv6].hlim for x in echo(files[p], k)} for p in ("client", "pod")
+          for k in (ICMPv6EchoRequest, ICMPv6EchoReply)}  # fmt: skip
+    assert hl[("client", "ICMPv6EchoRequest")] == {64} and hl[("pod", "ICMPv6EchoReply")] == {64}
+    assert hl[("pod", "ICMPv6EchoRequest")] == {63} and hl[("client", "ICMPv6EchoReply")] == {63}
+    # nothing left behind: no tcpdump, no temporary pcaps
+    for ns in netns.lab_namespaces(PREFIX):
+        assert not [p for p in netns.pids(ns) if "tcpdump" in Path(f"/proc/{p}/comm").read_text()]
+    assert not [f for f in os.listdir("/tmp") if f.startswith("labtools-capture-")]
+
+
+@needs_root
+def test_tcp_to_the_pod_passes_the_tunnel_the_nodeport_does_not(slab, tmp_path):
+    srv6.up(slab, "end-dt6")
+    try:
+        m = capture.run(slab, "srv6-tcp", scenarios=["tcp-pod", "tcp-nodeport"], datapath="nftables", count=1,
+                        timeout=1.0, root=tmp_path)  # fmt: skip
+    finally:
+        srv6.down(slab)
+    pod_run, np_run = m["captures"]
+    assert pod_run["ok"] and not np_run["ok"]
+    run = tmp_path / "srv6-tcp"
+    syn_at_worker = [p for p in rdpcap(str(run / "tcp-pod" / "worker.pcap")) if p.haslayer(TCP) and p[TCP].flags == "S"]
+    assert syn_at_worker and all(layers(p)[1] is not None for p in syn_at_worker)
+    syn_at_pod = [p for p in rdpcap(str(run / "tcp-pod" / "pod.pcap")) if p.haslayer(TCP) and p[TCP].flags == "S"]
+    assert syn_at_pod and all(layers(p)[1] is None and p[IPv6].src == CLIENT_IP for p in syn_at_pod)
+    # The NodePort SYN is encapsulated to the worker and never reaches the pod (End.DT6 looks the node's
+    # own address up in the main table only).
+    np_port = np_run["port"]
+    enc = [p for p in rdpcap(str(run / "tcp-nodeport" / "router-cluster.pcap")) if p.haslayer(IPv6ExtHdrSegmentRouting)]
+    assert any(p.haslayer(TCP) and p[TCP].dport == np_port for p in enc)
+    assert not [p for p in rdpcap(str(run / "tcp-nodeport" / "pod.pcap")) if p.haslayer(TCP)]
+
+
+@needs_root
+def test_reachability_matrix(slab):
+    rows = srv6.matrix(slab)
+    got = {(r["mode"], r["datapath"], r["target"]): r["reachable"] for r in rows}
+    print("\n" + "\n".join(f"{k}: {v}" for k, v in got.items()))
+    assert len(rows) == 5 * 3 * 2
+    assert all(r["via_tunnel"] == (r["mode"] != "none") for r in rows)
+    for dp in srv6.MATRIX_DATAPATHS:
+        assert got[("none", dp, "pod")] and got[("none", dp, "nodeport")]  # the baseline works
+        for mode in ("end-dt6", "local-sid", "pod-sidecar"):  # the thesis finding; none fixes it without nf_hooks
+            assert not got[(mode, dp, "nodeport")], (mode, dp)
+        assert got[("pod-sidecar", dp, "pod")]
+    # The pod through the worker-terminated tunnel: kube-proxy's iptables mode drops the encapsulated replies
+    # (forwarded without conntrack: KUBE-FORWARD --ctstate INVALID -j DROP); nftables and eBPF pass them.
+    for mode in ("end-dt6", "local-sid"):
+        assert not got[(mode, "iptables", "pod")]
+        assert got[(mode, "nftables", "pod")] and got[(mode, "ebpf", "pod")]
+    # ingress mode `ebpf`: nothing decapsulates until the BPF program learns SRv6 (reported, not asserted).
+    assert all(("ebpf", dp, t) in got for dp in srv6.MATRIX_DATAPATHS for t in ("pod", "nodeport"))
+    assert slab.load_state("srv6") is None
