@@ -1,0 +1,427 @@
+"""A thin layer on the `kubernetes` client: the sweep's Services and iperf3 Deployment on a real cluster.
+
+The objects are the very `V1Service` models `labtools.services.build()` makes for the emulated worker.
+`Kube.create_services()` sends them in batches, rate-limited (token bucket), idempotently (an object
+that is already there, 409 Conflict, is skipped, so an interrupted run resumes), with a progress bar;
+`Kube.delete_services()` removes everything carrying the sweep's label.
+
+`wait_programmed()` waits until the node's datapath has really programmed the Services, read over SSH
+from the worker (``ip6tables-save -t nat`` / ``nft list``) or from the Cilium agent on it
+(``cilium-dbg service list`` through ``kubectl exec`` on the master), and returns the programming
+latency, ClusterLoader2's network-programming-latency SLI, as a record.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from tqdm import tqdm
+
+from labtools import services
+from labtools.errors import CommandError, LabError
+from labtools.hosts import Host
+
+SELECTOR = f"{services.LABEL}=true"
+DEPLOYMENT = "iperf3-deployment"  # thesis-hu.txt line 1421
+IMAGE = "leodotcloud/swiss-army-knife"  # thesis-hu.txt line 1433
+ADMIN_KUBECONFIG = "/etc/kubernetes/admin.conf"
+
+
+# ----------------------------------------------------------------------------- config
+
+
+def api_client(kubeconfig: str | None = None, context: str | None = None) -> k8s.ApiClient:
+    """An API client configured the standard way: kubeconfig (``$KUBECONFIG``, ``~/.kube/config``), else in-cluster."""
+    try:
+        return k8s_config.new_client_from_config(config_file=kubeconfig, context=context)
+    except (k8s_config.ConfigException, OSError, TypeError, ValueError) as e:
+        kube_err = e
+    try:
+        cfg = k8s.Configuration()
+        k8s_config.load_incluster_config(client_configuration=cfg)
+        return k8s.ApiClient(cfg)
+    except k8s_config.ConfigException as e:
+        raise LabError(
+            f"no Kubernetes cluster configured: kubeconfig ({kubeconfig or '$KUBECONFIG or ~/.kube/config'}) "
+            f"failed ({kube_err}), and this is not a pod in a cluster ({e}). Point KUBECONFIG at the cluster's "
+            f"admin.conf (on the master: {ADMIN_KUBECONFIG})"
+        ) from None
+
+
+def reachable(api: k8s.ApiClient, timeout: float = 5.0) -> str | None:
+    """The API server's version if it answers, else None."""
+    try:
+        return k8s.VersionApi(api).get_code(_request_timeout=timeout).git_version
+    except Exception:
+        return None
+
+
+# ----------------------------------------------------------------------------- objects
+
+
+def deployment(
+    replicas: int = 1, *, image: str = IMAGE, node: str | None = None, namespace: str = services.NAMESPACE
+) -> k8s.V1Deployment:
+    """The thesis' iperf3 Deployment (appendix), labelled so every sweep Service selects it.
+
+    The thesis ran ``leodotcloud/swiss-army-knife`` with containerPort 5201; the iperf3 server is started
+    explicitly here (TCP and UDP on 5201). `node` pins it to the worker (``kubernetes.io/hostname``).
+    """
+    labels = {"app": "iperf3", "app.kubernetes.io/name": "iperf3"}
+    ports = [k8s.V1ContainerPort(container_port=services.IPERF_PORT, protocol=p) for p in ("TCP", "UDP")]
+    pod = k8s.V1PodSpec(
+        containers=[k8s.V1Container(name="iperf3", image=image, command=["iperf3", "-s", "-p", "5201"], ports=ports)],
+        node_selector={"kubernetes.io/hostname": node} if node else None,
+    )
+    return k8s.V1Deployment(
+        api_version="apps/v1",
+        kind="Deployment",
+        metadata=k8s.V1ObjectMeta(name=DEPLOYMENT, namespace=namespace, labels={**labels, services.LABEL: "true"}),
+        spec=k8s.V1DeploymentSpec(
+            replicas=replicas,
+            selector=k8s.V1LabelSelector(match_labels={"app.kubernetes.io/name": "iperf3"}),
+            template=k8s.V1PodTemplateSpec(metadata=k8s.V1ObjectMeta(labels=labels), spec=pod),
+        ),
+    )
+
+
+def api_allocated(svc: k8s.V1Service) -> k8s.V1Service:
+    """A copy without cluster IP and node ports, for the API server to allocate them itself."""
+    out = svc.model_copy(deep=True)
+    out.spec.cluster_ip, out.spec.cluster_ips = None, None
+    for p in out.spec.ports or []:
+        p.node_port = None
+    return out
+
+
+# ----------------------------------------------------------------------------- rate limiting
+
+
+class TokenBucket:
+    """At most `rate` acquisitions per second on average, bursts up to `burst`. Thread-safe."""
+
+    def __init__(self, rate: float, burst: int = 1, clock: Callable[[], float] = time.monotonic, sleep=time.sleep):
+        if rate <= 0:
+            raise LabError(f"rate must be positive, got {rate}")
+        self.rate, self.burst, self.clock, self.sleep = rate, max(1, burst), clock, sleep
+        self.tokens, self.stamp = float(self.burst), clock()
+        self.lock = threading.Lock()
+
+    def acquire(self) -> None:
+        while True:
+            with self.lock:
+                now = self.clock()
+                self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+                self.stamp = now
+                if self.tokens >= 1 - 1e-9:  # tolerance: float sums of small waits may fall short of 1
+                    self.tokens = max(0.0, self.tokens - 1)
+                    return
+                wait = (1 - self.tokens) / self.rate
+            self.sleep(wait)
+
+
+# ----------------------------------------------------------------------------- the cluster
+
+
+def _status(e: Exception) -> int | None:
+    return getattr(e, "status", None)
+
+
+class Kube:
+    """Services and the iperf3 Deployment on one cluster. `core`/`apps` can be given (tests use fakes)."""
+
+    def __init__(
+        self,
+        api: k8s.ApiClient | None = None,
+        *,
+        namespace: str = services.NAMESPACE,
+        core=None,
+        apps=None,
+        qps: float = 50.0,
+        burst: int = 10,
+    ):
+        if core is None or apps is None:
+            api = api or api_client()
+        self.core = core or k8s.CoreV1Api(api)
+        self.apps = apps or k8s.AppsV1Api(api)
+        self.namespace = namespace
+        self.bucket = TokenBucket(qps, burst)
+
+    def _call(self, fn: Callable, *args, retries: int = 5, **kw):
+        """One rate-limited API call; 429 and 5xx are retried with back-off."""
+        for attempt in range(retries + 1):
+            self.bucket.acquire()
+            try:
+                return fn(*args, **kw)
+            except k8s.exceptions.ApiException as e:
+                if (_status(e) == 429 or (_status(e) or 0) >= 500) and attempt < retries:
+                    time.sleep(min(0.2 * 2**attempt, 5.0))
+                    continue
+                raise
+
+    def create_services(
+        self, svcs: Sequence[k8s.V1Service], *, batch: int = 20, allocate: str = "labtools", progress: bool = True
+    ) -> dict:
+        """Create `svcs` (skipping those already there), `batch` requests in flight at a time.
+
+        allocate="labtools" keeps the cluster IPs and node ports `services.build()` chose (the same
+        objects as in the emulated lab); allocate="api" lets the API server choose them.
+        """
+        if allocate not in ("labtools", "api"):
+            raise LabError(f"allocate must be 'labtools' or 'api', got {allocate!r}")
+        counts = {"created": 0, "existing": 0}
+        lock = threading.Lock()
+
+        def one(svc: k8s.V1Service) -> None:
+            body = api_allocated(svc) if allocate == "api" else svc
+            try:
+                self._call(self.core.create_namespaced_service, self.namespace, body)
+                key = "created"
+            except k8s.exceptions.ApiException as e:
+                if _status(e) != 409:
+                    raise LabError(
+                        f"creating Service {svc.metadata.name} failed ({_status(e)} {e.reason}): {e.body or e}"
+                    ) from None
+                key = "existing"
+            with lock:
+                counts[key] += 1
+
+        t0 = time.monotonic()
+        with (
+            tqdm(total=len(svcs), desc="services", unit="svc", disable=not progress, leave=False) as bar,
+            ThreadPoolExecutor(max_workers=max(1, batch)) as pool,
+        ):
+            for i in range(0, len(svcs), max(1, batch)):
+                chunk = svcs[i : i + batch]
+                for f in [pool.submit(one, s) for s in chunk]:
+                    f.result()
+                bar.update(len(chunk))
+        return {**counts, "seconds": round(time.monotonic() - t0, 3)}
+
+    def list_services(self, selector: str = SELECTOR) -> list[k8s.V1Service]:
+        out, token = [], None
+        while True:
+            page = self._call(
+                self.core.list_namespaced_service, self.namespace, label_selector=selector, limit=500, _continue=token
+            )
+            out += page.items or []
+            token = page.metadata._continue if page.metadata else None
+            if not token:
+                return out
+
+    def cluster_ips(self, selector: str = SELECTOR) -> dict[str, str]:
+        """name -> cluster IP of the labelled Services, as the API server has them."""
+        return {s.metadata.name: s.spec.cluster_ip for s in self.list_services(selector)}
+
+    def delete_services(
+        self, names: Iterable[str] | None = None, *, batch: int = 20, progress: bool = True, selector: str = SELECTOR
+    ) -> int:
+        """Delete the named Services, or every one with the sweep's label. Gone already (404) is fine."""
+        todo = list(names) if names is not None else [s.metadata.name for s in self.list_services(selector)]
+        deleted = 0
+        lock = threading.Lock()
+
+        def one(name: str) -> None:
+            nonlocal deleted
+            try:
+                self._call(self.core.delete_namespaced_service, name, self.namespace)
+            except k8s.exceptions.ApiException as e:
+                if _status(e) != 404:
+                    raise LabError(f"deleting Service {name} failed ({_status(e)} {e.reason})") from None
+                return
+            with lock:
+                deleted += 1
+
+        with (
+            tqdm(total=len(todo), desc="delete", unit="svc", disable=not progress, leave=False) as bar,
+            ThreadPoolExecutor(max_workers=max(1, batch)) as pool,
+        ):
+            for i in range(0, len(todo), max(1, batch)):
+                chunk = todo[i : i + batch]
+                for f in [pool.submit(one, n) for n in chunk]:
+                    f.result()
+                bar.update(len(chunk))
+        return deleted
+
+    def scale_services(self, workload: services.Workload, **kw) -> dict:
+        """Make the labelled Services exactly the workload's: create the missing, delete the extra."""
+        want = {s.metadata.name for s in workload.services}
+        extra = [s.metadata.name for s in self.list_services() if s.metadata.name not in want]
+        removed = self.delete_services(extra, progress=kw.get("progress", True)) if extra else 0
+        return {**self.create_services(workload.services, **kw), "deleted": removed}
+
+    def ensure_deployment(self, dep: k8s.V1Deployment | None = None) -> str:
+        """Create the iperf3 Deployment, or set its replicas if it is there. Returns "created" or "scaled"."""
+        dep = dep or deployment()
+        try:
+            self._call(self.apps.create_namespaced_deployment, self.namespace, dep)
+            return "created"
+        except k8s.exceptions.ApiException as e:
+            if _status(e) != 409:
+                raise LabError(f"creating Deployment {dep.metadata.name} failed ({_status(e)} {e.reason})") from None
+        self.scale_deployment(dep.spec.replicas or 1, dep.metadata.name)
+        return "scaled"
+
+    def scale_deployment(self, replicas: int, name: str = DEPLOYMENT) -> None:
+        self._call(self.apps.patch_namespaced_deployment_scale, name, self.namespace, {"spec": {"replicas": replicas}})
+
+    def delete_deployment(self, name: str = DEPLOYMENT) -> bool:
+        try:
+            self._call(self.apps.delete_namespaced_deployment, name, self.namespace)
+            return True
+        except k8s.exceptions.ApiException as e:
+            if _status(e) == 404:
+                return False
+            raise
+
+
+# ----------------------------------------------------------------------------- programmed yet?
+
+_IPV6_TOKEN = re.compile(r"[0-9A-Fa-f]*:[0-9A-Fa-f:.]*[0-9A-Fa-f]")
+
+
+def ipv6_addresses(text: str) -> set[str]:
+    """Every IPv6 address in `text`, normalised (``-d X/128``, ``[X]:5201``, JSON strings alike)."""
+    found = set()
+    for tok in _IPV6_TOKEN.findall(text):
+        try:
+            found.add(str(ipaddress.IPv6Address(tok)))
+        except ValueError:
+            continue
+    return found
+
+
+def _sudo(argv: list[str], sudo: bool) -> list[str]:
+    return ["sudo", "-n", *argv] if sudo else argv
+
+
+@dataclass
+class IptablesProbe:
+    """kube-proxy iptables mode: the cluster IPs in the nat table's KUBE-SERVICES chain on the worker."""
+
+    host: Host
+    save: str = "ip6tables-save"
+    sudo: bool = False
+    name: str = "iptables"
+
+    def programmed(self) -> set[str]:
+        out = self.host.run(_sudo([self.save, "-t", "nat"], self.sudo)).stdout
+        return ipv6_addresses("\n".join(ln for ln in out.splitlines() if ln.startswith("-A KUBE-SERVICES ")))
+
+
+@dataclass
+class NftablesProbe:
+    """kube-proxy nftables mode: the elements of ``table ip6 kube-proxy``'s ``cluster-ips`` set."""
+
+    host: Host
+    sudo: bool = False
+    name: str = "nftables"
+
+    def programmed(self) -> set[str]:
+        res = self.host.run(_sudo(["nft", "list", "set", "ip6", "kube-proxy", "cluster-ips"], self.sudo), check=False)
+        return ipv6_addresses(res.stdout) if res.ok else set()
+
+
+@dataclass
+class CiliumProbe:
+    """Cilium: the service frontends of the agent on the worker, via ``kubectl exec`` on the master."""
+
+    master: Host
+    node_ip: str  # the worker's InternalIP: picks the agent pod running there
+    kubeconfig: str = ADMIN_KUBECONFIG
+    sudo: bool = False
+    name: str = "cilium"
+    _pod: str | None = None
+
+    def _kubectl(self, *args: str, check: bool = True):
+        return self.master.run(_sudo(["kubectl", "--kubeconfig", self.kubeconfig, *args], self.sudo), check=check)
+
+    def pod(self) -> str:
+        if self._pod is None:
+            out = self._kubectl(
+                "-n",
+                "kube-system",
+                "get",
+                "pods",
+                "-l",
+                "k8s-app=cilium",
+                "-o",
+                'jsonpath={range .items[*]}{.metadata.name} {.status.hostIP}{"\\n"}{end}',
+            ).stdout
+            want = str(ipaddress.ip_address(self.node_ip))
+            for line in out.splitlines():
+                name, _, ip = line.partition(" ")
+                if ip.strip() and str(ipaddress.ip_address(ip.strip())) == want:
+                    self._pod = name
+                    break
+            else:
+                raise LabError(f"no Cilium agent pod runs on the node with address {self.node_ip}:\n{out}")
+        return self._pod
+
+    def programmed(self) -> set[str]:
+        pod = self.pod()
+        for tool in ("cilium-dbg", "cilium"):  # cilium-dbg since Cilium 1.15
+            res = self._kubectl(
+                "-n", "kube-system", "exec", pod, "-c", "cilium-agent", "--", tool, "service", "list", check=False
+            )
+            if res.ok:
+                return ipv6_addresses(res.stdout)
+        raise CommandError(
+            self.master.name,
+            ["kubectl", "exec", pod, "--", "cilium-dbg", "service", "list"],
+            res.returncode,
+            res.stdout,
+            res.stderr,
+        )
+
+
+def wait_programmed(
+    probe,
+    expected: Iterable[str],
+    *,
+    since: float | None = None,
+    timeout: float = 600.0,
+    interval: float = 0.2,
+    clock: Callable[[], float] = time.monotonic,
+) -> dict:
+    """Poll `probe` until every address of `expected` is programmed; the programming-latency record.
+
+    `since` is the `clock()` reading when the change was made (e.g. right before `create_services`);
+    latency_s is from then until the probe first saw all of them (ClusterLoader2's
+    network-programming-latency SLI, measured for the whole batch). On timeout the record says
+    ``ok: False`` with how many were programmed, rather than raising: a sweep records the failure.
+    """
+    want = {str(ipaddress.ip_address(a)) for a in expected}
+    start = clock() if since is None else since
+    deadline = clock() + timeout
+    timeline: list[tuple[float, int]] = []
+    found: set[str] = set()
+    polls = 0
+    while True:
+        found = probe.programmed() & want
+        polls += 1
+        now = clock()
+        if not timeline or timeline[-1][1] != len(found):
+            timeline.append((round(now - start, 4), len(found)))
+        if found == want or now >= deadline:
+            break
+        time.sleep(interval)
+    ok = found == want
+    return {
+        "sli": "network_programming_latency",
+        "probe": probe.name,
+        "expected": len(want),
+        "programmed": len(found),
+        "ok": ok,
+        "latency_s": round(now - start, 4) if ok else None,
+        "polls": polls,
+        "timeline": timeline,
+    }

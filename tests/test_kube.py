@@ -1,0 +1,301 @@
+"""labtools.kube: Services and the iperf3 Deployment through the `kubernetes` client, and the programming probes.
+
+Without a cluster the client calls go to an in-memory fake API server that answers like the real one
+(409 on duplicates, 404 on missing, label selectors, paging). The end-to-end test needs a real cluster.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+
+import pytest
+from kubernetes import client as k8s
+
+from labtools import kube, services
+from labtools.errors import LabError
+from labtools.hosts import Result
+
+
+class FakeCore:
+    """The parts of CoreV1Api that labtools.kube uses, with the API server's answers."""
+
+    def __init__(self, fail_first: int = 0):
+        self.store: dict[str, dict] = {}
+        self.calls = 0
+        self.fail_first = fail_first
+
+    def _maybe_429(self):
+        self.calls += 1
+        if self.fail_first:
+            self.fail_first -= 1
+            raise k8s.exceptions.ApiException(status=429, reason="Too Many Requests")
+
+    def create_namespaced_service(self, namespace, body):
+        self._maybe_429()
+        assert isinstance(body, k8s.V1Service)
+        d = body.model_dump(by_alias=True, exclude_none=True, mode="json")
+        name = d["metadata"]["name"]
+        if name in self.store:
+            raise k8s.exceptions.ApiException(status=409, reason="Conflict")
+        self.store[name] = d
+        return body
+
+    def list_namespaced_service(self, namespace, label_selector=None, limit=None, _continue=None):
+        self._maybe_429()
+        key, _, value = (label_selector or "").partition("=")
+        items = sorted(n for n, d in self.store.items() if not key or d["metadata"].get("labels", {}).get(key) == value)
+        start = int(_continue or 0)
+        page = items[start : start + (limit or len(items))]
+        more = start + len(page) < len(items)
+        return k8s.V1ServiceList(
+            items=[k8s.V1Service.model_validate(self.store[n]) for n in page],
+            metadata=k8s.V1ListMeta(_continue=str(start + len(page)) if more else None),
+        )
+
+    def delete_namespaced_service(self, name, namespace):
+        self._maybe_429()
+        if self.store.pop(name, None) is None:
+            raise k8s.exceptions.ApiException(status=404, reason="Not Found")
+
+
+class FakeApps:
+    def __init__(self):
+        self.deployments: dict[str, dict] = {}
+        self.scaled: list[int] = []
+
+    def create_namespaced_deployment(self, namespace, body):
+        d = body.model_dump(by_alias=True, exclude_none=True, mode="json")
+        if d["metadata"]["name"] in self.deployments:
+            raise k8s.exceptions.ApiException(status=409, reason="Conflict")
+        self.deployments[d["metadata"]["name"]] = d
+
+    def patch_namespaced_deployment_scale(self, name, namespace, body):
+        self.scaled.append(body["spec"]["replicas"])
+
+    def delete_namespaced_deployment(self, name, namespace):
+        if self.deployments.pop(name, None) is None:
+            raise k8s.exceptions.ApiException(status=404, reason="Not Found")
+
+
+def fake_kube(**kw) -> kube.Kube:
+    return kube.Kube(core=FakeCore(**kw), apps=FakeApps(), qps=1e6, burst=1000)
+
+
+def test_no_cluster_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    with pytest.raises(LabError, match=r"no Kubernetes cluster configured: kubeconfig .* failed .* not a pod"):
+        kube.api_client()
+
+
+def test_create_is_batched_idempotent_and_resumes():
+    k = fake_kube()
+    w = services.build(100)
+    first = k.create_services(w.services[:30], batch=7, progress=False)  # an interrupted run
+    assert (first["created"], first["existing"]) == (30, 0)
+    again = k.create_services(w.services, batch=7, progress=False)  # resume: 409s are skipped
+    assert (again["created"], again["existing"]) == (70, 30)
+    assert set(k.core.store) == {s.metadata.name for s in w.services}
+    # What the API server received parses back into the very objects build() made.
+    back = {n: k8s.V1Service.model_validate(d) for n, d in k.core.store.items()}
+    assert all(back[s.metadata.name] == s for s in w.services)
+    assert k.cluster_ips() == {s.metadata.name: s.spec.cluster_ip for s in w.services}
+
+
+def test_api_allocation_strips_ips_and_ports():
+    k = fake_kube()
+    w = services.build(3)
+    k.create_services(w.services, allocate="api", progress=False)
+    for d in k.core.store.values():
+        assert "clusterIP" not in d["spec"] and "clusterIPs" not in d["spec"]
+        assert all("nodePort" not in p for p in d["spec"]["ports"])
+        assert d["spec"]["ipFamilies"] == ["IPv6"] and d["spec"]["externalTrafficPolicy"] == "Local"
+    assert w.services[0].spec.cluster_ip  # the originals are untouched
+    with pytest.raises(LabError, match="allocate"):
+        k.create_services(w.services, allocate="random", progress=False)
+
+
+def test_delete_by_label_scale_and_retry_on_429():
+    k = fake_kube(fail_first=3)  # the first calls are throttled: retried, not failed
+    k.create_services(services.build(100).services, progress=False)
+    other = k8s.V1Service(metadata=k8s.V1ObjectMeta(name="kubernetes"), spec=k8s.V1ServiceSpec())
+    k.core.create_namespaced_service("default", other)  # not ours: must survive the cleanup
+    res = k.scale_services(services.build(40), progress=False)
+    assert (res["deleted"], res["existing"], res["created"]) == (60, 40, 0)
+    assert len(k.list_services()) == 40  # paged list (limit 500) works too
+    assert k.delete_services(progress=False) == 40
+    assert list(k.core.store) == ["kubernetes"]
+    assert k.delete_services(["svc-00001"], progress=False) == 0  # already gone (404) is fine
+
+
+def test_other_api_errors_are_lab_errors():
+    k = fake_kube()
+
+    def refuse(namespace, body):
+        raise k8s.exceptions.ApiException(status=422, reason="Unprocessable Entity")
+
+    k.core.create_namespaced_service = refuse
+    with pytest.raises(LabError, match=r"creating Service svc-00001 failed \(422"):
+        k.create_services(services.build(1).services, progress=False)
+
+
+def test_token_bucket_limits_the_rate():
+    now = [0.0]
+    slept = []
+
+    def sleep(s):
+        slept.append(s)
+        now[0] += s
+
+    b = kube.TokenBucket(rate=10, burst=2, clock=lambda: now[0], sleep=sleep)
+    for _ in range(12):
+        b.acquire()
+    assert now[0] == pytest.approx(1.0)  # 2 from the burst, then 10 per second
+    with pytest.raises(LabError):
+        kube.TokenBucket(rate=0)
+
+
+def test_deployment_is_the_thesis_one_and_selected_by_every_service():
+    dep = kube.deployment(node="worker")
+    d = dep.model_dump(by_alias=True, exclude_none=True, mode="json")
+    assert k8s.V1Deployment.model_validate(d) == dep  # a valid apps/v1 Deployment
+    assert d["metadata"]["name"] == "iperf3-deployment"  # thesis line 1421
+    c = d["spec"]["template"]["spec"]["containers"][0]
+    assert c["image"] == "leodotcloud/swiss-army-knife"  # thesis line 1433
+    assert {"containerPort": 5201, "protocol": "TCP"} in c["ports"]  # thesis line 1435
+    assert d["spec"]["template"]["spec"]["nodeSelector"] == {"kubernetes.io/hostname": "worker"}
+    labels = d["spec"]["template"]["metadata"]["labels"]
+    assert labels["app"] == "iperf3"  # the thesis' selector
+    for s in services.build(5, protocols=("TCP", "UDP")).services:
+        assert s.spec.selector.items() <= labels.items()
+        assert d["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    k = fake_kube()
+    assert k.ensure_deployment(dep) == "created"
+    assert k.ensure_deployment(kube.deployment(replicas=2)) == "scaled" and k.apps.scaled == [2]
+    assert k.delete_deployment() is True and k.delete_deployment() is False
+
+
+# ----------------------------------------------------------------------------- probes
+
+IPTABLES_SAVE = """\
+*nat
+:KUBE-SERVICES - [0:0]
+-A KUBE-SERVICES -d 2001:db8:1234:5678:8:3:0:d92d/128 -p tcp -m comment --comment "default/svc-00001:iperf3" \
+-m tcp --dport 5201 -j KUBE-SVC-ABC
+-A KUBE-SERVICES -d 2001:db8:1234:5678:8:3::1/128 -p tcp -m tcp --dport 443 -j KUBE-SVC-NPX
+-A KUBE-NODEPORTS -d 2001:db8:1234:5678:8:3:0:ffff/128 -j KUBE-EXT-X
+-A KUBE-SEP-X -s 2001:db8:1234:5678:8:2:1:841/128 -j KUBE-MARK-MASQ
+COMMIT
+"""
+CILIUM_LIST = """\
+ID   Frontend                                 Service Type   Backend
+1    [2001:db8:1234:5678:8:3::1]:443/TCP      ClusterIP      1 => [2001:db8:1234:5678::1]:6443/TCP (active)
+7    [2001:db8:1234:5678:8:3:0:d92d]:5201/TCP ClusterIP      1 => [2001:db8:1234:5678:8:2:1:841]:5201/TCP (active)
+8    [::]:31234/TCP                           NodePort       1 => [2001:db8:1234:5678:8:2:1:841]:5201/TCP (active)
+"""
+
+
+def test_ipv6_addresses_in_tool_output():
+    # Normalised as Python writes them (RFC 5952: no "::" for a single zero group).
+    assert kube.ipv6_addresses(CILIUM_LIST) >= {"2001:db8:1234:5678:8:3:0:1", "2001:db8:1234:5678:8:3:0:d92d"}
+    js = json.dumps([{"spec": {"frontend-address": {"ip": "2001:DB8:1234:5678:8:3:0:D92D", "port": 5201}}}])
+    assert kube.ipv6_addresses(js) == {"2001:db8:1234:5678:8:3:0:d92d"}
+    assert kube.ipv6_addresses("12:30:45 no address, a:b") == set()
+
+
+class ScriptedHost:
+    name = "fake"
+
+    def __init__(self, answers):
+        self.answers, self.calls = answers, []
+
+    def run(self, argv, *, check=True, timeout=60.0, input=None):
+        self.calls.append(list(argv))
+        for needle, (rc, out) in self.answers.items():
+            if needle in " ".join(argv):
+                return Result(self.name, tuple(argv), rc, out, "" if rc == 0 else "error")
+        raise AssertionError(f"unexpected command {argv}")
+
+
+def test_iptables_probe_counts_only_kube_services_cluster_ips():
+    h = ScriptedHost({"ip6tables-save -t nat": (0, IPTABLES_SAVE)})
+    found = kube.IptablesProbe(h, sudo=True).programmed()
+    assert found == {"2001:db8:1234:5678:8:3:0:d92d", "2001:db8:1234:5678:8:3:0:1"}
+    assert h.calls == [["sudo", "-n", "ip6tables-save", "-t", "nat"]]
+
+
+def test_cilium_probe_finds_the_worker_agent_and_falls_back_to_old_cli():
+    pods = "cilium-aaaa 2001:db8:1234:5678::1\ncilium-bbbb 2001:db8:1234:5678::2\n"
+    h = ScriptedHost(
+        {
+            "get pods": (0, pods),
+            "cilium-dbg service list": (1, ""),  # Cilium < 1.15 has no cilium-dbg
+            "cilium service list": (0, CILIUM_LIST),
+        }
+    )
+    p = kube.CiliumProbe(h, node_ip="2001:0db8:1234:5678:0::2")
+    assert "2001:db8:1234:5678:8:3:0:d92d" in p.programmed()
+    assert p.pod() == "cilium-bbbb" and any("cilium-bbbb" in c for c in h.calls[-1])
+    assert h.calls[0][:3] == ["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf"]
+    with pytest.raises(LabError, match="no Cilium agent pod runs on the node with address"):
+        kube.CiliumProbe(ScriptedHost({"get pods": (0, pods)}), node_ip="2001:db8::9").programmed()
+
+
+class GrowingProbe:
+    name = "fake"
+
+    def __init__(self, ips, per_poll):
+        self.ips, self.per_poll, self.n = list(ips), per_poll, 0
+
+    def programmed(self):
+        self.n += self.per_poll
+        return set(self.ips[: self.n]) | {"2001:db8::dead"}  # unrelated services do not count
+
+
+def test_wait_programmed_measures_the_latency():
+    ips = [s.spec.cluster_ip for s in services.build(10).services]
+    ticks = itertools.count(step=0.5)
+    rec = kube.wait_programmed(GrowingProbe(ips, 4), ips, since=0.0, interval=0, clock=lambda: next(ticks))
+    assert rec["ok"] and rec["programmed"] == 10 and rec["polls"] == 3
+    assert rec["sli"] == "network_programming_latency" and rec["latency_s"] > 0
+    assert [n for _, n in rec["timeline"]] == [4, 8, 10]
+    ticks = itertools.count(step=1.0)
+    rec = kube.wait_programmed(GrowingProbe(ips, 1), ips, timeout=3, interval=0, clock=lambda: next(ticks))
+    assert not rec["ok"] and rec["latency_s"] is None and rec["programmed"] < 10
+
+
+# ----------------------------------------------------------------------------- a real cluster
+
+
+def _real_cluster() -> kube.Kube:
+    if not os.environ.get("KUBECONFIG"):
+        pytest.skip("needs a real cluster: KUBECONFIG is not set (point it at the cluster's admin.conf)")
+    try:
+        api = kube.api_client()
+    except LabError as e:
+        pytest.skip(f"needs a real cluster: KUBECONFIG={os.environ['KUBECONFIG']} does not load ({e})")
+    if kube.reachable(api) is None:
+        pytest.skip(f"needs a real cluster: KUBECONFIG={os.environ['KUBECONFIG']} points at no reachable API server")
+    return kube.Kube(api)
+
+
+@pytest.mark.kube
+def test_real_cluster_creates_verifies_and_deletes_100_services():
+    k = _real_cluster()
+    k.delete_services(progress=False)  # leftovers of an interrupted run
+    w = services.build(100)
+    try:
+        res = k.create_services(w.services, allocate="api", progress=False)
+        assert res["created"] + res["existing"] == 100
+        assert k.create_services(w.services, allocate="api", progress=False)["existing"] == 100  # idempotent
+        live = k.list_services()
+        assert sorted(s.metadata.name for s in live) == sorted(s.metadata.name for s in w.services)
+        for s in live:
+            assert s.spec.type == "NodePort" and s.spec.ip_families == ["IPv6"]
+            assert s.spec.external_traffic_policy == "Local" and s.spec.cluster_ip
+            assert s.spec.ports[0].port == 5201 and s.spec.ports[0].node_port
+    finally:
+        assert k.delete_services(progress=False) >= 0
+    assert k.list_services() == []
