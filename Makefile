@@ -13,7 +13,7 @@ export PATH := $(abspath $(BIN)):$(PATH)
 
 # System tools the lab drives (Debian 12 package names). TeX is added by the paper target.
 APT_PACKAGES := iproute2 iptables nftables iperf3 tcpdump tshark clang llvm bpftool libbpf-dev gcc \
-	pkg-config openssh-server openssh-client iputils-ping procps python3-venv python3-pip
+	pkg-config openssh-server openssh-client iputils-ping procps conntrack python3-venv python3-pip
 BPF := labtools/bpf
 MULTIARCH := $(shell gcc -dumpmachine 2>/dev/null)
 
@@ -21,10 +21,14 @@ MULTIARCH := $(shell gcc -dumpmachine 2>/dev/null)
 
 setup: system-deps python-env bpf tools
 
-# The connection-setup client/server (C, so its own cost stays in microseconds).
-tools: labtools/tools/labtools-crr
+# The load tools: connection setup (crr) and new-UDP-flow packet rate, in C so that their own cost
+# per transaction or packet stays far below what they measure.
+tools: labtools/tools/labtools-crr labtools/tools/labtools-udp-flood
 
 labtools/tools/labtools-crr: labtools/tools/crr.c | system-deps
+	gcc -O2 -Wall -o $@ $<
+
+labtools/tools/labtools-udp-flood: labtools/tools/udpflood.c | system-deps
 	gcc -O2 -Wall -o $@ $<
 
 # The eBPF NodePort datapath: the tc program (clang, BPF target) and its libbpf loader.
@@ -83,5 +87,5 @@ test: setup
 	$(BIN)/pytest
 
 clean:
-	rm -rf build .pytest_cache .ruff_cache $(BPF)/nodeport.o $(BPF)/labtools-bpf-load labtools/tools/labtools-crr
+	rm -rf build .pytest_cache .ruff_cache $(BPF)/nodeport.o $(BPF)/labtools-bpf-load labtools/tools/labtools-crr labtools/tools/labtools-udp-flood
 	find . -name __pycache__ -prune -exec rm -rf {} +

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import signal
 import sys
+import time
 from collections.abc import Sequence
 
 from labtools.errors import LabError
@@ -49,7 +50,7 @@ def _workload(args: argparse.Namespace):
 
     protocols = ["TCP", "UDP"] if args.udp else ["TCP"]
     return services.build(args.count, protocols=protocols, mix=args.mix, node_port_range=args.node_port_range,
-                          seed=args.seed)  # fmt: skip
+                          udp_targets=args.udp_targets, seed=args.seed)  # fmt: skip
 
 
 def cmd_services(args: argparse.Namespace) -> int:
@@ -105,7 +106,9 @@ def cmd_measure(args: argparse.Namespace) -> int:
         raise LabError("the datapath is `none`, so there is no NodePort: use --target pod")
     workload = services.build(**state["workload"]) if state else None
     t = measure.target(lab, workload, args.target)
-    client, server = lab.host(lab.inventory.by_role("client").name), lab.host(lab.inventory.by_role("pod").name)
+    if args.metric == "udp-pps" and workload and not (workload.params.get("udp_targets") or args.target == "pod"
+                                                      or "UDP" in workload.params["protocols"]):  # fmt: skip
+        raise LabError("udp-pps to a NodePort needs UDP ports: `labtools services apply --udp-targets` (or --udp)")
     base = {"datapath": state["datapath"] if state else "none", "services": state["services"] if state else 0,
             "target": args.target}  # fmt: skip
     prov = measure.provenance(lab)
@@ -114,7 +117,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
     rows = []
     for r in range(args.repeats):
-        raw = measure.sample(client, server, args.metric, t)
+        raw = measure.sample(lab, args.metric, t)
         recs = measure.records(args.metric, raw, {**base, "repeat": r})
         rows += recs
         if out:
@@ -136,17 +139,191 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     def split(text: str) -> list[str]:
         return [x for x in text.split(",") if x]
 
+    lab = Lab(args.inventory, args.prefix)
+    if args.profile:
+        if not args.run_id:
+            raise LabError("--profile needs --run-id (each of the profile's sweeps becomes RUN-ID-<name>)")
+        plans = sweep.plans(sweep.profile_params(args.profile)["sweeps"], args.run_id)
+        root = sweep.DATA
+    else:
+        out = Path(args.out) if args.out else None
+        run_id = out.name if out else args.run_id
+        if not run_id:
+            raise LabError("give --profile P --run-id RUN, --out data/raw/RUN or --run-id RUN")
+        root = out.parents[1] if out else sweep.DATA
+        plans = [sweep.Plan(run_id, split(args.datapaths), [int(c) for c in split(args.counts)], split(args.metrics),
+                            split(args.targets), args.repeats, args.crr_transactions, args.throughput_seconds,
+                            args.udp_packets, args.seed)]  # fmt: skip
+    for plan in plans:
+        t0 = time.monotonic()
+        csv, new = sweep.run(lab, plan, root)
+        print(f"{plan.run_id}: {new} new points measured, {len(plan.points()) - new} already there, "
+              f"in {time.monotonic() - t0:.0f} s; table: {csv}")  # fmt: skip
+    return 0
+
+
+def cmd_dissect(args: argparse.Namespace) -> int:
+    import warnings
+
+    from labtools import dissect
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", dissect.DissectWarning)
+        df = dissect.dissect(args.pcap)
+    for w in caught:
+        print(f"labtools: warning: {w.message}", file=sys.stderr)
+    print(_table(dissect.table_rows(df), dissect.TABLE_HEADER))
+    if args.csv:
+        df.to_csv(args.csv, index=False)
+        print(f"{len(df)} rows written to {args.csv}")
+    if not args.check_tshark:
+        return 0
+    bad = [d for pcap in args.pcap for d in dissect.compare(pcap)]
+    for d in bad:
+        print(f"disagreement: {d}")
+    print(f"tshark cross-check: {len(bad)} disagreement(s) in {len(args.pcap)} capture(s)")
+    return 1 if bad else 0
+
+
+def cmd_testbed(args: argparse.Namespace) -> int:
+    from labtools import testbed, topology
+    from labtools.lab import Lab
+
+    opts = testbed.Options(
+        stages=args.stages.split(",") if args.stages else None,
+        kubeadm_api=args.kubeadm_api,
+        services=args.services,
+        node_port_range=args.node_port_range,
+        cilium_mode=args.cilium_mode,
+        cilium_version=args.cilium_version,
+        srv6_mode=args.srv6_mode,
+        kubernetes_version=args.kubernetes_version,
+    )
+    if args.action == "render":
+        if not args.out:
+            raise LabError("give --out DIR for the rendered files")
+        written = testbed.render(topology.load(args.inventory), args.out, opts)
+        print(f"{len(written)} files under {args.out}")
+        return 0
+    lab = Lab(args.inventory)
+    try:
+        if args.action == "apply":
+            testbed.apply(lab, testbed.plan(lab.inventory, opts), dry_run=args.dry_run, echo=print)
+        else:  # cilium-mode
+            testbed.switch_mode(lab, args.mode, opts, dry_run=args.dry_run, echo=print)
+    finally:
+        lab.close()
+    return 0
+
+
+# --- srv6 / capture (labtools.srv6, labtools.capture) ------------------------------------------------------
+
+
+def cmd_srv6(args: argparse.Namespace) -> int:
+    import json
+
+    from labtools import srv6, topology
+    from labtools.lab import Lab
+
+    sids = {"router_sid": args.router_sid, "worker_sid": args.worker_sid}
+    if args.dry_run:
+        inv = topology.load(args.inventory)
+        if args.action == "up":
+            print(f"# SRv6 up, ingress mode {args.mode}; table {srv6.LOCALSID_TABLE} is the thesis' 'localsid'")
+            print(srv6.render(srv6.plan(inv, args.mode, **sids)))
+        elif args.action == "down":
+            print("# SRv6 down (removes what `up` adds in any mode; absent items are skipped)")
+            print(srv6.render(srv6.plan_down(inv, **sids)))
+        else:
+            raise LabError(f"--dry-run applies to up and down, not {args.action}")
+        return 0
+    lab = Lab(args.inventory, args.prefix)
+    if args.action == "up":
+        srv6.up(lab, args.mode, **sids)
+        print(f"SRv6 L3VPN up in ingress mode {args.mode} ({sids['router_sid']} <-> {sids['worker_sid']})")
+    elif args.action == "down":
+        srv6.down(lab)
+        print("SRv6 L3VPN down; the plain routed path is back")
+    elif args.action == "status":
+        for machine, items in srv6.status(lab).items():
+            print(f"# {machine}")
+            text = "\n".join(f"## {k}\n{v}" for k, v in items.items())
+            print(json.dumps(items, indent=1) if machine == "state" else text)
+    else:  # matrix
+        rows = srv6.matrix(lab, [m for m in args.modes.split(",") if m], [d for d in args.datapaths.split(",") if d],
+                           timeout=args.timeout)  # fmt: skip
+        if args.json:
+            print(json.dumps(rows, indent=1))
+        else:
+            cols = ["mode", "datapath", "target", "via_tunnel", "reachable", "connect_us", "error"]
+            print(_table([[_fmt(r.get(c, "")) for c in cols] for r in rows], cols))
+    lab.close()
+    return 0
+
+
+def cmd_capture(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from labtools import capture
+    from labtools.lab import Lab
+
     out = Path(args.out) if args.out else None
     run_id = out.name if out else args.run_id
     if not run_id:
-        raise LabError("give --out data/raw/RUN (or --run-id RUN)")
-    root = out.parents[1] if out else sweep.DATA
-    plan = sweep.Plan(run_id, split(args.datapaths), [int(c) for c in split(args.counts)], split(args.metrics),
-                      split(args.targets), args.repeats, args.crr_transactions, args.throughput_seconds,
-                      args.seed)  # fmt: skip
-    csv, new = sweep.run(Lab(args.inventory, args.prefix), plan, root)
-    print(f"{run_id}: {new} new points measured, {len(plan.points()) - new} already there; table: {csv}")
+        raise LabError("give --run-id RUN (pcaps go to data/raw/RUN/) or --out DIR")
+    command = list(args.command or [])
+    if command[:1] == ["--"]:
+        command = command[1:]
+    lab = Lab(args.inventory, args.prefix)
+    manifest = capture.run(
+        lab, run_id, scenarios=[s for s in args.scenarios.split(",") if s], mode=args.mode, datapath=args.datapath,
+        point_names=[p for p in args.points.split(",") if p], count=args.count, timeout=args.timeout,
+        root=out.parent if out else capture.DATA, command=command or None,
+    )  # fmt: skip
+    rows = [[c["scenario"], "ok" if c["ok"] else f"failed ({c['returncode']})",
+             *(c["files"][p]["packets"] for p in manifest["points"])] for c in manifest["captures"]]  # fmt: skip
+    print(f"run {run_id}: SRv6 mode {manifest['srv6_mode']}, pcaps and manifest.json in "
+          f"{(out or capture.DATA / run_id)}")  # fmt: skip
+    print(_table(rows, ["scenario", "traffic", *manifest["points"]]))
+    lab.close()
     return 0
+
+
+def _add_srv6_capture_parsers(sub: argparse._SubParsersAction) -> None:
+    from labtools import capture, srv6
+
+    s6 = sub.add_parser("srv6", help="the thesis' SRv6 L3VPN between router and worker (up/down/status/matrix)")
+    s6.add_argument("action", choices=["up", "down", "status", "matrix"])
+    s6.add_argument("--mode", "--ingress", "-m", dest="mode", choices=srv6.MODES, default=srv6.DEFAULT_MODE,
+                    help="how the worker side terminates the tunnel (default: end-dt6, the thesis)")  # fmt: skip
+    s6.add_argument("--dry-run", "-n", action="store_true", help="print every command per host, run nothing")
+    s6.add_argument("--router-sid", default=srv6.ROUTER_SID)
+    s6.add_argument("--worker-sid", default=srv6.WORKER_SID)
+    s6.add_argument("--modes", default=",".join(("none", *srv6.MODES)), help="matrix: ingress modes (none = no tunnel)")
+    s6.add_argument("--datapaths", default=",".join(srv6.MATRIX_DATAPATHS), help="matrix: service datapaths")
+    s6.add_argument("--timeout", type=float, default=1.0, help="matrix: seconds per TCP transaction")
+    s6.add_argument("--json", action="store_true", help="matrix: print the rows as JSON")
+    s6.add_argument("--inventory", "-i")
+    s6.add_argument("--prefix", "-p")
+    s6.set_defaults(func=cmd_srv6)
+
+    cp = sub.add_parser("capture", help="tcpdump at the thesis' five points around ICMPv6 / TCP traffic")
+    cp.add_argument("--run-id", help="pcaps and manifest.json go to data/raw/RUN-ID/")
+    cp.add_argument("--out", "-o", help="the run's directory instead (its name is the run id)")
+    cp.add_argument("--mode", "--ingress", "-m", dest="mode", choices=srv6.MODES,
+                    help="bring the SRv6 tunnel up in this mode first (default: the path as it is)")  # fmt: skip
+    cp.add_argument("--scenarios", default=",".join(capture.SCENARIOS), help="comma-separated traffic scenarios")
+    cp.add_argument("--points", default=",".join(capture.POINTS), help="comma-separated capture points")
+    cp.add_argument("--datapath", "-d", default="iptables", help="service datapath for tcp-nodeport (1 Service)")
+    cp.add_argument("--count", type=int, default=3, help="echo requests / TCP transactions per scenario")
+    cp.add_argument("--timeout", type=float, default=2.0, help="seconds per reply")
+    cp.add_argument("--inventory", "-i")
+    cp.add_argument("--prefix", "-p")
+    cp.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD...: capture around CMD run on the client")
+    cp.set_defaults(func=cmd_capture)
+
+
+# --- end srv6 / capture ------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -174,6 +351,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--mix", choices=services.MIXES, default="nodeport", help="all NodePort, or N-1 ClusterIP and one NodePort"
     )
     svc.add_argument("--udp", action="store_true", help="also UDP 5201 on every Service (for iperf3 -u)")
+    svc.add_argument("--udp-targets", action="store_true",
+                     help="also UDP on the first, middle and last NodePort (for the udp-pps metric)")  # fmt: skip
     svc.add_argument(
         "--node-port-range",
         default=None,
@@ -204,17 +383,48 @@ def build_parser() -> argparse.ArgumentParser:
     sw = sub.add_parser("sweep", help="datapaths x counts x metrics x targets x repeats, resumable")
     sw.add_argument("--datapaths", default="none,iptables,iptables-legacy,nftables,ebpf")
     sw.add_argument("--counts", default="1,1000,10000")
-    sw.add_argument("--metrics", default="throughput,crr")
+    sw.add_argument("--metrics", default="throughput,crr,udp-pps")
     sw.add_argument("--targets", default="last,pod")
     sw.add_argument("--repeats", type=int, default=3)
     sw.add_argument("--crr-transactions", type=int, default=2000)
     sw.add_argument("--throughput-seconds", type=int, default=2)
+    sw.add_argument("--udp-packets", type=int, default=50000, help="udp-pps: new flows per sample")
+    sw.add_argument("--profile", help="take the sweeps of params/PROFILE.yaml (quick, full) instead of the flags")
     sw.add_argument("--seed", type=int, default=0)
     sw.add_argument("--out", help="data/raw/RUN: the run's directory (its name is the run id)")
     sw.add_argument("--run-id", help="run id under data/ (instead of --out)")
     sw.add_argument("--inventory", "-i")
     sw.add_argument("--prefix", "-p")
     sw.set_defaults(func=cmd_sweep)
+
+    dx = sub.add_parser("dissect", help="one row per packet and header layer of captures (scapy), tshark cross-check")
+    dx.add_argument("pcap", nargs="+", help="pcap / pcapng files")
+    dx.add_argument("--csv", help="also write the tidy table as CSV here")
+    dx.add_argument("--check-tshark", action="store_true", help="compare with tshark; exit 1 on any disagreement")
+    dx.set_defaults(func=cmd_dissect)
+    from labtools import testbed
+
+    tb = sub.add_parser("testbed", help="render / apply the real testbed's set-up (netplan, SRv6, kubeadm, Cilium)")
+    tb.add_argument(
+        "action",
+        choices=["render", "apply", "cilium-mode"],
+        help="render: write every file to --out; apply: run it over SSH (--dry-run prints it); "
+        "cilium-mode: switch the cluster between Cilium's kube-proxy and eBPF modes",
+    )
+    tb.add_argument("mode", nargs="?", choices=testbed.cilium.MODES, help="cilium-mode: the mode to switch to")
+    tb.add_argument("--inventory", "-i", required=True, help="ssh-backend inventory (e.g. lab/openstack-example.yml)")
+    tb.add_argument("--out", "-o", help="render: output directory")
+    tb.add_argument("--dry-run", "-n", action="store_true", help="print every command per host, run nothing")
+    tb.add_argument("--stages", help=f"comma-separated subset of {','.join(testbed.STAGES)} (default: all)")
+    tb.add_argument("--kubeadm-api", choices=testbed.kubeadm.API_VERSIONS, default="v1beta4")
+    tb.add_argument("--services", type=int, default=1, help="largest Service count of the sweep (NodePort range)")
+    tb.add_argument("--node-port-range", help="override the API server's service-node-port-range")
+    tb.add_argument("--cilium-mode", choices=testbed.cilium.MODES, default="kube-proxy")
+    tb.add_argument("--cilium-version", help="Cilium chart version (default: the repo's latest)")
+    tb.add_argument("--kubernetes-version", help="kubeadm kubernetesVersion (default: kubeadm's own)")
+    tb.add_argument("--srv6-mode", default="end-dt6", help="SRv6 ingress mode handed to labtools.srv6.plan")
+    tb.set_defaults(func=cmd_testbed)
+    _add_srv6_capture_parsers(sub)
     return p
 
 

@@ -1,8 +1,13 @@
 """Measurements through the worker's service datapath, one tidy record per value.
 
-Metrics (so far): `throughput` (iperf3 TCP, as the thesis measured; the iperf3 JSON is kept raw) and
-`crr` (connection setup: a new TCP connection per transaction, thousands per sample, timed by the C
-client `labtools-crr`; p50/p90/p99 and the rate). Targets: the first, middle or last created NodePort
+Metrics: `throughput` (iperf3 TCP, as the thesis measured; the iperf3 JSON is kept raw), `crr`
+(connection setup: a new TCP connection per transaction, thousands per sample, timed by the C client
+`labtools-crr`; p50/p90/p99 and the rate) and `udp-pps` (new UDP flows per second: `labtools-udp-flood`
+sends datagrams each from a never-used source address and port, so every packet is a new conntrack
+entry; the rate is what reaches the pod's interface per second of sending, and the worker's conntrack
+table is flushed before and counted after each sample to show the packets really were new flows).
+
+Targets: the first, middle or last created NodePort
 Service (worker address : node port), or `pod` (the pod IP directly — the baseline without service
 translation, and the collateral cost that iptables' KUBE-SERVICES walk puts on non-service traffic).
 """
@@ -24,7 +29,8 @@ from labtools.lab import Lab
 
 TOOLS = Path(__file__).resolve().parent / "tools"
 CRR = TOOLS / "labtools-crr"
-METRICS = ("throughput", "crr")
+UDP_FLOOD = TOOLS / "labtools-udp-flood"
+METRICS = ("throughput", "crr", "udp-pps")
 TARGETS = ("first", "middle", "last", "pod")
 
 
@@ -71,10 +77,10 @@ def provenance(lab: Lab) -> dict:
     }
 
 
-def _tool(host: Host) -> str:
-    if not CRR.exists():
-        raise PrerequisiteError(f"{CRR} is missing: run `make setup` (it compiles labtools/tools/crr.c)")
-    return host.install(CRR)
+def _tool(host: Host, tool: Path = CRR) -> str:
+    if not tool.exists():
+        raise PrerequisiteError(f"{tool} is missing: run `make setup` (it compiles labtools/tools/*.c)")
+    return host.install(tool)
 
 
 def start_crr_server(server: Host, port: int) -> Process:
@@ -106,16 +112,54 @@ def throughput(client: Host, server: Host, t: Target, seconds: int = 2) -> dict:
     raise LabError(f"[{client.name}] iperf3 to [{t.address}]:{t.port} failed: {data.get('error', res.stderr)}")
 
 
-def sample(client: Host, server: Host, metric: str, t: Target, *, transactions: int = 2000, seconds: int = 2) -> dict:
-    """One raw measurement of `metric` to `t`, with the matching server started on `server` and stopped after."""
+def _rx_packets(host: Host, ifname: str) -> int:
+    return int(host.run(["cat", f"/sys/class/net/{ifname}/statistics/rx_packets"]).stdout)
+
+
+def udp_pps(client: Host, pod: Host, pod_if: str, worker: Host, t: Target, source: str, packets: int = 50000) -> dict:
+    """New UDP flows per second from `client` to `t`, counted on the pod's interface `pod_if`.
+
+    `source` is any address of the client's /64 (the flood varies the rest). The worker's conntrack
+    table is flushed first, so that its count afterwards is the number of flows the sample created.
+    """
+    worker.run(["conntrack", "-F"], check=False)  # rc 1 when the table was already empty
+    before = _rx_packets(pod, pod_if)
+    res = client.run([_tool(client, UDP_FLOOD), source, t.address, str(t.port), str(packets)], timeout=300)
+    out = json.loads(res.stdout)
+    time.sleep(0.05)  # the last batch may still be in a softirq backlog
+    out["delivered"] = _rx_packets(pod, pod_if) - before
+    out["pps"] = out["delivered"] / out["elapsed_s"]
+    out["conntrack_entries"] = conntrack_entries(worker)
+    worker.run(["conntrack", "-F"], check=False)
+    return out
+
+
+def conntrack_entries(worker: Host) -> int | None:
+    """Entries in the worker's conntrack table (0 also when conntrack is not hooked in at all)."""
+    ct = worker.run(["conntrack", "-C"], check=False).stdout.strip()
+    return int(ct) if ct.isdigit() else None
+
+
+def sample(lab: Lab, metric: str, t: Target, *, transactions: int = 2000, seconds: int = 2,
+           packets: int = 50000) -> dict:  # fmt: skip
+    """One raw measurement of `metric` from the client to `t`, with the matching server started in the pod."""
     if metric not in METRICS:
         raise LabError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
-    if metric == "crr":
-        srv = start_crr_server(server, services.IPERF_PORT)
-    else:
-        srv = server.start(["iperf3", "-s", "-p", str(services.IPERF_PORT)])
+    inv = lab.inventory
+    client, pod = lab.host(inv.by_role("client").name), lab.host(inv.by_role("pod").name)
+    if metric == "throughput":
+        srv = pod.start(["iperf3", "-s", "-p", str(services.IPERF_PORT)])
+    else:  # the crr server also sinks udp-pps datagrams
+        srv = start_crr_server(pod, services.IPERF_PORT)
+    worker = lab.host(inv.by_role("worker").name)
     try:
-        return crr(client, t, transactions) if metric == "crr" else throughput(client, server, t, seconds)
+        if metric == "udp-pps":
+            pod_if = next(i.name for i in inv.by_role("pod").interfaces.values() if i.addresses)
+            source = str(inv.by_role("client").global_v6()[0])
+            return udp_pps(client, pod, pod_if, worker, t, source, packets)
+        raw = crr(client, t, transactions) if metric == "crr" else throughput(client, pod, t, seconds)
+        # Whether the worker tracked these connections (kube-proxy needs conntrack; eBPF bypasses it).
+        return {**raw, "conntrack_entries": conntrack_entries(worker)}
     finally:
         srv.stop()
 
@@ -129,8 +173,12 @@ def records(metric: str, raw: dict, base: dict) -> list[dict]:
     if metric == "throughput":
         bps = raw["end"]["sum_received"]["bits_per_second"]
         return [{**base, "metric": "throughput", "value": bps / 1e9, "unit": "Gbit/s"}]
+    if metric == "udp-pps":
+        delivered = raw["delivered"] / raw["sent"]
+        return [{**base, "metric": "udp_pps", "value": raw["pps"], "unit": "1/s"},
+                {**base, "metric": "udp_delivered_ratio", "value": delivered, "unit": "1"}]  # fmt: skip
     raise LabError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
 
 
 def tools_present() -> bool:
-    return CRR.exists() and shutil.which("iperf3") is not None
+    return CRR.exists() and UDP_FLOOD.exists() and shutil.which("iperf3") is not None

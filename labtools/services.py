@@ -125,11 +125,14 @@ def build(
     node_port_range: str | None = None,
     endpoint_ip: str = POD_IP,
     endpoint_node: str = "worker",
+    udp_targets: bool = False,
     seed: int = 0,
 ) -> Workload:
     """Make `count` Services like the thesis' iperf3 one, with API-server-style allocation.
 
     mix="nodeport": all NodePort. mix="clusterip+1nodeport": N-1 ClusterIP and the last one NodePort.
+    udp_targets: the first, middle and last NodePort Service (the measurement targets) also get a UDP
+    port on the same node port, for the udp-pps metric, so that the number of rules stays ~N.
     """
     if count < 1:
         raise LabError(f"count must be at least 1, got {count}")
@@ -156,6 +159,8 @@ def build(
     ips.reserve(0)  # ::1, the `kubernetes` Service
     ips.reserve(9)  # ::a, cluster DNS (kubeadm clusterDNS)
     nps = OffsetAllocator(ports.size, _node_port_offset(ports.size), rng)
+    first_np = count - n_nodeport + 1  # Service numbers of the NodePorts are first_np..count
+    udp_on = {first_np + i for i in (0, n_nodeport // 2, n_nodeport - 1)} if udp_targets else set()
 
     services, slices = [], []
     for i in range(1, count + 1):
@@ -164,10 +169,11 @@ def build(
         is_np = mix == "nodeport" or i == count
         node_port = ports.lo + nps.next() if is_np else None  # TCP and UDP of one port share it
         labels = {LABEL: "true", "app.kubernetes.io/name": "iperf3"}
+        protos = [*protocols, "UDP"] if i in udp_on and "UDP" not in protocols else protocols
         svc_ports = [
             k8s.V1ServicePort(name=_port_name(p), protocol=p, port=IPERF_PORT, target_port=IPERF_PORT,
                               node_port=node_port)
-            for p in protocols
+            for p in protos
         ]  # fmt: skip
         spec = k8s.V1ServiceSpec(
             type="NodePort" if is_np else "ClusterIP",
@@ -182,8 +188,9 @@ def build(
         )
         meta = k8s.V1ObjectMeta(name=name, namespace=NAMESPACE, labels=labels)
         services.append(k8s.V1Service(api_version="v1", kind="Service", metadata=meta, spec=spec))
-        slices.append(_slice(name, protocols, endpoint_ip, endpoint_node))
-    params = {"count": count, "protocols": protocols, "mix": mix, "node_port_range": str(ports),
+        slices.append(_slice(name, protos, endpoint_ip, endpoint_node))
+    params = {"count": count, "protocols": protocols, "udp_targets": udp_targets, "mix": mix,
+              "node_port_range": str(ports),
               "endpoint_ip": endpoint_ip, "endpoint_node": endpoint_node, "seed": seed}  # fmt: skip
     return Workload(services, slices, ports, params)
 

@@ -104,3 +104,28 @@ def test_nodeport_and_direct_connections_reusing_client_ports(dlab, datapath):
         for name in ("last", "pod"):
             raw = measure.crr(client, measure.target(lab, workload, name), transactions=1500)
             assert raw["failed"] == 0, (name, raw)
+
+
+def test_switcher_parks_nftables_based_datapaths_and_resumes_them(dlab):
+    """A sweep switches by parking: a dormant table carries no traffic, and comes back unchanged."""
+    lab, node, _ = dlab
+    worker = lab.host("worker")
+    workload = services.build(5)
+    ports = services.service_ports(workload, node.name)
+    node_port = workload.target("last").spec.ports[0].node_port
+    sw = datapaths.Switcher(worker, node)
+    first = sw.use("nftables", ports, key=5)
+    assert "resumed_s" not in first.detail and outcome(lab, node, node_port) == "echoed"
+    sw.use("iptables", ports, key=5)  # parks nftables
+    assert "flags dormant" in worker.run(["nft", "list", "table", "ip6", "kube-proxy"]).stdout
+    sw.use("none", ports, key=5)  # parks iptables-nft's tables too: nothing translates the NodePort
+    assert outcome(lab, node, node_port) == "refused"
+    again = sw.use("nftables", ports, key=5)
+    assert again.detail["resumed_s"] < 1 and again.apply_s == first.apply_s  # the original programming
+    assert "dormant" not in worker.run(["nft", "list", "table", "ip6", "kube-proxy"]).stdout
+    assert outcome(lab, node, node_port) == "echoed"
+    assert "flags dormant" in worker.run(["nft", "list", "table", "ip6", "nat"]).stdout
+    other = sw.use("nftables", ports, key=6)  # another workload: programmed afresh, not resumed
+    assert "resumed_s" not in other.detail
+    sw.use("none", [])  # without a key: everything parked is cleared
+    assert worker.run(["nft", "list", "tables"]).stdout.strip() == ""

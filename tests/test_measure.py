@@ -52,6 +52,26 @@ def test_throughput_keeps_the_raw_iperf3_json(lab, programmed):
     assert rec["unit"] == "Gbit/s" and rec["value"] == raw["end"]["sum_received"]["bits_per_second"] / 1e9 > 0
 
 
+def test_udp_pps_sends_only_new_flows(lab):
+    """Every datagram is a new conntrack entry on the worker, and they all reach the pod."""
+    node = datapaths.node_of(lab.inventory)
+    workload = services.build(10, udp_targets=True)
+    assert [p.protocol for p in workload.target("middle").spec.ports] == ["TCP", "UDP"]
+    assert [p.protocol for p in workload.services[1].spec.ports] == ["TCP"]
+    datapaths.switch(lab.host(node.name), node, "iptables", services.service_ports(workload, node.name))
+    try:
+        for name in ("last", "pod"):
+            raw = measure.sample(lab, "udp-pps", measure.target(lab, workload, name), packets=3000)
+            assert raw["sent"] == 3000 and raw["errors"] == 0
+            assert raw["delivered"] >= 2970, raw  # a veth backlog may drop a few, never most
+            assert raw["conntrack_entries"] >= raw["delivered"], raw  # one new entry per packet
+            recs = measure.records("udp-pps", raw, {"datapath": "iptables", "services": 10, "target": name,
+                                                    "repeat": 0})  # fmt: skip
+            assert recs[0]["metric"] == "udp_pps" and recs[0]["value"] == raw["delivered"] / raw["elapsed_s"]
+    finally:
+        datapaths.switch(lab.host(node.name), node, "none", [])
+
+
 def test_cli_measure_writes_records_with_provenance(lab, tmp_path):
     import subprocess
 

@@ -15,7 +15,7 @@ from labtools import sweep
 from labtools.errors import LabError
 from tests.conftest import IS_ROOT, ROOT
 
-pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root: brings the lab up")
+needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root: brings the lab up")
 ARGS = ["--datapaths", "none,ebpf,iptables-legacy", "--counts", "1,10", "--metrics", "crr", "--targets", "last,pod",
         "--repeats", "2", "--crr-transactions", "300"]  # fmt: skip
 
@@ -29,6 +29,22 @@ def test_plan_interleaves_datapaths_within_a_repeat():
         sweep.Plan("x", ["ipvs"], [1], ["crr"], ["pod"]).validate()
 
 
+def test_targets_per_metric_and_the_profiles():
+    plan = sweep.Plan("x", ["none", "ebpf"], [1], ["throughput", "crr"], {"throughput": ["last"], "crr": ["pod"]}, 1)
+    assert plan.points() == [(1, 0, "none", "throughput", "pod"), (1, 0, "none", "crr", "pod"),
+                             (1, 0, "ebpf", "throughput", "last"), (1, 0, "ebpf", "crr", "pod")]  # fmt: skip
+    with pytest.raises(LabError, match=r"udp-pps \(in targets, not in metrics\)"):
+        sweep.Plan("x", ["ebpf"], [1], ["crr"], {"udp-pps": ["last"]}).validate()
+    quick = sweep.plans(sweep.profile_params("quick")["sweeps"], "r")
+    assert [p.run_id for p in quick] == ["r-quick"] and max(quick[0].counts) == 10000
+    full = sweep.plans(sweep.profile_params("full")["sweeps"], "r")
+    assert [max(p.counts) for p in full] == [1000, 10000] and all(p.repeats == 5 for p in full)
+    assert set(full[0].datapaths) == {"none", "iptables", "iptables-legacy", "nftables", "ebpf"}
+    with pytest.raises(LabError, match="no profile 'huge'"):
+        sweep.profile_params("huge")
+
+
+@needs_root
 def test_killed_sweep_resumes_without_remeasuring(lab, tmp_path):
     out = tmp_path / "raw" / "resume"
     cmd = [sys.executable, "-m", "labtools", "sweep", "-p", "pyt", "--out", str(out), *ARGS]

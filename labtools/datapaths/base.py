@@ -40,6 +40,9 @@ class Datapath(ABC):
 
     name: str
     tools: tuple[str, ...] = ()
+    # nftables tables ("family name") holding all of this datapath's state. Such a datapath can be
+    # parked cheaply: a dormant table keeps its rules but unregisters its hooks.
+    nft_tables: tuple[str, ...] = ()
 
     @abstractmethod
     def render(self, ports: Sequence[ServicePort], node: Node) -> object:
@@ -52,6 +55,24 @@ class Datapath(ABC):
     @abstractmethod
     def clear(self, host: Host, node: Node) -> None:
         """Remove everything this datapath put on `host`; a no-op when there is nothing."""
+
+    @property
+    def can_park(self) -> bool:
+        return bool(self.nft_tables)
+
+    def park(self, host: Host) -> None:
+        """Take the datapath out of the packet path but keep its state (only when `can_park`)."""
+        self._set_dormant(host, True)
+
+    def resume(self, host: Host) -> None:
+        """Put a parked datapath back into the packet path, unchanged."""
+        self._set_dormant(host, False)
+
+    def _set_dormant(self, host: Host, dormant: bool) -> None:
+        if not self.can_park:
+            raise NotImplementedError(f"{self.name} cannot be parked")
+        flags = " { flags dormant; }" if dormant else ""  # re-adding a table without flags wakes it
+        host.run(["nft", "-f", "-"], input="".join(f"add table {t}{flags}\n" for t in self.nft_tables))
 
     def program(self, host: Host, ports: Sequence[ServicePort], node: Node) -> Programmed:
         t0 = time.perf_counter()

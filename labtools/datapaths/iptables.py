@@ -229,6 +229,8 @@ class IptablesDatapath(Datapath):
         self.restore = f"ip6tables-{backend}-restore"
         self.tools = (self.restore,)
         self.options = options or Options()
+        # iptables-nft keeps its tables as nftables tables; legacy x_tables cannot be parked.
+        self.nft_tables = ("ip6 filter", "ip6 nat") if backend == "nft" else ()
 
     def render(self, ports: Sequence[ServicePort], node: Node) -> Rules:
         return render(ports, node, self.options)
@@ -241,8 +243,8 @@ class IptablesDatapath(Datapath):
     def clear(self, host: Host, node: Node) -> None:
         if self.backend == "nft":
             # iptables-nft keeps its tables as nftables tables; deleting them also removes their hooks.
-            for table in ("filter", "nat"):
-                host.run(["nft", "delete", "table", "ip6", table], check=False)
+            for table in self.nft_tables:
+                host.run(["nft", "delete", "table", *table.split()], check=False)
             return
         # x_tables tables cannot be unregistered from a namespace, only emptied (hooks stay until it goes).
         names = host.run(["cat", "/proc/net/ip6_tables_names"], check=False).stdout.split()

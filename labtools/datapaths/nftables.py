@@ -200,6 +200,7 @@ class NftablesDatapath(Datapath):
 
     name = "nftables"
     tools = ("nft",)
+    nft_tables = ("ip6 kube-proxy",)
 
     def __init__(self, options: Options | None = None):
         self.options = options or Options()
@@ -216,4 +217,4 @@ class NftablesDatapath(Datapath):
         return len(rendered.lines)
 
     def clear(self, host: Host, node: Node) -> None:
-        host.run(["nft", "delete", "table", "ip6", "kube-proxy"], check=False)
+        host.run(["nft", "delete", "table", *self.nft_tables[0].split()], check=False)

@@ -1,7 +1,10 @@
 // SPDX-License-Identifier: MIT
 /* labtools-crr: connection setup latency, one new TCP connection per transaction (netperf TCP_CRR style).
  *
- *   labtools-crr serve PORT                 accept, read 1 byte, write 1 byte, close; forever
+ *   labtools-crr serve PORT                 accept, read 1 byte, write 1 byte, close; forever. Also binds
+ *                                           UDP PORT and never reads it: udp-pps datagrams count on the
+ *                                           interface and drop at the full socket buffer, which costs
+ *                                           less than the ICMP error an unbound port would send.
  *   labtools-crr connect ADDR PORT COUNT    COUNT times: socket, connect, send 1 byte, receive 1 byte,
  *                                           close with RST (SO_LINGER 0: no TIME_WAIT, no port exhaustion);
  *                                           prints one JSON object with the latency percentiles
@@ -41,8 +44,10 @@ static int serve(int port)
 	struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons(port), .sin6_addr = in6addr_any};
 	char b;
 
+	int u = socket(AF_INET6, SOCK_DGRAM, 0);
+
 	setsockopt(s, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-	if (bind(s, (struct sockaddr *)&a, sizeof(a)) || listen(s, 4096)) {
+	if (bind(s, (struct sockaddr *)&a, sizeof(a)) || listen(s, 4096) || bind(u, (struct sockaddr *)&a, sizeof(a))) {
 		perror("labtools-crr serve");
 		return 1;
 	}

@@ -1,0 +1,48 @@
+"""The arithmetic behind the paper's numbers, on small hand-made tables (not measurements)."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from labtools import analysis, sweep
+from labtools.errors import LabError
+
+
+def table(rows):
+    return pd.DataFrame(rows, columns=["run_id", "datapath", "services", "target", "metric", "repeat", "value"])
+
+
+def line(datapath, target, metric, a, b, counts=(1, 1000, 10000), repeats=3):
+    return [("r", datapath, n, target, metric, k, a + b * n + k * 0.01) for n in counts for k in range(repeats)]
+
+
+def test_slope_ratio_and_verdicts():
+    df = table(line("none", "pod", "crr_p50", 80, 0) + line("iptables", "last", "crr_p50", 80, 0.1)
+               + line("iptables", "pod", "crr_p50", 80, 0.05) + line("ebpf", "last", "crr_p50", 82, 0.0001)
+               + line("ebpf", "pod", "crr_p50", 80, 0))  # fmt: skip
+    t = analysis.slope_table(df).set_index("datapath")
+    assert t.loc["iptables", "ns_per_service"] == pytest.approx(100, rel=1e-3)  # 0.1 us per Service
+    assert t.loc["iptables", "r2"] > 0.999
+    assert t.loc["iptables", "ratio_to_none"] == pytest.approx((80.01 + 1000) / 80.01, rel=1e-3)
+    assert t.loc["iptables", "pod_ratio_to_none"] == pytest.approx((80.01 + 500) / 80.01, rel=1e-3)
+    assert analysis.within(df, "ebpf", "last") == pytest.approx((82.01 + 1) / 80.01, rel=1e-3)
+    assert analysis.within(df, "iptables", "last") > 1.15
+
+
+def test_flat_throughput_and_paired_ratio():
+    df = table(line("iptables", "last", "throughput", 14, 0) + line("ebpf", "last", "throughput", 14, -0.0002))
+    assert analysis.is_flat(df, "iptables", "last")
+    assert not analysis.is_flat(df, "ebpf", "last")  # loses 2 of 14 Gbit/s over the range: > 10%
+    r = analysis.paired_ratio(df, "throughput", "last", "ebpf", "iptables").set_index("services")
+    assert r.loc[1, "repeats"] == 3 and r.loc[10000, "median"] == pytest.approx(12.01 / 14.01, rel=1e-6)
+
+
+def test_incomplete_runs_are_refused():
+    plan = sweep.Plan("r", ["none", "ebpf"], [1, 1000], ["crr"], ["last"], repeats=3)
+    full = table(line("none", "pod", "crr_p50", 80, 0, (1, 1000)) + line("ebpf", "last", "crr_p50", 80, 0, (1, 1000)))
+    analysis.check_complete(full, plan)
+    with pytest.raises(LabError, match="1 of 12 points missing"):
+        analysis.check_complete(full[~((full.datapath == "ebpf") & (full.repeat == 2) & (full.services == 1))], plan)
+    with pytest.raises(LabError, match="no `none` baseline"):
+        analysis.baseline(full[full.datapath != "none"], "crr_p50")
