@@ -17,7 +17,7 @@ APT_PACKAGES := iproute2 iptables nftables iperf3 tcpdump tshark clang llvm bpft
 BPF := labtools/bpf
 MULTIARCH := $(shell gcc -dumpmachine 2>/dev/null)
 
-.PHONY: setup system-deps python-env bpf tools lab-up lab-down lab reproduce test lint clean
+.PHONY: setup system-deps python-env bpf tools lab-up lab-down lab reproduce figures test lint clean
 
 setup: system-deps python-env bpf tools
 
@@ -74,17 +74,26 @@ lab: setup
 	trap '$(BIN)/labtools lab down -q --prefix $(PREFIX)' EXIT; \
 	  $(BIN)/jupyter lab --allow-root --no-browser --notebook-dir=notebooks
 
+# Measure: lab up, notebooks in order with params/$(PROFILE).yaml (papermill, into build/notebooks/),
+# lab down (also on failure), then the paper from the new figures.
 reproduce: setup
-	@mkdir -p build/notebooks
-	trap '$(BIN)/labtools lab down -q --prefix $(PREFIX)' EXIT; \
-	  $(BIN)/papermill -k python3 --cwd notebooks notebooks/00-testbed-setup.ipynb \
-	    build/notebooks/00-testbed-setup.ipynb -p prefix $(PREFIX)
+	$(BIN)/labtools reproduce --profile $(PROFILE) --prefix $(PREFIX)
+	$(MAKE) paper
+
+# No root, no lab: every figure and table (and the notebooks' outputs) from the committed data/.
+figures: python-env
+	$(BIN)/labtools figures
 
 lint: python-env
 	$(BIN)/ruff check labtools tests
 
+# The suite, then nbval on the notebooks that read committed data (their outputs are the reference;
+# generated files go to a scratch folder so that paper/ is not touched).
+NBVAL_NOTEBOOKS = $(wildcard notebooks/01-*.ipynb notebooks/02-*.ipynb)
 test: setup
 	$(BIN)/pytest
+	scratch=$$(mktemp -d) && trap 'rm -rf $$scratch' EXIT && \
+	  LABTOOLS_PAPER=$$scratch $(BIN)/pytest -p no:cacheprovider --nbval-lax $(NBVAL_NOTEBOOKS)
 
 clean:
 	rm -rf build .pytest_cache .ruff_cache $(BPF)/nodeport.o $(BPF)/labtools-bpf-load labtools/tools/labtools-crr labtools/tools/labtools-udp-flood

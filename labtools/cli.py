@@ -326,6 +326,24 @@ def _add_srv6_capture_parsers(sub: argparse._SubParsersAction) -> None:
 # --- end srv6 / capture ------------------------------------------------------------------------------------
 
 
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from labtools import pipeline
+
+    pipeline.reproduce(args.profile, run_id=args.run_id, prefix=args.prefix)
+    return 0
+
+
+def cmd_figures(args: argparse.Namespace) -> int:
+    from labtools import figures, pipeline
+
+    pipeline.figures()
+    problems = figures.check()
+    for p in problems:
+        print(f"labtools: {p}", file=sys.stderr)
+    print(f"figures and tables regenerated from data/; manifest: {figures.MANIFEST}")
+    return 1 if problems else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="labtools", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -396,6 +414,15 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--inventory", "-i")
     sw.add_argument("--prefix", "-p")
     sw.set_defaults(func=cmd_sweep)
+
+    rp = sub.add_parser("reproduce", help="bring the lab up, run every notebook measuring (papermill), take it down")
+    rp.add_argument("--profile", default="quick", help="params/PROFILE.yaml (quick, full)")
+    rp.add_argument("--run-id", help="default: PROFILE-<UTC time>; an existing run id is resumed")
+    rp.add_argument("--prefix", "-p", help="namespace prefix of the lab (default: the profile's)")
+    rp.set_defaults(func=cmd_reproduce)
+
+    fg = sub.add_parser("figures", help="regenerate figures and tables from committed data (no root, no lab)")
+    fg.set_defaults(func=cmd_figures)
 
     dx = sub.add_parser("dissect", help="one row per packet and header layer of captures (scapy), tshark cross-check")
     dx.add_argument("pcap", nargs="+", help="pcap / pcapng files")

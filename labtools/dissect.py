@@ -196,6 +196,10 @@ def _frame_rows(pkt: Packet) -> tuple[list[dict[str, Any]], bool]:
     quoted = False
     layer: Packet = pkt
     while not isinstance(layer, NoPayload):
+        # An ND Redirect quotes the redirected packet in an option field, not as its payload.
+        if layer.__class__.__name__ == "ICMPv6NDOptRedirectedHdr" and isinstance(layer.pkt, Packet):
+            layer, quoted = layer.pkt, True
+            continue
         if isinstance(layer, IPv6):
             depth += 1
             quoted = quoted or layer.__class__.__name__ == "IPerror6"

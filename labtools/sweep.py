@@ -26,7 +26,8 @@ from labtools import datapaths, measure, services
 from labtools.errors import LabError
 from labtools.lab import Lab
 
-DATA = Path(__file__).resolve().parents[1] / "data"
+# LABTOOLS_DATA points the sweeps and notebooks at another data folder (tests use a copy).
+DATA = Path(os.environ.get("LABTOOLS_DATA") or Path(__file__).resolve().parents[1] / "data")
 PARAMS = Path(__file__).resolve().parents[1] / "params"
 NOTEBOOK = "01-scale-sweep"
 

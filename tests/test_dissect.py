@@ -287,3 +287,13 @@ def test_real_capture_on_loopback(tmp_path, agrees_with_tshark):
             agrees_with_tshark(path)
     finally:
         subprocess.run(["ip", "netns", "del", netns], check=False)
+
+
+COMMITTED = sorted((Path(__file__).resolve().parents[1] / "data" / "raw").glob("reference-srv6/*/*.pcap"))
+
+
+@pytest.mark.skipif(not COMMITTED, reason="no committed SRv6 captures in data/raw/reference-srv6/")
+@pytest.mark.skipif(shutil.which("tshark") is None, reason="tshark is not installed (make setup installs it)")
+@pytest.mark.parametrize("pcap", COMMITTED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_committed_captures_agree_with_tshark(pcap):
+    assert dissect.compare(pcap) == []
