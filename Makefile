@@ -14,10 +14,12 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # System tools the lab drives (Debian 12 package names). TeX is added by the paper target.
 APT_PACKAGES := iproute2 iptables nftables iperf3 tcpdump tshark clang llvm bpftool libbpf-dev gcc \
 	pkg-config openssh-server openssh-client iputils-ping procps conntrack python3-venv python3-pip
+# TeX for `make paper` only (Debian 12): pdflatex + latexmk, booktabs/caption/microtype, Latin Modern fonts.
+TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended lmodern
 BPF := labtools/bpf
 MULTIARCH := $(shell gcc -dumpmachine 2>/dev/null)
 
-.PHONY: setup system-deps python-env bpf tools lab-up lab-down lab reproduce figures test lint clean
+.PHONY: setup system-deps python-env bpf tools lab-up lab-down lab reproduce figures test lint clean tex-deps paper
 
 setup: system-deps python-env bpf tools
 
@@ -49,6 +51,23 @@ system-deps:
 	  echo "make: installing Debian packages:" $$missing; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+
+# Installs only the TeX packages that are missing; `make setup` never pulls TeX.
+tex-deps:
+	@missing=$$(for p in $(TEX_PACKAGES); do \
+	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" != 0 ]; then \
+	    echo "make: missing Debian packages:" $$missing "- run 'make tex-deps' as root" >&2; exit 1; fi; \
+	  echo "make: installing Debian packages:" $$missing; \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	fi
+
+# The thesis PDF, paper/build/thesis.pdf, from whatever figures/tables exist (missing ones show as
+# placeholders); the provenance appendix and captions are rendered from paper/manifest.json first.
+paper: tex-deps python-env
+	$(BIN)/python -m labtools.paper
+	cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error -outdir=build thesis.tex
 
 python-env: $(VENV)/.installed
 
@@ -96,5 +115,5 @@ test: setup
 	  LABTOOLS_PAPER=$$scratch $(BIN)/pytest -p no:cacheprovider --nbval-lax $(NBVAL_NOTEBOOKS)
 
 clean:
-	rm -rf build .pytest_cache .ruff_cache $(BPF)/nodeport.o $(BPF)/labtools-bpf-load labtools/tools/labtools-crr labtools/tools/labtools-udp-flood
+	rm -rf build paper/build .pytest_cache .ruff_cache $(BPF)/nodeport.o $(BPF)/labtools-bpf-load labtools/tools/labtools-crr labtools/tools/labtools-udp-flood
 	find . -name __pycache__ -prune -exec rm -rf {} +
