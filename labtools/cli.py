@@ -255,7 +255,7 @@ def cmd_srv6(args: argparse.Namespace) -> int:
         if args.json:
             print(json.dumps(rows, indent=1))
         else:
-            cols = ["mode", "datapath", "target", "via_tunnel", "reachable", "connect_us", "error"]
+            cols = ["mode", "datapath", "target", "via_tunnel", "reachable", "connect_us", "error", "notes"]
             print(_table([[_fmt(r.get(c, "")) for c in cols] for r in rows], cols))
     lab.close()
     return 0

@@ -58,11 +58,27 @@ Ingress modes (how the worker side terminates the tunnel; the router side is alw
     fc00::2``), and the worker only routes fc00::2 to the pod's veth. (End.DT6 ``table 254`` in the pod
     would not work: the pod's own address is only in its local table.)
 ``ebpf``
-    The worker only routes and accepts: fc00::2 is a local address (so the outer packet is neither
-    forwarded nor answered with an ICMPv6 error) but ``seg6_enabled`` stays 0 and no seg6local route is
-    installed, so the kernel does not decapsulate (it drops the SRH packet). Decapsulation is the job of
-    the eBPF datapath at tc ingress of the uplink (as Cilium's ``tail_srv6_decap``). The reply
-    encapsulation is the same as in the other modes.
+    SRv6 in BPF, as Cilium does it. fc00::2 is a local address (so the outer packet is neither forwarded
+    nor answered with an ICMPv6 error) but ``seg6_enabled`` stays 0 and no seg6local route is installed,
+    so the kernel does not decapsulate (it drops an SRH packet that reaches it). The eBPF NodePort
+    program decapsulates at tc ingress of the uplink (``from_netdev``, as Cilium's ``tail_srv6_decap``):
+    ``labtools-bpf-load --srv6-sid ens3 add fc00::2`` writes the SID into its ``srv6_sids`` map (empty
+    otherwise: the plain datapath is unchanged), and the inner packet then gets the normal NodePort
+    treatment (DNAT, redirect to the pod's veth) or goes to the stack (the pod IP). The replies are
+    encapsulated in BPF too (``srv6_egress``, see the next mode), not by a seg6 route. The SID is also kept
+    by the encapsulation program (``--decap``), from which a NodePort program loaded later takes it, so
+    ``up`` may come before or after the datapath is programmed. Needs the ``ebpf`` datapath: with
+    kube-proxy's modes nothing decapsulates.
+``local-sid+tc-encap``
+    The kernel decapsulates as in ``local-sid`` (PREROUTING sees the inner packet: kube-proxy's DNAT
+    happens), and the replies are encapsulated *after* POSTROUTING by a tc egress BPF program on the
+    uplink (``srv6_egress`` in ``labtools/bpf/nodeport.c``, pref 6; outer IPv6 fc00::2 → fc00::1 + a
+    one-segment SRH, hop limit 64, traffic class and flow label copied, like ``encap seg6 mode encap``):
+    the reply is forwarded and tracked as an ordinary ESTABLISHED packet, reverse-NATed in POSTROUTING,
+    and netfilter never sees the outer packet. The worker's route to the client prefix is shadowed (metric
+    100) by a plain one with ``mtu`` 64 bytes below the link's, so the pod gets Packet Too Big instead of
+    frames the link would drop (the kernel's seg6 route does the same through its lwtunnel headroom).
+    Works for every datapath but the NodePort of the eBPF one (the stale headers below).
 
 What the kernel does to the packets (measured in the lab, `tests/test_srv6.py`):
 
@@ -93,6 +109,11 @@ What the kernel does to the packets (measured in the lab, `tests/test_srv6.py`):
   happens; but the reply is encapsulated before POSTROUTING, so its reverse NAT never applies (the
   SYN-ACK leaves with the pod's address) unless ``nf_hooks_lwtunnel=1``, which we never set.
 
+* **The way around both.** Encapsulating at tc egress (``local-sid+tc-encap``) instead of in the lwt
+  input path makes the reply an ordinary forwarded packet for netfilter (conntrack, reverse NAT) and
+  gives the NodePort through the tunnel on the iptables and nftables datapaths; decapsulating in the tc
+  program itself (``ebpf``) gives it on the eBPF datapath. `matrix()` records why each cell is what it is.
+
 Safety: End.DX6 is never used, and ``net.netfilter.nf_hooks_lwtunnel`` is never touched (it is a global,
 one-way switch, and End.DX6 + nf_hooks_lwtunnel + DNAT can crash the shared kernel).
 """
@@ -112,7 +133,7 @@ from labtools.hosts import Host, NetnsHost
 from labtools.prereqs import require_tools
 from labtools.topology import Endpoint, Inventory, Machine
 
-MODES = ("end-dt6", "local-sid", "pod-sidecar", "ebpf")
+MODES = ("end-dt6", "local-sid", "pod-sidecar", "ebpf", "local-sid+tc-encap")
 DEFAULT_MODE = "end-dt6"
 ROUTER_SID = "fc00::1"
 WORKER_SID = "fc00::2"
@@ -121,6 +142,11 @@ MAIN_TABLE = 254
 ENCAP_METRIC = 100  # below the kernel's connected (256) and the static routes' (1024) metric
 THESIS_PREFIX = "2001:db8:1234:5678::/64"  # what the appendix encapsulates (see the module docstring)
 FORBIDDEN_ACTIONS = ("End.DX6",)
+# The BPF pieces (labtools/bpf): placeholders in a plan, replaced by the installed paths when it is applied.
+LOADER = "labtools-bpf-load"
+BPF_OBJECT = "nodeport.o"
+TC_PREF = 6  # tc filter pref/handle of srv6_egress on the worker's uplink egress (loader.c SRV6_PREF)
+SRV6_OVERHEAD = 40 + 8 + 16  # outer IPv6 header + SRH with one segment
 
 
 @dataclass(frozen=True)
@@ -133,6 +159,7 @@ class Tunnel:
     router_uplink: str  # the router's cluster-side interface (ens7)
     router_ifaces: tuple[str, ...]
     worker_uplink: str  # ens3
+    worker_mtu: int  # of the uplink
     worker_ifaces: tuple[str, ...]
     pod_iface: str | None  # eth0
     pod_veth: str | None  # the worker's side of the pod's veth (lxc0)
@@ -210,6 +237,7 @@ def tunnel(inv: Inventory, router_sid: str = ROUTER_SID, worker_sid: str = WORKE
         router_uplink=router_uplink,
         router_ifaces=tuple(router.interfaces),
         worker_uplink=worker_uplink,
+        worker_mtu=worker.interfaces[worker_uplink].mtu,
         worker_ifaces=tuple(worker.interfaces),
         pod_iface=pod_iface,
         pod_veth=veth,
@@ -243,6 +271,22 @@ def _end_dt6(sid: str, dev: str, table: int) -> list[list[str]]:
     ]  # fmt: skip
 
 
+def _tc_encap(t: Tunnel, decap: bool = False) -> list[list[str]]:
+    """Reply encapsulation in BPF at tc egress of the uplink, after POSTROUTING (nodeport.c `srv6_egress`).
+
+    The plain route to the client prefix is shadowed by one with the MTU lowered by the 64 bytes the
+    encapsulation adds (as the kernel's seg6 encap route does through its lwtunnel headroom): the pod then
+    gets Packet Too Big instead of frames the link would drop.
+    """
+    mtu = t.worker_mtu - SRV6_OVERHEAD
+    routes = [["ip", "-6", "route", "add", p, "via", t.router_ip, "dev", t.worker_uplink, "mtu", str(mtu),
+               "metric", str(t.metric)] for p in t.client_prefixes]  # fmt: skip
+    attach = [LOADER, "--srv6-encap", BPF_OBJECT, t.worker_uplink, t.worker_sid, t.router_sid]
+    if decap:  # the SID for a NodePort program loaded after `up` (the loader carries it over)
+        attach += ["--decap", t.worker_sid]
+    return [*routes, [*attach, *t.client_prefixes]]
+
+
 def plan(
     inv: Inventory, mode: str = DEFAULT_MODE, *, router_sid: str = ROUTER_SID, worker_sid: str = WORKER_SID
 ) -> dict[str, list[list[str]]]:
@@ -270,10 +314,15 @@ def plan(
         worker.append(["ip", "-6", "sr", "tunsrc", "set", t.worker_sid])
         worker += [local_sid, to_router_sid]
     elif mode == "ebpf":
-        # No seg6local route and seg6_enabled left at 0: the kernel must not decapsulate; tc-ingress eBPF does.
-        worker += reply_encap
-        worker.append(["ip", "-6", "sr", "tunsrc", "set", t.worker_sid])
+        # No seg6local route and seg6_enabled left at 0: the kernel must not decapsulate; tc-ingress eBPF
+        # does (the SID goes into the NodePort program's srv6_sids), and tc-egress eBPF encapsulates.
+        worker += [local_sid, to_router_sid, *_tc_encap(t, decap=True)]
+        worker.append([LOADER, "--srv6-sid", t.worker_uplink, "add", t.worker_sid])
+    elif mode == "local-sid+tc-encap":
+        # The kernel decapsulates (local SID, re-injected through PREROUTING); BPF encapsulates after POSTROUTING.
+        worker += _seg6_sysctls(t.worker_ifaces, 1)
         worker += [local_sid, to_router_sid]
+        worker += _tc_encap(t)
     else:  # pod-sidecar
         if t.pod is None or t.pod_veth is None or t.pod_iface is None:
             raise LabError(
@@ -319,6 +368,8 @@ def plan_down(
     router += _seg6_sysctls(t.router_ifaces, 0)
     worker = undo_encap(t.client_prefixes) + undo_end_dt6(t.worker_sid)
     worker += [
+        [LOADER, "--srv6-sid", t.worker_uplink, "del", t.worker_sid],
+        ["tc", "filter", "del", "dev", t.worker_uplink, "egress", "pref", str(TC_PREF)],
         ["ip", "-6", "addr", "del", f"{t.worker_sid}/128", "dev", "lo"],
         ["ip", "-6", "route", "del", f"{t.worker_sid}/128"],
         ["ip", "-6", "route", "del", f"{t.router_sid}/128"],
@@ -384,16 +435,37 @@ def require(hosts: Mapping[str, Host], machines: list[str]) -> None:
         if h is None:
             raise LabError(f"srv6: no host for machine {name!r}")
         if isinstance(h, NetnsHost):
-            require_tools("ip", "sysctl")
+            require_tools("ip", "sysctl", "tc")
             continue
-        res = h.run(["sh", "-c", "command -v ip && command -v sysctl"], check=False)
+        res = h.run(["sh", "-c", "command -v ip && command -v sysctl && command -v tc"], check=False)
         if not res.ok:
-            raise PrerequisiteError(f"[{name}] `ip` and `sysctl` are needed for SRv6: apt-get install iproute2 procps")
+            raise PrerequisiteError(
+                f"[{name}] `ip`, `sysctl` and `tc` are needed for SRv6: apt-get install iproute2 procps"
+            )
+
+
+def _bpf_argv(host: Host, argv: list[str], check: bool) -> list[str] | None:
+    """Replace the BPF placeholders by the installed loader and object; None to skip (not built, undo only)."""
+    if argv[0] != LOADER:
+        return argv
+    from labtools.datapaths import ebpf
+
+    try:
+        obj, loader = ebpf.require_built()
+    except PrerequisiteError:
+        if not check:
+            return None  # nothing was ever loaded with it
+        raise
+    installed = {LOADER: host.install(loader), BPF_OBJECT: host.install(obj)}
+    return [installed.get(a, a) for a in argv]
 
 
 def _apply(hosts: Mapping[str, Host], cmds: Mapping[str, list[list[str]]], check: bool) -> None:
     for machine, argvs in cmds.items():
         for argv in argvs:
+            argv = _bpf_argv(hosts[machine], argv, check)
+            if argv is None:
+                continue
             try:
                 hosts[machine].run(argv, check=check)
             except CommandError as e:
@@ -475,6 +547,90 @@ def status(target: object, *, inventory: Inventory | None = None) -> dict[str, d
 # ----------------------------------------------------------------------------- reachability matrix
 
 MATRIX_DATAPATHS = ("iptables", "nftables", "ebpf")
+_KUBE_PROXY = ("iptables", "iptables-legacy", "nftables")
+
+# Why each cell of the matrix comes out as it does on this kernel: (mode, datapath or "kube-proxy"/"*",
+# target) -> (expected reachable, the kernel path). Checked against the measurement by `explain()`.
+_INVALID_DROP = (
+    "the worker's lwt seg6 encap route encapsulates the reply in the input path (seg6_input, before "
+    "ip6_forward), the outer packet is forwarded without a conntrack entry and KUBE-FORWARD's "
+    "'-m conntrack --ctstate INVALID -j DROP' drops it"
+)
+_DT6_NODEPORT = (
+    "End.DT6 (input_action_end_dt6) looks the inner destination up in table 254 only and calls "
+    "dst_input(): no PREROUTING, no tc ingress for the inner packet, and the node address (table 255) "
+    "is taken for an on-link neighbour on ens3"
+)
+_STALE_TC = (
+    "the kernel decapsulates (ipv6_srh_rcv, netif_rx) but leaves the MAC header pointer on the old frame: "
+    "tc ingress sees the stale outer IPv6+SRH, from_netdev passes it, and the node's stack answers the "
+    "NodePort SYN with RST"
+)
+_TC_ENCAP = (
+    "srv6_egress (tc egress of ens3) encapsulates the reply after POSTROUTING, so netfilter never sees the outer packet"
+)
+_NO_DECAP = (
+    "nothing decapsulates: seg6_enabled=0 (ipv6_srh_rcv drops the SRH packet to the local SID) and there "
+    "is no eBPF NodePort program to do it"
+)
+NOTES: dict[tuple[str, str, str], tuple[bool, str]] = {
+    ("none", "*", "pod"): (True, "plain routed path (no tunnel)"),
+    ("none", "*", "nodeport"): (True, "plain routed path (no tunnel)"),
+    ("end-dt6", "iptables", "pod"): (False, f"End.DT6 delivers the request to the pod, but {_INVALID_DROP}"),
+    ("end-dt6", "*", "pod"): (True, "End.DT6 -> table 254 -> pod; the reply is lwt-encapsulated (no INVALID drop)"),
+    ("end-dt6", "*", "nodeport"): (False, _DT6_NODEPORT),
+    ("local-sid", "iptables", "pod"): (False, f"the kernel decapsulates (local SID), but {_INVALID_DROP}"),
+    ("local-sid", "iptables", "nodeport"): (
+        False,
+        f"the re-injected inner packet is DNATed in PREROUTING, but {_INVALID_DROP} (and no reverse NAT)",
+    ),
+    ("local-sid", "*", "pod"): (True, "kernel decapsulation (ipv6_srh_rcv) -> pod; lwt-encapsulated reply"),
+    ("local-sid", "nftables", "nodeport"): (
+        False,
+        "DNAT in PREROUTING happens, but the lwt route encapsulates the reply in the input path, before "
+        "POSTROUTING: it leaves with the pod's address (no reverse NAT) and the client drops it",
+    ),
+    ("local-sid", "ebpf", "nodeport"): (False, _STALE_TC),
+    ("pod-sidecar", "*", "pod"): (True, "the pod decapsulates and encapsulates itself; the worker only routes"),
+    ("pod-sidecar", "*", "nodeport"): (
+        False,
+        "fc00::2 is routed to the pod, which decapsulates the NodePort SYN for the node's address and "
+        "cannot deliver it (the service datapath on the worker never sees the inner packet)",
+    ),
+    ("ebpf", "ebpf", "pod"): (
+        True,
+        f"from_netdev decapsulates (SID in srv6_sids) and passes the inner packet to the stack -> pod; {_TC_ENCAP}",
+    ),
+    ("ebpf", "ebpf", "nodeport"): (
+        True,
+        "from_netdev decapsulates, then DNATs and redirects to the pod's veth; from_container reverse-NATs; "
+        + _TC_ENCAP,
+    ),
+    ("ebpf", "*", "pod"): (False, _NO_DECAP),
+    ("ebpf", "*", "nodeport"): (False, _NO_DECAP),
+    ("local-sid+tc-encap", "*", "pod"): (
+        True,
+        f"kernel decapsulation (local SID) -> pod; the reply is forwarded as tracked (ESTABLISHED) and {_TC_ENCAP}",
+    ),
+    ("local-sid+tc-encap", "kube-proxy", "nodeport"): (
+        True,
+        "the kernel decapsulates and re-injects the inner packet (netif_rx): PREROUTING DNATs it; the reply "
+        f"is reverse-NATed in POSTROUTING and then {_TC_ENCAP}",
+    ),
+    ("local-sid+tc-encap", "ebpf", "nodeport"): (False, _STALE_TC),
+}
+
+
+def explain(mode: str, datapath: str, target: str, reachable: bool) -> str:
+    """The kernel path behind one matrix cell; flags a measurement that disagrees with the expectation."""
+    group = "kube-proxy" if datapath in _KUBE_PROXY else datapath
+    for dp in (datapath, group, "*"):
+        if (mode, dp, target) in NOTES:
+            expected, why = NOTES[(mode, dp, target)]
+            return (
+                why if expected == reachable else f"UNEXPECTED ({'reachable' if reachable else 'unreachable'}): {why}"
+            )
+    return "no explanation recorded for this cell"
 
 
 def matrix(
@@ -502,8 +658,10 @@ def matrix(
     ``--ctstate INVALID -j DROP`` drops it (see the module docstring). Expected results on this kernel
     (pod / NodePort): end-dt6 — iptables ✗/✗, nftables ✓/✗, ebpf ✓/✗; local-sid — iptables ✗/✗,
     nftables ✓/✗ (no reverse NAT), ebpf ✓/✗ (RST: tc sees the stale outer headers); pod-sidecar — ✓/✗
-    for all (the pod decapsulates NodePort traffic it cannot forward); ebpf — ✗/✗ until the BPF program
-    decapsulates SRv6.
+    for all (the pod decapsulates NodePort traffic it cannot forward); ebpf — iptables ✗/✗, nftables
+    ✗/✗ (nothing decapsulates), ebpf ✓/✓; local-sid+tc-encap — iptables ✓/✓, nftables ✓/✓, ebpf ✓/✗
+    (RST, stale outer headers). Each row's ``notes`` gives the kernel path (`NOTES`, `explain()`); a cell
+    that disagrees with `NOTES` says ``UNEXPECTED``.
     """
     from concurrent.futures import ThreadPoolExecutor
 
@@ -555,8 +713,10 @@ def matrix(
                     for name, fut in futures.items():
                         dst, port = targets[name]
                         route = router.run(["ip", "-6", "route", "get", dst], check=False).stdout
+                        res = fut.result()
                         rows.append({"mode": mode, "datapath": dp, "target": name, "address": dst, "port": port,
-                                     "via_tunnel": "encap seg6" in route, **fut.result()})  # fmt: skip
+                                     "via_tunnel": "encap seg6" in route, **res,
+                                     "notes": explain(mode, dp, name, res["reachable"])})  # fmt: skip
     finally:
         server.stop()
         pod.run(["rm", "-f", server.log], check=False)

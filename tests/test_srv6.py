@@ -70,6 +70,19 @@ def test_modes_differ_only_where_documented(inv):
     assert "ip -6 addr add fc00::2/128 dev lo nodad" in worker["local-sid"]
     assert not any("seg6local" in c for c in worker["local-sid"])
     assert worker["pod-sidecar"][0] == f"ip -6 route add fc00::2/128 via {POD_IP} dev lxc0"
+    # BPF modes: no lwt encap on the worker; the reply encapsulation is srv6_egress at tc egress, under a
+    # route whose MTU leaves room for the 64 bytes of outer IPv6 + SRH.
+    mtu_route = "ip -6 route add 2001:db8:1234:5679::/64 via 2001:db8:1234:5678::3 dev ens3 mtu 8886 metric 100"
+    encap = "labtools-bpf-load --srv6-encap nodeport.o ens3 fc00::2 fc00::1"
+    for mode in ("ebpf", "local-sid+tc-encap"):
+        assert not any("encap seg6" in c for c in worker[mode]) and mtu_route in worker[mode]
+    assert f"{encap} --decap fc00::2 2001:db8:1234:5679::/64" in worker["ebpf"]
+    assert "labtools-bpf-load --srv6-sid ens3 add fc00::2" in worker["ebpf"]
+    assert f"{encap} 2001:db8:1234:5679::/64" in worker["local-sid+tc-encap"]
+    assert "sysctl -qw net.ipv6.conf.ens3.seg6_enabled=1" in worker["local-sid+tc-encap"]
+    assert "ip -6 addr add fc00::2/128 dev lo nodad" in worker["local-sid+tc-encap"]
+    down = [" ".join(c) for c in srv6.plan_down(inv)["worker"]]
+    assert "tc filter del dev ens3 egress pref 6" in down and "labtools-bpf-load --srv6-sid ens3 del fc00::2" in down
     pod = [" ".join(c) for c in srv6.plan(inv, "pod-sidecar")["pod"]]
     assert "ip -6 addr add fc00::2/128 dev lo nodad" in pod and "ip -6 sr tunsrc set fc00::2" in pod
 
@@ -136,6 +149,8 @@ def snapshot(lab: Lab) -> dict[str, str]:
                          ["ip", "-6", "addr", "show"], ["ip", "-6", "sr", "tunsrc", "show"],
                          ["sysctl", "-a", "--pattern", "seg6_enabled"])
         )  # fmt: skip
+    # the BPF modes' tc filters (srv6_egress on the uplink's egress) must go with `down`
+    out["worker-tc"] = lab.host("worker").run(["tc", "filter", "show", "dev", "ens3", "egress"]).stdout
     return out
 
 
@@ -259,7 +274,12 @@ def test_reachability_matrix(slab):
     rows = srv6.matrix(slab)
     got = {(r["mode"], r["datapath"], r["target"]): r["reachable"] for r in rows}
     print("\n" + "\n".join(f"{k}: {v}" for k, v in got.items()))
-    assert len(rows) == 5 * 3 * 2
+    assert len(rows) == (1 + len(srv6.MODES)) * 3 * 2
+    assert all(r["notes"] and not r["notes"].startswith(("UNEXPECTED", "no explanation")) for r in rows), [
+        (r["mode"], r["datapath"], r["target"], r["notes"])
+        for r in rows
+        if r["notes"].startswith(("UNEXPECTED", "no "))
+    ]
     assert all(r["via_tunnel"] == (r["mode"] != "none") for r in rows)
     for dp in srv6.MATRIX_DATAPATHS:
         assert got[("none", dp, "pod")] and got[("none", dp, "nodeport")]  # the baseline works
@@ -271,6 +291,12 @@ def test_reachability_matrix(slab):
     for mode in ("end-dt6", "local-sid"):
         assert not got[(mode, "iptables", "pod")]
         assert got[(mode, "nftables", "pod")] and got[(mode, "ebpf", "pod")]
-    # ingress mode `ebpf`: nothing decapsulates until the BPF program learns SRv6 (reported, not asserted).
-    assert all(("ebpf", dp, t) in got for dp in srv6.MATRIX_DATAPATHS for t in ("pod", "nodeport"))
+    # The NodePort through the tunnel, one way per datapath: eBPF decapsulates in from_netdev (mode `ebpf`);
+    # kube-proxy's modes with the kernel decapsulating (local SID) and BPF encapsulating after POSTROUTING.
+    assert got[("ebpf", "ebpf", "pod")] and got[("ebpf", "ebpf", "nodeport")]
+    for dp in ("iptables", "nftables"):
+        assert got[("local-sid+tc-encap", dp, "pod")] and got[("local-sid+tc-encap", dp, "nodeport")], dp
+        assert not got[("ebpf", dp, "pod")] and not got[("ebpf", dp, "nodeport")]  # nothing decapsulates
+    # eBPF with the kernel's local-SID decapsulation: tc sees the stale outer headers, the stack sends RST.
+    assert got[("local-sid+tc-encap", "ebpf", "pod")] and not got[("local-sid+tc-encap", "ebpf", "nodeport")]
     assert slab.load_state("srv6") is None

@@ -5,13 +5,26 @@
  *
  * usage: labtools-bpf-load OBJECT UPLINK [POD_IFACE...] < maps.bin
  * maps.bin: repeated records of  name[16] key_size:u32 value_size:u32 count:u32 keys[] values[]
+ * The SRv6 SIDs of the program being replaced (srv6_sids) are carried over into the new one.
+ *
+ * SRv6 (labtools.srv6):
+ *   labtools-bpf-load --srv6-sid UPLINK add|del SID
+ *       add or remove a decapsulating SID in srv6_sids of the program attached to UPLINK's ingress
+ *       (exit 0 with a note on stderr when no NodePort program is attached: then nothing decapsulates)
+ *   labtools-bpf-load --srv6-encap OBJECT DEV SRC SID [--decap DSID] PREFIX...
+ *       attach srv6_egress to DEV's egress (pref/handle SRV6_PREF), encapsulating packets to PREFIX...
+ *       with an SRH [SID] and outer source SRC; remove it with `tc filter del dev DEV egress pref 6`.
+ *       --decap: also keep a srv6_sids map holding DSID, bound to that program, from which a NodePort
+ *       program loaded later takes its SIDs (so the order of `srv6 up` and programming does not matter).
  */
+#include <arpa/inet.h>
 #include <errno.h>
 #include <net/if.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
 
@@ -61,7 +74,99 @@ static int fill_maps(struct bpf_object *obj)
 	return total;
 }
 
-static void attach(struct bpf_object *obj, const char *prog_name, const char *dev)
+#define SRV6_PREF 6
+
+/* An fd of the map called `name` of the program attached at (ifindex, point) with handle/pref; -1 if none. */
+static int attached_map_fd(unsigned int ifindex, enum bpf_tc_attach_point point, __u32 pref, const char *name)
+{
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = point);
+	LIBBPF_OPTS(bpf_tc_opts, q, .handle = pref, .priority = pref);
+	__u32 ids[64];
+	struct bpf_prog_info info = {};
+	__u32 len = sizeof(info);
+	int prog, fd = -1;
+
+	if (bpf_tc_query(&hook, &q) || !q.prog_id)
+		return -1;
+	prog = bpf_prog_get_fd_by_id(q.prog_id);
+	if (prog < 0)
+		return -1;
+	info.nr_map_ids = 64;
+	info.map_ids = (__u64)(unsigned long)ids;
+	if (bpf_obj_get_info_by_fd(prog, &info, &len) == 0) {
+		for (__u32 i = 0; i < info.nr_map_ids && i < 64 && fd < 0; i++) {
+			struct bpf_map_info mi = {};
+			__u32 mlen = sizeof(mi);
+			int m = bpf_map_get_fd_by_id(ids[i]);
+
+			if (m < 0)
+				continue;
+			if (bpf_obj_get_info_by_fd(m, &mi, &mlen) == 0 && strcmp(mi.name, name) == 0)
+				fd = m;
+			else
+				close(m);
+		}
+	}
+	close(prog);
+	return fd;
+}
+
+/* Copy every entry of map `from` into map `to` (same key/value sizes); returns the count. */
+static int copy_map(int from, int to, size_t ksz, size_t vsz)
+{
+	unsigned char key[64], next[64], val[64];
+	void *prev = NULL;
+	int n = 0;
+
+	if (ksz > sizeof(key) || vsz > sizeof(val))
+		return 0;
+	while (bpf_map_get_next_key(from, prev, next) == 0) {
+		memcpy(key, next, ksz);
+		prev = key;
+		if (bpf_map_lookup_elem(from, key, val) == 0 && bpf_map_update_elem(to, key, val, BPF_ANY) == 0)
+			n++;
+	}
+	return n;
+}
+
+static void parse_in6(const char *text, void *out)
+{
+	if (inet_pton(AF_INET6, text, out) != 1) {
+		fprintf(stderr, "labtools-bpf-load: %s: not an IPv6 address\n", text);
+		exit(2);
+	}
+}
+
+static int srv6_sid(int argc, char **argv)
+{
+	unsigned char sid[16];
+	__u32 one = 1;
+	unsigned int ifindex;
+	int fd, err;
+
+	if (argc != 5 || (strcmp(argv[3], "add") && strcmp(argv[3], "del"))) {
+		fprintf(stderr, "usage: %s --srv6-sid UPLINK add|del SID\n", argv[0]);
+		return 2;
+	}
+	ifindex = if_nametoindex(argv[2]);
+	if (!ifindex)
+		die(argv[2], errno);
+	parse_in6(argv[4], sid);
+	fd = attached_map_fd(ifindex, BPF_TC_INGRESS, 1, "srv6_sids");
+	if (fd < 0) {
+		fprintf(stderr, "labtools-bpf-load: no eBPF NodePort program with srv6_sids on %s ingress: "
+			"nothing to %s\n", argv[2], argv[3]);
+		return 0;
+	}
+	err = strcmp(argv[3], "add") == 0 ? bpf_map_update_elem(fd, sid, &one, BPF_ANY) : bpf_map_delete_elem(fd, sid);
+	if (err && !(errno == ENOENT && strcmp(argv[3], "del") == 0))
+		die("srv6_sids", errno);
+	close(fd);
+	return 0;
+}
+
+static void attach_at(struct bpf_object *obj, const char *prog_name, const char *dev, enum bpf_tc_attach_point point,
+		      __u32 pref)
 {
 	struct bpf_program *prog = bpf_object__find_program_by_name(obj, prog_name);
 	unsigned int ifindex = if_nametoindex(dev);
@@ -71,31 +176,121 @@ static void attach(struct bpf_object *obj, const char *prog_name, const char *de
 		die(prog_name, ENOENT);
 	if (!ifindex)
 		die(dev, errno);
-	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_INGRESS);
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = point);
 	err = bpf_tc_hook_create(&hook);	/* the clsact qdisc */
 	if (err && err != -EEXIST)
 		die("clsact qdisc", err);
-	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = 1, .priority = 1, .prog_fd = bpf_program__fd(prog),
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = pref, .priority = pref, .prog_fd = bpf_program__fd(prog),
 		    .flags = BPF_TC_F_REPLACE);
 	err = bpf_tc_attach(&hook, &opts);
 	if (err)
 		die(dev, err);
 }
 
+static void attach(struct bpf_object *obj, const char *prog_name, const char *dev)
+{
+	attach_at(obj, prog_name, dev, BPF_TC_INGRESS, 1);
+}
+
+static int srv6_encap(int argc, char **argv)
+{
+	struct { __u32 prefixlen; unsigned char addr[16]; } key;
+	struct { unsigned char sid[16], src[16]; } val;
+	struct bpf_program *prog;
+	struct bpf_map *map;
+	struct bpf_object *obj;
+	int err, fd;
+
+	unsigned char dsid[16];
+	const char *decap = NULL;
+	int first = 6;
+	__u32 one = 1;
+
+	if (argc > 7 && strcmp(argv[6], "--decap") == 0) {
+		decap = argv[7];
+		parse_in6(decap, dsid);
+		first = 8;
+	}
+	if (argc <= first) {
+		fprintf(stderr, "usage: %s --srv6-encap OBJECT DEV SRC SID [--decap DSID] PREFIX...\n", argv[0]);
+		return 2;
+	}
+	parse_in6(argv[4], val.src);
+	parse_in6(argv[5], val.sid);
+	obj = bpf_object__open_file(argv[2], NULL);
+	if (!obj)
+		die(argv[2], errno);
+	/* Only the encapsulation program and its policy map: no NodePort maps are created. */
+	bpf_object__for_each_program(prog, obj)
+		bpf_program__set_autoload(prog, strcmp(bpf_program__name(prog), "srv6_egress") == 0);
+	bpf_object__for_each_map(map, obj)
+		if (strcmp(bpf_map__name(map), "srv6_policy") && !(decap && !strcmp(bpf_map__name(map), "srv6_sids")) &&
+		    !strstr(bpf_map__name(map), ".rodata") &&
+		    !strstr(bpf_map__name(map), ".bss") && !strstr(bpf_map__name(map), ".data"))
+			bpf_map__set_autocreate(map, false);
+	err = bpf_object__load(obj);
+	if (err)
+		die("load (verifier)", err);
+	fd = bpf_map__fd(bpf_object__find_map_by_name(obj, "srv6_policy"));
+	if (decap) {
+		struct bpf_map *sids = bpf_object__find_map_by_name(obj, "srv6_sids");
+		int sfd = sids ? bpf_map__fd(sids) : -1;
+		prog = bpf_object__find_program_by_name(obj, "srv6_egress");
+
+		if (sfd < 0 || bpf_map_update_elem(sfd, dsid, &one, BPF_ANY) ||
+		    bpf_prog_bind_map(bpf_program__fd(prog), sfd, NULL))
+			die("srv6_sids", errno);
+	}
+	for (int i = first; i < argc; i++) {
+		char buf[64];
+		char *slash;
+
+		snprintf(buf, sizeof(buf), "%s", argv[i]);
+		slash = strchr(buf, '/');
+		key.prefixlen = slash ? (__u32)atoi(slash + 1) : 128;
+		if (slash)
+			*slash = 0;
+		parse_in6(buf, key.addr);
+		if (key.prefixlen > 128 || bpf_map_update_elem(fd, &key, &val, BPF_ANY))
+			die(argv[i], key.prefixlen > 128 ? EINVAL : errno);
+	}
+	attach_at(obj, "srv6_egress", argv[3], BPF_TC_EGRESS, SRV6_PREF);
+	printf("%d\n", argc - first);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
+	libbpf_set_strict_mode(LIBBPF_STRICT_ALL);
+	if (argc > 1 && strcmp(argv[1], "--srv6-sid") == 0)
+		return srv6_sid(argc, argv);
+	if (argc > 1 && strcmp(argv[1], "--srv6-encap") == 0)
+		return srv6_encap(argc, argv);
 	if (argc < 3) {
 		fprintf(stderr, "usage: %s OBJECT UPLINK [POD_IFACE...] < maps.bin\n", argv[0]);
 		return 2;
 	}
-	libbpf_set_strict_mode(LIBBPF_STRICT_ALL);
 	struct bpf_object *obj = bpf_object__open_file(argv[1], NULL);
 	if (!obj)
 		die(argv[1], errno);
+	struct bpf_program *egress = bpf_object__find_program_by_name(obj, "srv6_egress");
+	if (egress)
+		bpf_program__set_autoload(egress, false);	/* attached only by --srv6-encap */
 	int err = bpf_object__load(obj);
 	if (err)
 		die("load (verifier)", err);
 	int n = fill_maps(obj);
+	/* The SIDs `srv6 up --mode ebpf` configured survive re-programming the services. */
+	unsigned int uplink = if_nametoindex(argv[2]);
+	struct bpf_map *sids = bpf_object__find_map_by_name(obj, "srv6_sids");
+	for (int from_egress = 0; uplink && sids && from_egress < 2; from_egress++) {
+		int old = from_egress ? attached_map_fd(uplink, BPF_TC_EGRESS, SRV6_PREF, "srv6_sids")
+				      : attached_map_fd(uplink, BPF_TC_INGRESS, 1, "srv6_sids");
+		if (old >= 0) {
+			copy_map(old, bpf_map__fd(sids), bpf_map__key_size(sids), bpf_map__value_size(sids));
+			close(old);
+		}
+	}
 	/* Maps are full before anything is attached: the swap below is the only visible change. */
 	attach(obj, "from_netdev", argv[2]);
 	for (int i = 3; i < argc; i++)

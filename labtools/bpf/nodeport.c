@@ -8,6 +8,14 @@
  * from_container (ingress of the pod's host-side veth): reverse NAT of replies via conntrack and
  *               lb6_reverse_nat, then back to the stack, which routes them out (Cilium's legacy
  *               host routing does the same).
+ * srv6_egress   (egress of the uplink, optional): SRv6 encapsulation (outer IPv6 + one-segment SRH, as
+ *               `ip route ... encap seg6 mode encap`) of packets to a prefix of srv6_policy, *after*
+ *               netfilter POSTROUTING (so kube-proxy's reverse NAT has happened); Cilium encapsulates
+ *               in BPF too (bpf/lib/srv6.h srv6_encapsulation).
+ * SRv6 decapsulation (opt-in): from_netdev first removes the outer IPv6 header and SRH of a packet
+ *               whose destination is a SID of srv6_sids (segments left 0, next header IPv6), as
+ *               Cilium's tail_srv6_decap, then handles the inner packet like any other. srv6_sids is
+ *               empty unless `labtools srv6 up --mode ebpf` writes the worker's SID into it.
  * Map layouts follow bpf/lib/common.h (lb6_key, lb6_service, lb6_backend, lb6_reverse_nat).
  */
 #include <linux/bpf.h>
@@ -15,6 +23,7 @@
 #include <linux/in.h>
 #include <linux/ipv6.h>
 #include <linux/pkt_cls.h>
+#include <linux/seg6.h>
 #include <linux/tcp.h>
 #include <linux/udp.h>
 #include <stddef.h>
@@ -27,6 +36,9 @@
 #define LB_LOOKUP_SCOPE_EXT 0
 #define CT_DIR_FWD 0
 #define CT_DIR_REV 1
+#define IPV6_SRCRT_TYPE_4 4	/* Segment Routing Header */
+#define SRV6_HOP_LIMIT 64	/* the outer header's, as the kernel's seg6 encap (ip6_dst_hoplimit) */
+#define AF_INET6 10
 #ifndef BPF_F_IPV6
 #define BPF_F_IPV6 (1ULL << 7)
 #endif
@@ -127,6 +139,46 @@ struct {
 	__type(key, struct in6_addr);
 	__type(value, struct endpoint);
 } lxc6 SEC(".maps");
+
+/* SRv6: the node's local SIDs that decapsulate (End.DT6-like; Cilium's cilium_srv6_sid map: SID -> VRF). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16);
+	__type(key, struct in6_addr);
+	__type(value, __u32);
+} srv6_sids SEC(".maps");
+
+/* SRv6 encapsulation policy: destination prefix -> (segment, outer source); Cilium's cilium_srv6_policy. */
+struct srv6_policy_key {
+	__u32 prefixlen;
+	__u8 addr[16];
+};
+
+struct srv6_policy_value {
+	__u8 sid[16];
+	__u8 src[16];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 64);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct srv6_policy_key);
+	__type(value, struct srv6_policy_value);
+} srv6_policy SEC(".maps");
+
+/* The outer headers the encapsulation inserts: IPv6 + an SRH with one segment (8 + 16 bytes). */
+struct srv6_outer {
+	struct ipv6hdr ip6;
+	__u8 nexthdr;
+	__u8 hdrlen;
+	__u8 type;
+	__u8 segments_left;
+	__u8 last_entry;
+	__u8 flags;
+	__u16 tag;
+	__u8 segment[16];
+};
 
 struct l4 {
 	__u32 off;	/* L4 header offset from the start of the frame */
@@ -237,6 +289,34 @@ static __always_inline void ct_touch(struct ct6_entry *e, const struct l4 *l4)
 		e->pad |= 1;
 }
 
+/* Cilium's srv6_decapsulation for a packet to one of our SIDs: 0 if it is not SRv6 for us, 1 once the
+ * outer IPv6 header and the SRH are gone (the frame then carries the inner packet), -1 to drop. */
+static __always_inline int srv6_decap(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct ipv6hdr *h = data + sizeof(*eth);
+	struct ipv6_sr_hdr *srh = (void *)(h + 1);
+	struct in6_addr dst;
+	__s32 shrink;
+
+	if ((void *)(srh + 1) > end || eth->h_proto != bpf_htons(ETH_P_IPV6) || h->nexthdr != IPPROTO_ROUTING)
+		return 0;
+	__builtin_memcpy(&dst, &h->daddr, sizeof(dst));
+	if (!bpf_map_lookup_elem(&srv6_sids, &dst))
+		return 0;	/* a routing header, but not to our SID: the stack's business */
+	/* Only the last segment (End.DT6 semantics) with an inner IPv6 packet, like Cilium. */
+	if (srh->type != IPV6_SRCRT_TYPE_4 || srh->segments_left != 0 || srh->nexthdr != IPPROTO_IPV6)
+		return -1;
+	shrink = sizeof(*h) + ((__s32)srh->hdrlen + 1) * 8;
+	if ((void *)h + shrink + sizeof(struct ipv6hdr) > end)
+		return -1;
+	if (bpf_skb_adjust_room(skb, -shrink, BPF_ADJ_ROOM_MAC, 0) < 0)
+		return -1;
+	return 1;
+}
+
 SEC("tc")
 int from_netdev(struct __sk_buff *skb)
 {
@@ -249,7 +329,10 @@ int from_netdev(struct __sk_buff *skb)
 	struct lb6_backend *be;
 	struct endpoint *ep;
 	__u32 backend_id;
+	int decap = srv6_decap(skb);
 
+	if (decap < 0)
+		return TC_ACT_SHOT;	/* Cilium: DROP_INVALID */
 	if (parse(skb, &ip6, &l4) < 0)
 		return TC_ACT_OK;	/* not TCP/UDP over plain IPv6: not ours (Cilium: DROP_UNKNOWN_L4 -> pass) */
 
@@ -362,6 +445,61 @@ int from_container(struct __sk_buff *skb)
 		return TC_ACT_SHOT;
 	if (rewrite_port(skb, l4.off + offsetof(struct tcphdr, source), l4.sport, nat->port, &l4) < 0)
 		return TC_ACT_SHOT;
+	return TC_ACT_OK;
+}
+
+/* SRv6 encapsulation on the uplink's egress, after the stack (and netfilter) is done with the packet. */
+SEC("tc")
+int srv6_egress(struct __sk_buff *skb)
+{
+	void *data = (void *)(long)skb->data;
+	void *end = (void *)(long)skb->data_end;
+	struct ethhdr *eth = data;
+	struct ipv6hdr *h = data + sizeof(*eth);
+	struct srv6_policy_key key = {.prefixlen = 128};
+	struct srv6_policy_value *pol;
+	struct srv6_outer outer = {};
+	struct bpf_fib_lookup fib = {};
+	__u32 inner_len;
+	int rc;
+
+	if ((void *)(h + 1) > end || eth->h_proto != bpf_htons(ETH_P_IPV6))
+		return TC_ACT_OK;
+	__builtin_memcpy(key.addr, &h->daddr, 16);
+	pol = bpf_map_lookup_elem(&srv6_policy, &key);
+	if (!pol)
+		return TC_ACT_OK;
+	inner_len = skb->len - ETH_HLEN;
+	if (inner_len + sizeof(outer) - sizeof(outer.ip6) > 0xffff)
+		return TC_ACT_OK;	/* a jumbogram (BIG TCP) cannot get a plain outer header */
+	/* Version, traffic class and flow label copied from the inner header (net.ipv6.seg6_flowlabel=0). */
+	*(__be32 *)&outer.ip6 = *(__be32 *)h;
+	outer.ip6.payload_len = bpf_htons(inner_len + sizeof(outer) - sizeof(outer.ip6));
+	outer.ip6.nexthdr = IPPROTO_ROUTING;
+	outer.ip6.hop_limit = SRV6_HOP_LIMIT;
+	__builtin_memcpy(&outer.ip6.saddr, pol->src, 16);
+	__builtin_memcpy(&outer.ip6.daddr, pol->sid, 16);
+	outer.nexthdr = IPPROTO_IPV6;
+	outer.hdrlen = 2;	/* one segment: (8 + 16) / 8 - 1 */
+	outer.type = IPV6_SRCRT_TYPE_4;
+	__builtin_memcpy(outer.segment, pol->sid, 16);
+	if (bpf_skb_adjust_room(skb, sizeof(outer), BPF_ADJ_ROOM_MAC, BPF_F_ADJ_ROOM_ENCAP_L3_IPV6) < 0)
+		return TC_ACT_SHOT;
+	if (bpf_skb_store_bytes(skb, ETH_HLEN, &outer, sizeof(outer), 0) < 0)
+		return TC_ACT_SHOT;
+	/* The outer destination's next hop (Cilium: fib lookup after encapsulation). */
+	fib.family = AF_INET6;
+	fib.ifindex = skb->ifindex;
+	__builtin_memcpy(fib.ipv6_src, pol->src, 16);
+	__builtin_memcpy(fib.ipv6_dst, pol->sid, 16);
+	rc = bpf_fib_lookup(skb, &fib, sizeof(fib), BPF_FIB_LOOKUP_OUTPUT);
+	if (rc != BPF_FIB_LKUP_RET_SUCCESS)
+		return TC_ACT_OK;	/* e.g. no neighbour entry yet: keep the inner packet's next hop */
+	if (bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_dest), fib.dmac, ETH_ALEN, 0) < 0 ||
+	    bpf_skb_store_bytes(skb, offsetof(struct ethhdr, h_source), fib.smac, ETH_ALEN, 0) < 0)
+		return TC_ACT_SHOT;
+	if (fib.ifindex != skb->ifindex)
+		return bpf_redirect(fib.ifindex, 0);
 	return TC_ACT_OK;
 }
 

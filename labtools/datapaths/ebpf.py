@@ -10,6 +10,13 @@ external scope holds only node-local backends and a second, internal scope holds
 fresh copy of the program with its maps, fills each map with one batch update, and only then swaps the
 programs onto the interfaces (tc filter replace) — traffic never sees half-filled maps. Nothing is pinned:
 the tc filters hold the programs, the programs hold the maps, and the namespace's end frees them.
+
+SRv6 (`labtools.srv6`, ingress mode ``ebpf``): ``from_netdev`` decapsulates packets to a SID of its
+``srv6_sids`` map before the service lookup (Cilium's ``tail_srv6_decap``). The map is empty unless
+``labtools-bpf-load --srv6-sid UPLINK add SID`` (run by ``srv6.up``) fills it, so the plain datapath is
+unchanged; re-programming carries the SIDs over from the program being replaced (or from the SRv6
+encapsulation program, ``srv6_egress`` at the uplink's egress, which `clear()` leaves alone: it belongs
+to the tunnel, and ``srv6.down`` removes it).
 """
 
 from __future__ import annotations
