@@ -109,7 +109,7 @@ lint: python-env
 # The suite, then nbval on the notebooks that read committed data (their outputs are the reference;
 # generated files go to a scratch folder so that paper/ is not touched).
 NBVAL_NOTEBOOKS = $(wildcard notebooks/01-*.ipynb notebooks/02-*.ipynb)
-test: setup
+test: setup tex-deps
 	$(BIN)/pytest
 	scratch=$$(mktemp -d) && trap 'rm -rf $$scratch' EXIT && \
 	  LABTOOLS_PAPER=$$scratch $(BIN)/pytest -p no:cacheprovider --nbval-lax $(NBVAL_NOTEBOOKS)
