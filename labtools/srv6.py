@@ -444,7 +444,7 @@ def require(hosts: Mapping[str, Host], machines: list[str]) -> None:
             )
 
 
-def _bpf_argv(host: Host, argv: list[str], check: bool) -> list[str] | None:
+def resolve_argv(host: Host, argv: list[str], check: bool) -> list[str] | None:
     """Replace the BPF placeholders by the installed loader and object; None to skip (not built, undo only)."""
     if argv[0] != LOADER:
         return argv
@@ -463,7 +463,7 @@ def _bpf_argv(host: Host, argv: list[str], check: bool) -> list[str] | None:
 def _apply(hosts: Mapping[str, Host], cmds: Mapping[str, list[list[str]]], check: bool) -> None:
     for machine, argvs in cmds.items():
         for argv in argvs:
-            argv = _bpf_argv(hosts[machine], argv, check)
+            argv = resolve_argv(hosts[machine], argv, check)
             if argv is None:
                 continue
             try:

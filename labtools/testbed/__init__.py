@@ -282,7 +282,12 @@ def apply(lab, steps: Sequence[Step], *, dry_run: bool = True, echo: Callable[[s
             if echo:
                 echo(f"[{s.machine}] {s.why}")
             continue
-        argv = (["sudo", "-n"] if needs_sudo(inv, s.machine) else []) + list(s.argv)
+        cmd = list(s.argv)
+        if s.stage == "srv6":  # the BPF modes name the loader and object by placeholder: install them
+            from labtools import srv6
+
+            cmd = srv6.resolve_argv(lab.host(s.machine), cmd, check=True)
+        argv = (["sudo", "-n"] if needs_sudo(inv, s.machine) else []) + cmd
         if echo:
             echo(f"[{s.machine}] {s.why}: {shlex.join(list(s.argv))}")
         res = lab.host(s.machine).run(argv, input=s.input, timeout=s.timeout)
