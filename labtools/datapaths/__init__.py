@@ -85,7 +85,7 @@ class Switcher:
         chosen = get(name)
         if not self._cleared:  # unknown state: take every datapath off the node once
             if isinstance(self.host, NetnsHost):
-                require_tools("nft", "ip6tables-nft-restore", "ip6tables-legacy-restore", "tc")
+                require_tools("nft", "ip6tables-nft-restore", "ip6tables-legacy-restore", "tc", "conntrack")
             for d in all_datapaths():
                 d.clear(self.host, self.node)
             self._cleared = True
@@ -97,6 +97,11 @@ class Switcher:
             elif d.name == self.active or (d.name in self.parked and key is None):
                 d.clear(self.host, self.node)
                 self.parked.pop(d.name, None)
+        if name != self.active:
+            # Entries of the previous datapath would carry over: e.g. replies that eBPF sent through the
+            # stack leave entries whose reverse tuple matches a later client SYN, which kube-proxy's NAT
+            # then never sees (only NEW connections are NATed). Every datapath starts untracked.
+            self.host.run(["conntrack", "-F"], check=False)  # rc 1: the table was already empty
         self.active = name
         if chosen is None:
             return Programmed("none", len({(p.namespace, p.name) for p in ports}), 0.0, 0.0, 0)
