@@ -420,15 +420,13 @@ def test_appendix_applied_over_ssh_on_emulated_vms(vms, tmp_path):
         assert r.ok and r.hop_limit == 62, r.error
         testbed.apply(ssh_lab, steps, dry_run=False)  # idempotent: a second run changes nothing and does not fail
 
-        # SRv6 from labtools.srv6, when it is there, through the same apply.
-        # (labtools.srv6 finds the pod's veth through `links`, which an ssh inventory does not have yet.)
-        try:
-            sr_steps = testbed.plan(inv, dataclasses.replace(opts, stages=["srv6"]))
-        except LabError:
-            sr_steps = []
-        if sr_steps:
-            testbed.apply(ssh_lab, sr_steps, dry_run=False)
-            assert probe.ping(ssh_lab.host("client"), POD_IP).ok  # the pod is reachable through the tunnel
+        # The appendix' SRv6 configuration (labtools.srv6), through the same apply over SSH.
+        sr_steps = testbed.plan(inv, dataclasses.replace(opts, stages=["srv6"]))
+        assert {s.machine for s in sr_steps} == {"router", "worker"}
+        testbed.apply(ssh_lab, sr_steps, dry_run=False)
+        route = ssh_lab.host("router").run(["ip", "-6", "route", "get", POD_IP]).stdout
+        assert "encap seg6" in route and "fc00::2" in route, route
+        assert probe.ping(ssh_lab.host("client"), POD_IP).ok  # the pod is reachable through the tunnel
 
         # The programming-latency probes over SSH, on the emulated worker's real datapaths.
         worker = ssh_lab.host("worker")
