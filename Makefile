@@ -42,26 +42,24 @@ $(BPF)/nodeport.o: $(BPF)/nodeport.c | system-deps
 $(BPF)/labtools-bpf-load: $(BPF)/loader.c | system-deps
 	gcc -O2 -Wall -o $@ $< $$(pkg-config --cflags --libs libbpf)
 
-system-deps:
-	@missing=$$(for p in $(APT_PACKAGES); do \
+# $(call apt-install,PACKAGES,TARGET): install the Debian packages that are missing (only as root).
+define apt-install
+	@missing=$$(for p in $(1); do \
 	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" != 0 ]; then \
-	    echo "make: missing Debian packages:" $$missing "- run 'make setup' as root" >&2; exit 1; fi; \
+	    echo "make: missing Debian packages:" $$missing "- run 'make $(2)' as root" >&2; exit 1; fi; \
 	  echo "make: installing Debian packages:" $$missing; \
 	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
 	fi
+endef
+
+system-deps:
+	$(call apt-install,$(APT_PACKAGES),setup)
 
 # Installs only the TeX packages that are missing; `make setup` never pulls TeX.
 tex-deps:
-	@missing=$$(for p in $(TEX_PACKAGES); do \
-	    dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" != 0 ]; then \
-	    echo "make: missing Debian packages:" $$missing "- run 'make tex-deps' as root" >&2; exit 1; fi; \
-	  echo "make: installing Debian packages:" $$missing; \
-	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
-	fi
+	$(call apt-install,$(TEX_PACKAGES),tex-deps)
 
 # The thesis PDF, paper/build/thesis.pdf, from whatever figures/tables exist (missing ones show as
 # placeholders); the provenance appendix and captions are rendered from paper/manifest.json first.

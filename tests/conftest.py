@@ -17,14 +17,19 @@ IS_ROOT = os.geteuid() == 0
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root: network namespaces (run `make test` as root)")
 
 
-@pytest.fixture(scope="session")
-def lab():
-    """The thesis testbed, up for the whole session under prefix `pyt`."""
+def fresh_lab(prefix: str):
+    """A fixture body: the thesis testbed under its own `prefix`, torn down (and checked gone) after."""
     if not IS_ROOT:
         pytest.skip("needs root: network namespaces (run `make test` as root)")
-    lab = Lab(prefix="pyt")
+    lab = Lab(prefix=prefix)
     lab.down()  # leftovers of an earlier, crashed run
     lab.up(progress=False)
     yield lab
     lab.down()
-    assert not netns.lab_namespaces("pyt")
+    assert not netns.lab_namespaces(prefix)
+
+
+@pytest.fixture(scope="session")
+def lab():
+    """The thesis testbed, up for the whole session under prefix `pyt`."""
+    yield from fresh_lab("pyt")

@@ -15,7 +15,7 @@ from labtools import capture, cli, netns, prereqs, srv6, topology
 from labtools.errors import LabError, PrerequisiteError
 from labtools.hosts import NetnsHost
 from labtools.lab import Lab
-from tests.conftest import IS_ROOT, POD_IP
+from tests.conftest import IS_ROOT, POD_IP, fresh_lab
 
 PREFIX = "psr"
 CLIENT_IP = "2001:db8:1234:5679::1"
@@ -129,14 +129,7 @@ def test_dry_run_prints_every_command_per_host(capsys):
 
 @pytest.fixture(scope="module")
 def slab():
-    if not IS_ROOT:
-        pytest.skip("needs root: network namespaces (run `make test` as root)")
-    lab = Lab(prefix=PREFIX)
-    lab.down()
-    lab.up(progress=False)
-    yield lab
-    lab.down()
-    assert not netns.lab_namespaces(PREFIX)
+    yield from fresh_lab(PREFIX)
 
 
 def snapshot(lab: Lab) -> dict[str, str]:

@@ -7,9 +7,9 @@ from scapy.layers.inet import TCP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrSegmentRouting
 from scapy.utils import rdpcap
 
-from labtools import capture, datapaths, netns, services, srv6
+from labtools import capture, datapaths, services, srv6
 from labtools.lab import Lab
-from tests.conftest import IS_ROOT, POD_IP
+from tests.conftest import IS_ROOT, POD_IP, fresh_lab
 
 PREFIX = "psn"
 CLIENT_IP = "2001:db8:1234:5679::1"
@@ -19,12 +19,7 @@ pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root: network namespa
 
 @pytest.fixture(scope="module")
 def nlab():
-    lab = Lab(prefix=PREFIX)
-    lab.down()
-    lab.up(progress=False)
-    yield lab
-    lab.down()
-    assert not netns.lab_namespaces(PREFIX)
+    yield from fresh_lab(PREFIX)
 
 
 def tcp(pcap) -> list:
