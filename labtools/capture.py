@@ -33,11 +33,12 @@ from labtools import datapaths, services
 from labtools.errors import LabError, PrerequisiteError
 from labtools.hosts import Host, NetnsHost, NetnsProcess, Process, SSHProcess
 from labtools.prereqs import require_tools
-from labtools.topology import REPO_ROOT, Inventory, Machine
+from labtools.sweep import DATA as sweep_data
+from labtools.topology import Inventory, Machine
 
 POINTS = ("client", "router-client", "router-cluster", "worker", "pod")
 SCENARIOS = ("icmp", "tcp-pod", "tcp-nodeport")
-DATA = REPO_ROOT / "data" / "raw"
+DATA = sweep_data / "raw"  # honours LABTOOLS_DATA, as the sweeps do
 SNAPLEN = 262144  # tcpdump's default maximum: whole jumbo frames (MTU 8950) plus the SRH
 ICMP_DATA = 56  # ping -s 56: 8-byte ICMPv6 header + 56 = IPv6 payload length 64, as in the thesis
 RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")

@@ -135,6 +135,20 @@ def _status(e: Exception) -> int | None:
     return getattr(e, "status", None)
 
 
+def _in_batches(fn: Callable, items: Sequence, batch: int, desc: str, progress: bool) -> None:
+    """Call `fn` on every item, `batch` at a time in parallel (the next batch starts when one is done)."""
+    batch = max(1, batch)
+    with (
+        tqdm(total=len(items), desc=desc, unit="svc", disable=not progress, leave=False) as bar,
+        ThreadPoolExecutor(max_workers=batch) as pool,
+    ):
+        for i in range(0, len(items), batch):
+            chunk = items[i : i + batch]
+            for f in [pool.submit(fn, x) for x in chunk]:
+                f.result()
+            bar.update(len(chunk))
+
+
 class Kube:
     """Services and the iperf3 Deployment on one cluster. `core`/`apps` can be given (tests use fakes)."""
 
@@ -195,15 +209,7 @@ class Kube:
                 counts[key] += 1
 
         t0 = time.monotonic()
-        with (
-            tqdm(total=len(svcs), desc="services", unit="svc", disable=not progress, leave=False) as bar,
-            ThreadPoolExecutor(max_workers=max(1, batch)) as pool,
-        ):
-            for i in range(0, len(svcs), max(1, batch)):
-                chunk = svcs[i : i + batch]
-                for f in [pool.submit(one, s) for s in chunk]:
-                    f.result()
-                bar.update(len(chunk))
+        _in_batches(one, svcs, batch, "services", progress)
         return {**counts, "seconds": round(time.monotonic() - t0, 3)}
 
     def list_services(self, selector: str = SELECTOR) -> list[k8s.V1Service]:
@@ -240,15 +246,7 @@ class Kube:
             with lock:
                 deleted += 1
 
-        with (
-            tqdm(total=len(todo), desc="delete", unit="svc", disable=not progress, leave=False) as bar,
-            ThreadPoolExecutor(max_workers=max(1, batch)) as pool,
-        ):
-            for i in range(0, len(todo), max(1, batch)):
-                chunk = todo[i : i + batch]
-                for f in [pool.submit(one, n) for n in chunk]:
-                    f.result()
-                bar.update(len(chunk))
+        _in_batches(one, todo, batch, "delete", progress)
         return deleted
 
     def scale_services(self, workload: services.Workload, **kw) -> dict:

@@ -16,25 +16,16 @@ import time
 from pathlib import Path
 
 import papermill as pm
-import yaml
 
 from labtools.errors import LabError
+from labtools.sweep import load_profile
 from labtools.topology import REPO_ROOT
 
 NOTEBOOKS = REPO_ROOT / "notebooks"
 BUILD = REPO_ROOT / "build" / "notebooks"
-PARAMS = REPO_ROOT / "params"
 # Notebooks in order; those that can read a committed run instead of measuring take `measure`/`run_id`.
 ORDER = ("00-testbed-setup", "01-scale-sweep", "02-srv6-captures")
 LOADS_DATA = ("01-scale-sweep", "02-srv6-captures")
-
-
-def profile(name: str) -> dict:
-    path = PARAMS / f"{name}.yaml"
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in PARAMS.glob("*.yaml")))
-        raise LabError(f"no profile {name!r}: {path} does not exist (profiles: {known})")
-    return yaml.safe_load(path.read_text()) or {}
 
 
 def _execute(name: str, out: Path, parameters: dict) -> Path:
@@ -53,7 +44,7 @@ def reproduce(name: str, *, run_id: str | None = None, prefix: str | None = None
     """Measure: every notebook with `measure=True`; returns the executed notebooks."""
     from labtools.lab import Lab
 
-    params = profile(name)
+    params = load_profile(name)
     run_id = run_id or f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
     prefix = prefix or params.get("00-testbed-setup", {}).get("prefix", "thesis")
     BUILD.mkdir(parents=True, exist_ok=True)

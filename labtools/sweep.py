@@ -32,15 +32,20 @@ PARAMS = Path(__file__).resolve().parents[1] / "params"
 NOTEBOOK = "01-scale-sweep"
 
 
-def profile_params(profile: str, notebook: str = NOTEBOOK) -> dict:
-    """The parameters of `notebook` in params/<profile>.yaml."""
+def load_profile(profile: str) -> dict:
+    """params/<profile>.yaml: the papermill parameters of every notebook, by notebook."""
     path = PARAMS / f"{profile}.yaml"
     if not path.exists():
         known = ", ".join(sorted(p.stem for p in PARAMS.glob("*.yaml")))
         raise LabError(f"no profile {profile!r}: {path} does not exist (profiles: {known})")
-    params = yaml.safe_load(path.read_text()) or {}
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def profile_params(profile: str, notebook: str = NOTEBOOK) -> dict:
+    """The parameters of `notebook` in params/<profile>.yaml."""
+    params = load_profile(profile)
     if notebook not in params:
-        raise LabError(f"{path} has no section {notebook!r}")
+        raise LabError(f"{PARAMS / f'{profile}.yaml'} has no section {notebook!r}")
     return params[notebook]
 
 
