@@ -31,7 +31,7 @@ from pathlib import Path
 
 from labtools import datapaths, services
 from labtools.errors import LabError, PrerequisiteError
-from labtools.hosts import Host, NetnsHost, NetnsProcess, Process, SSHProcess
+from labtools.hosts import Host, NetnsHost, NetnsProcess, Process, ShellProcess
 from labtools.prereqs import require_tools
 from labtools.sweep import DATA as sweep_data
 from labtools.topology import Inventory, Machine
@@ -96,8 +96,8 @@ def interrupt(proc: Process) -> None:
     if isinstance(proc, NetnsProcess):
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.popen.pid, signal.SIGINT)
-    elif isinstance(proc, SSHProcess):
-        proc.host.run(["kill", "-INT", "--", f"-{proc.pid}"], check=False)
+    elif isinstance(proc, ShellProcess):
+        proc.signal("INT")
     else:
         proc.stop()
 

@@ -6,6 +6,7 @@ Everything above this layer (topology, SRv6, datapaths, measurement) is written 
 
 from __future__ import annotations
 
+import base64
 import os
 import select
 import shlex
@@ -241,21 +242,47 @@ class SSHConfig:
         return f"{self.user}@{host}:{self.port}"
 
 
-class SSHProcess(Process):
-    def __init__(self, host: SSHHost, argv: list[str], pid: int, log: str):
+class ShellProcess(Process):
+    """A process started by `start_script()` on a host reached through commands (SSH, kubectl exec, sudo)."""
+
+    def __init__(self, host: Host, argv: list[str], pid: int, log: str):
         self.host, self.argv, self.pid, self.log = host, argv, pid, log
 
     def running(self) -> bool:
         return self.host.run(["kill", "-0", str(self.pid)], check=False).ok
 
+    def signal(self, sig: str) -> None:
+        # The group (setsid made the process its leader), else the process alone (no setsid there).
+        self.host.run(["sh", "-c", f"kill -{sig} -- -{self.pid} 2>/dev/null || kill -{sig} {self.pid}"], check=False)
+
     def stop(self, timeout: float = 5.0) -> None:
         for sig in ("TERM", "KILL"):
             if not self.running():
                 return
-            self.host.run(["kill", f"-{sig}", "--", f"-{self.pid}"], check=False)
+            self.signal(sig)
             deadline = time.monotonic() + timeout
             while time.monotonic() < deadline and self.running():
                 time.sleep(0.1)
+
+
+def start_script(argv: Sequence[str], env: Mapping[str, str], log: str) -> list[str]:
+    """A `sh -c` command that starts `argv` in the background, in its own session where setsid exists,
+    output to `log`, and prints its pid."""
+    inner = "exec " + shlex.join([*(["env", *(f"{k}={v}" for k, v in env.items())] if env else []), *argv])
+    q = shlex.quote(inner)
+    script = (
+        f"if command -v setsid >/dev/null; then setsid sh -c {q}; else sh -c {q}; fi "
+        f">{shlex.quote(log)} 2>&1 </dev/null & echo $!"
+    )
+    return ["sh", "-c", script]
+
+
+def _started(host: Host, argv: list[str], res: Result, log: str) -> ShellProcess:
+    try:
+        pid = int(res.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        raise LabError(f"[{host.name}] could not start {shlex.join(argv)}: {res.stdout!r} {res.stderr!r}") from None
+    return ShellProcess(host, argv, pid, log)
 
 
 class SSHHost(Host):
@@ -412,15 +439,7 @@ class SSHHost(Host):
     def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, log: str | None = None) -> Process:
         argv = [str(a) for a in argv]
         log = log or f"/tmp/labtools-{Path(argv[0]).name}-{time.time_ns()}.log"
-        inner = "exec " + self._command(argv, env or {})
-        # setsid: the process leads its own group, so stop() can signal all of it.
-        script = f"setsid sh -c {shlex.quote(inner)} >{shlex.quote(log)} 2>&1 </dev/null & echo $!"
-        res = self.run(["sh", "-c", script])
-        try:
-            pid = int(res.stdout.strip().splitlines()[-1])
-        except (ValueError, IndexError):
-            raise LabError(f"[{self.name}] could not start {shlex.join(argv)}: {res.stdout!r}") from None
-        return SSHProcess(self, argv, pid, log)
+        return _started(self, argv, self.run(start_script(argv, env or {}, log)), log)
 
     def put(self, local: str | Path, remote: str) -> None:
         with self.client.open_sftp() as sftp:
@@ -429,11 +448,61 @@ class SSHHost(Host):
     def install(self, local: str | Path) -> str:
         local = Path(local)
         remote = f"/tmp/labtools-{local.name}"
+        tmp = f"{remote}.{time.time_ns()}.tmp"
         with self.client.open_sftp() as sftp:
-            sftp.put(str(local), remote)
-            sftp.chmod(remote, local.stat().st_mode & 0o777)
+            sftp.put(str(local), tmp)
+            sftp.chmod(tmp, local.stat().st_mode & 0o777)
+            # A rename replaces the file even while a copy of it runs ("text file busy" for a plain write).
+            sftp.posix_rename(tmp, remote)
         return remote
 
     def get(self, remote: str, local: str | Path) -> None:
         with self.client.open_sftp() as sftp:
             sftp.get(remote, str(local))
+
+
+# --------------------------------------------------------------------------- through another host
+
+
+class ExecHost(Host):
+    """Commands run on `via`, wrapped in `prefix`: ``kubectl exec -i POD --`` into a pod, ``sudo -n``.
+
+    Files travel through the command's stdin, so this needs nothing but ``sh`` and ``cat`` at the far
+    end (a container image has no sftp).
+    """
+
+    def __init__(self, name: str, via: Host, prefix: Sequence[str]):
+        self.name, self.via, self.prefix = name, via, [str(a) for a in prefix]
+
+    def _run(self, argv: list[str], *, timeout: float, env: dict[str, str], input: bytes | None) -> Result:
+        cmd = [*self.prefix, *(["env", *(f"{k}={v}" for k, v in env.items())] if env else []), *argv]
+        res = self.via.run(cmd, check=False, timeout=timeout, input=input)
+        return Result(self.name, tuple(argv), res.returncode, res.stdout, res.stderr)
+
+    def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, log: str | None = None) -> Process:
+        argv = [str(a) for a in argv]
+        log = log or f"/tmp/labtools-{Path(argv[0]).name}-{time.time_ns()}.log"
+        return _started(self, argv, self.run(start_script(argv, env or {}, log)), log)
+
+    def put(self, local: str | Path, remote: str) -> None:
+        q = shlex.quote(remote)
+        self.run(["sh", "-c", f"cat > {q}.tmp && mv {q}.tmp {q}"], input=Path(local).read_bytes(), timeout=300)
+
+    def get(self, remote: str, local: str | Path) -> None:
+        res = self.run(["base64", remote], timeout=300)  # Result holds text: binary files travel as base64
+        Path(local).write_bytes(base64.b64decode(res.stdout))
+
+    def install(self, local: str | Path) -> str:
+        local = Path(local)
+        remote = f"/tmp/labtools-{local.name}"
+        self.put(local, remote)
+        self.run(["chmod", oct(local.stat().st_mode & 0o777)[2:], remote])
+        return remote
+
+    def close(self) -> None:
+        self.via.close()
+
+
+def as_root(host: Host, needed: bool) -> Host:
+    """`host` itself, or `host` through ``sudo -n`` when its login is not root (`needed`)."""
+    return ExecHost(host.name, host, ["sudo", "-n"]) if needed else host
