@@ -12,7 +12,7 @@ PREFIX ?= thesis
 export PATH := $(abspath $(BIN)):$(PATH)
 
 # System tools the lab drives (Debian 12 package names). TeX is added by the paper target.
-APT_PACKAGES := iproute2 iptables nftables iperf3 tcpdump tshark clang llvm bpftool libbpf-dev gcc \
+APT_PACKAGES := iproute2 iptables nftables iperf3 tcpdump tshark clang llvm bpftool libbpf-dev gcc libc6-dev \
 	pkg-config openssh-server openssh-client iputils-ping procps conntrack python3-venv python3-pip
 # TeX for `make paper` only (Debian 12): pdflatex + latexmk, booktabs/caption/microtype, Latin Modern fonts.
 TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended lmodern
@@ -24,14 +24,15 @@ MULTIARCH := $(shell gcc -dumpmachine 2>/dev/null)
 setup: system-deps python-env bpf tools
 
 # The load tools: connection setup (crr) and new-UDP-flow packet rate, in C so that their own cost
-# per transaction or packet stays far below what they measure.
+# per transaction or packet stays far below what they measure. Static, because on a real testbed they
+# are copied to the VMs and into the iperf3 pod's container, whose C libraries may differ.
 tools: labtools/tools/labtools-crr labtools/tools/labtools-udp-flood
 
 labtools/tools/labtools-crr: labtools/tools/crr.c | system-deps
-	gcc -O2 -Wall -o $@ $<
+	gcc -O2 -Wall -static -o $@ $<
 
 labtools/tools/labtools-udp-flood: labtools/tools/udpflood.c | system-deps
-	gcc -O2 -Wall -o $@ $<
+	gcc -O2 -Wall -static -o $@ $<
 
 # The eBPF NodePort datapath: the tc program (clang, BPF target) and its libbpf loader.
 bpf: $(BPF)/nodeport.o $(BPF)/labtools-bpf-load

@@ -76,12 +76,18 @@ def fit(df: pd.DataFrame, datapath: str, metric: str, target: str) -> Fit:
     return Fit(float(slope), float(intercept), float(1 - (resid**2).sum() / ss) if ss else 1.0)
 
 
-def baseline(df: pd.DataFrame, metric: str, services: int | None = None) -> float:
-    """Median of the `none` datapath (straight to the pod) for `metric`, at `services` if given."""
+def baseline(df: pd.DataFrame, metric: str, services: int | None = None, required: bool = True) -> float:
+    """Median of the `none` datapath (straight to the pod) for `metric`, at `services` if given.
+
+    A real cluster has no `none` (every node runs a service datapath): with `required=False` the
+    baseline is then NaN, and so is every ratio to it.
+    """
     sub = df[(df["datapath"] == "none") & (df["metric"] == metric)]
     if services is not None:
         sub = sub[sub["services"] == services]
     if sub.empty:
+        if not required:
+            return float("nan")
         raise LabError(f"no `none` baseline for {metric}: include the none datapath in the sweep")
     return float(sub["value"].median())
 
@@ -93,7 +99,7 @@ def slope_table(df: pd.DataFrame, target: str = "last", metric: str = "crr_p50")
     per-N medians, which a few outlying repeats of a noisy machine do not dominate.
     """
     nmax = int(df["services"].max())
-    base = baseline(df, metric, nmax)
+    base = baseline(df, metric, nmax, required=False)
     rows = []
     for d in [d for d in df["datapath"].unique() if d != "none"]:
         f = fit(df, d, metric, target)
@@ -122,7 +128,11 @@ def is_flat(df: pd.DataFrame, datapath: str, target: str, metric: str = "through
 
 
 def within(df: pd.DataFrame, datapath: str, target: str, metric: str = "crr_p50", limit: float = 1.15) -> float:
-    """The largest ratio of `datapath`'s median to `none`'s (same N), over all N; compare with `limit`."""
+    """The largest ratio of `datapath`'s median to `none`'s (same N), over all N; compare with `limit`.
+
+    NaN when the run has no `none` datapath (a real cluster)."""
+    if not (df["datapath"] == "none").any():
+        return float("nan")
     worst = 0.0
     for n, sub in df[(df["datapath"] == datapath) & (df["metric"] == metric) & (df["target"] == target)].groupby(
         "services"

@@ -5,17 +5,23 @@ Metrics: `throughput` (iperf3 TCP, as the thesis measured; the iperf3 JSON is ke
 `labtools-crr`; p50/p90/p99 and the rate) and `udp-pps` (new UDP flows per second: `labtools-udp-flood`
 sends datagrams each from a never-used source address and port, so every packet is a new conntrack
 entry; the rate is what reaches the pod's interface per second of sending, and the worker's conntrack
-table is flushed before and counted after each sample to show the packets really were new flows).
+entries for the target port are deleted before and counted (deleted) after each sample, to show the
+packets really were new flows).
 
 Targets: the first, middle or last created NodePort
 Service (worker address : node port), or `pod` (the pod IP directly — the baseline without service
 translation, and the collateral cost that iptables' KUBE-SERVICES walk puts on non-service traffic).
+
+Where the traffic comes from and goes to is an `Endpoints`: the lab's namespaces (`endpoints(lab)`),
+or on a real cluster the client and worker VMs over SSH and the iperf3 pod through ``kubectl exec``
+(`labtools.cluster`). The measuring code is the same for both.
 """
 
 from __future__ import annotations
 
 import json
 import platform
+import re
 import shutil
 import subprocess
 import time
@@ -41,17 +47,49 @@ class Target:
     port: int
 
 
-def target(lab: Lab, workload: services.Workload | None, name: str) -> Target:
+@dataclass
+class Endpoints:
+    """The machines a sample involves and the addresses it uses."""
+
+    client: Host  # runs the load tools
+    pod: Host  # runs the servers (iperf3, labtools-crr)
+    worker: Host  # the node whose datapath is measured: conntrack is read there
+    node_address: str  # the worker's address: NodePort targets
+    pod_address: str  # the `pod` target
+    pod_interface: str  # the pod's interface, where udp-pps counts what arrived
+    client_source: str  # an address of the client's /64 (the udp flood varies the rest)
+
+
+def endpoints(lab: Lab) -> Endpoints:
+    """The Endpoints of a lab whose inventory has client, worker and pod machines."""
+    inv = lab.inventory
+    pod = inv.by_role("pod")
+    return Endpoints(
+        client=lab.host(inv.by_role("client").name),
+        pod=lab.host(pod.name),
+        worker=lab.host(inv.by_role("worker").name),
+        node_address=str(inv.by_role("worker").global_v6()[0]),
+        pod_address=str(pod.global_v6()[0]),
+        pod_interface=next(i.name for i in pod.interfaces.values() if i.addresses),
+        client_source=str(inv.by_role("client").global_v6()[0]),
+    )
+
+
+def _endpoints(where: Lab | Endpoints) -> Endpoints:
+    return where if isinstance(where, Endpoints) else endpoints(where)
+
+
+def target(where: Lab | Endpoints, workload: services.Workload | None, name: str) -> Target:
     """Where traffic for target `name` goes: a NodePort of the workload, or the pod itself."""
+    ends = _endpoints(where)
     if name == "pod":
-        return Target("pod", str(lab.inventory.by_role("pod").global_v6()[0]), services.IPERF_PORT)
+        return Target("pod", ends.pod_address, services.IPERF_PORT)
     if name not in TARGETS:
         raise LabError(f"target must be one of {', '.join(TARGETS)}, got {name!r}")
     if workload is None:
         raise LabError(f"target {name!r} needs programmed Services (`labtools services apply`)")
     svc = workload.target(name)
-    node_ip = str(lab.inventory.by_role("worker").global_v6()[0])
-    return Target(name, node_ip, svc.spec.ports[0].node_port)
+    return Target(name, ends.node_address, svc.spec.ports[0].node_port)
 
 
 def provenance(lab: Lab) -> dict:
@@ -116,21 +154,34 @@ def _rx_packets(host: Host, ifname: str) -> int:
     return int(host.run(["cat", f"/sys/class/net/{ifname}/statistics/rx_packets"]).stdout)
 
 
+_DELETED = re.compile(r"(\d+) flow entries have been deleted")
+
+
+def delete_udp_flows(worker: Host, port: int) -> int | None:
+    """Delete the worker's conntrack entries of UDP flows to `port`; how many there were.
+
+    Only the flood's own flows (by original destination port) go, never the whole table: on a real
+    node that would also drop the NAT state of the cluster's own connections.
+    """
+    res = worker.run(["conntrack", "-D", "-p", "udp", "--orig-port-dst", str(port)], check=False)  # rc 1: none
+    m = _DELETED.search(res.stderr + res.stdout)
+    return int(m.group(1)) if m else None
+
+
 def udp_pps(client: Host, pod: Host, pod_if: str, worker: Host, t: Target, source: str, packets: int = 50000) -> dict:
     """New UDP flows per second from `client` to `t`, counted on the pod's interface `pod_if`.
 
     `source` is any address of the client's /64 (the flood varies the rest). The worker's conntrack
-    table is flushed first, so that its count afterwards is the number of flows the sample created.
+    entries for `t` are deleted before and after; the count deleted after is the flows the sample created.
     """
-    worker.run(["conntrack", "-F"], check=False)  # rc 1 when the table was already empty
+    delete_udp_flows(worker, t.port)
     before = _rx_packets(pod, pod_if)
     res = client.run([_tool(client, UDP_FLOOD), source, t.address, str(t.port), str(packets)], timeout=300)
     out = json.loads(res.stdout)
     time.sleep(0.05)  # the last batch may still be in a softirq backlog
     out["delivered"] = _rx_packets(pod, pod_if) - before
     out["pps"] = out["delivered"] / out["elapsed_s"]
-    out["conntrack_entries"] = conntrack_entries(worker)
-    worker.run(["conntrack", "-F"], check=False)
+    out["conntrack_entries"] = delete_udp_flows(worker, t.port)
     return out
 
 
@@ -140,26 +191,22 @@ def conntrack_entries(worker: Host) -> int | None:
     return int(ct) if ct.isdigit() else None
 
 
-def sample(lab: Lab, metric: str, t: Target, *, transactions: int = 2000, seconds: int = 2,
+def sample(where: Lab | Endpoints, metric: str, t: Target, *, transactions: int = 2000, seconds: int = 2,
            packets: int = 50000) -> dict:  # fmt: skip
     """One raw measurement of `metric` from the client to `t`, with the matching server started in the pod."""
     if metric not in METRICS:
         raise LabError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
-    inv = lab.inventory
-    client, pod = lab.host(inv.by_role("client").name), lab.host(inv.by_role("pod").name)
+    e = _endpoints(where)
     if metric == "throughput":
-        srv = pod.start(["iperf3", "-s", "-p", str(services.IPERF_PORT)])
+        srv = e.pod.start(["iperf3", "-s", "-p", str(services.IPERF_PORT)])
     else:  # the crr server also sinks udp-pps datagrams
-        srv = start_crr_server(pod, services.IPERF_PORT)
-    worker = lab.host(inv.by_role("worker").name)
+        srv = start_crr_server(e.pod, services.IPERF_PORT)
     try:
         if metric == "udp-pps":
-            pod_if = next(i.name for i in inv.by_role("pod").interfaces.values() if i.addresses)
-            source = str(inv.by_role("client").global_v6()[0])
-            return udp_pps(client, pod, pod_if, worker, t, source, packets)
-        raw = crr(client, t, transactions) if metric == "crr" else throughput(client, pod, t, seconds)
+            return udp_pps(e.client, e.pod, e.pod_interface, e.worker, t, e.client_source, packets)
+        raw = crr(e.client, t, transactions) if metric == "crr" else throughput(e.client, e.pod, t, seconds)
         # Whether the worker tracked these connections (kube-proxy needs conntrack; eBPF bypasses it).
-        return {**raw, "conntrack_entries": conntrack_entries(worker)}
+        return {**raw, "conntrack_entries": conntrack_entries(e.worker)}
     finally:
         srv.stop()
 

@@ -30,6 +30,17 @@ def test_slope_ratio_and_verdicts():
     assert analysis.within(df, "iptables", "last") > 1.15
 
 
+def test_a_run_without_none_has_slopes_but_no_ratios():
+    """A real cluster has no `none` datapath: slopes still, ratios NaN, and a clear error where one is required."""
+    df = table(line("iptables", "last", "crr_p50", 80, 0.1) + line("ebpf", "last", "crr_p50", 82, 0.0001))
+    t = analysis.slope_table(df).set_index("datapath")
+    assert t.loc["iptables", "ns_per_service"] == pytest.approx(100, rel=1e-3)
+    assert t["ratio_to_none"].isna().all() and t["pod_ratio_to_none"].isna().all()
+    assert analysis.within(df, "ebpf", "last") != analysis.within(df, "ebpf", "last")  # NaN
+    with pytest.raises(LabError, match="no `none` baseline"):
+        analysis.baseline(df, "crr_p50")
+
+
 def test_flat_throughput_and_paired_ratio():
     df = table(line("iptables", "last", "throughput", 14, 0) + line("ebpf", "last", "throughput", 14, -0.0002))
     assert analysis.is_flat(df, "iptables", "last")
