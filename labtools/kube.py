@@ -33,6 +33,10 @@ SELECTOR = f"{services.LABEL}=true"
 DEPLOYMENT = "iperf3-deployment"  # thesis-hu.txt line 1421
 IMAGE = "leodotcloud/swiss-army-knife"  # thesis-hu.txt line 1433
 ADMIN_KUBECONFIG = "/etc/kubernetes/admin.conf"
+CONTAINER = "iperf3"
+POD_SELECTOR = "app.kubernetes.io/name=iperf3"
+# Idle until deleted, and exit at once on SIGTERM (busybox and GNU alike).
+IDLE = ["sh", "-c", "trap 'exit 0' TERM; while :; do sleep 3600 & wait $!; done"]
 
 
 # ----------------------------------------------------------------------------- config
@@ -72,13 +76,15 @@ def deployment(
 ) -> k8s.V1Deployment:
     """The thesis' iperf3 Deployment (appendix), labelled so every sweep Service selects it.
 
-    The thesis ran ``leodotcloud/swiss-army-knife`` with containerPort 5201; the iperf3 server is started
-    explicitly here (TCP and UDP on 5201). `node` pins it to the worker (``kubernetes.io/hostname``).
+    The thesis ran ``leodotcloud/swiss-army-knife`` with containerPort 5201 (TCP and UDP here). The
+    container idles: a sweep starts ``iperf3 -s`` or ``labtools-crr serve`` on 5201 in it for each
+    sample through ``kubectl exec``, exactly as in the emulated pod. `node` pins it to the worker
+    (``kubernetes.io/hostname``).
     """
     labels = {"app": "iperf3", "app.kubernetes.io/name": "iperf3"}
     ports = [k8s.V1ContainerPort(container_port=services.IPERF_PORT, protocol=p) for p in ("TCP", "UDP")]
     pod = k8s.V1PodSpec(
-        containers=[k8s.V1Container(name="iperf3", image=image, command=["iperf3", "-s", "-p", "5201"], ports=ports)],
+        containers=[k8s.V1Container(name=CONTAINER, image=image, command=IDLE, ports=ports)],
         node_selector={"kubernetes.io/hostname": node} if node else None,
     )
     return k8s.V1Deployment(
@@ -133,6 +139,11 @@ class TokenBucket:
 
 def _status(e: Exception) -> int | None:
     return getattr(e, "status", None)
+
+
+def _shape(svc: k8s.V1Service, with_ips: bool) -> tuple:
+    ports = sorted((p.protocol or "TCP", p.port, p.node_port if with_ips else None) for p in svc.spec.ports or [])
+    return (svc.spec.cluster_ip if with_ips else None, tuple(ports))
 
 
 def _in_batches(fn: Callable, items: Sequence, batch: int, desc: str, progress: bool) -> None:
@@ -250,10 +261,19 @@ class Kube:
         return deleted
 
     def scale_services(self, workload: services.Workload, **kw) -> dict:
-        """Make the labelled Services exactly the workload's: create the missing, delete the extra."""
-        want = {s.metadata.name for s in workload.services}
-        extra = [s.metadata.name for s in self.list_services() if s.metadata.name not in want]
-        removed = self.delete_services(extra, progress=kw.get("progress", True)) if extra else 0
+        """Make the labelled Services exactly the workload's: create the missing, delete the extra.
+
+        A Service that is there with other ports (the first/middle/last UDP ports move with N) or, with
+        labtools allocation, another cluster IP, is deleted and created again.
+        """
+        want = {s.metadata.name: s for s in workload.services}
+        labtools_ips = kw.get("allocate", "labtools") == "labtools"
+        stale = [
+            s.metadata.name
+            for s in self.list_services()
+            if s.metadata.name not in want or _shape(s, labtools_ips) != _shape(want[s.metadata.name], labtools_ips)
+        ]
+        removed = self.delete_services(stale, progress=kw.get("progress", True)) if stale else 0
         return {**self.create_services(workload.services, **kw), "deleted": removed}
 
     def ensure_deployment(self, dep: k8s.V1Deployment | None = None) -> str:
@@ -270,6 +290,72 @@ class Kube:
 
     def scale_deployment(self, replicas: int, name: str = DEPLOYMENT) -> None:
         self._call(self.apps.patch_namespaced_deployment_scale, name, self.namespace, {"spec": {"replicas": replicas}})
+
+    def require_reachable(self) -> None:
+        """Raise a clear error when the API server does not answer (fakes in tests always do)."""
+        api = getattr(self.core, "api_client", None)
+        if isinstance(api, k8s.ApiClient) and reachable(api) is None:
+            raise LabError(
+                f"the Kubernetes API server {api.configuration.host} does not answer from this machine: the "
+                "kubeconfig's `server:` must be reachable from here (an SSH tunnel to the master's port 6443 will do)"
+            )
+
+    def version(self) -> str | None:
+        """The API server's version, None if it does not answer."""
+        api = getattr(self.core, "api_client", None)
+        return reachable(api) if isinstance(api, k8s.ApiClient) else None
+
+    def ready_pod(self, *, timeout: float = 300.0, interval: float = 2.0) -> k8s.V1Pod:
+        """The iperf3 Deployment's pod once it runs, is Ready and has an IPv6 address."""
+        deadline = time.monotonic() + timeout
+        seen = "no pod"
+        while True:
+            pods = self._call(self.core.list_namespaced_pod, self.namespace, label_selector=POD_SELECTOR).items or []
+            for p in pods:
+                st = p.status
+                ready = any(c.type == "Ready" and c.status == "True" for c in (st.conditions or []))
+                ips = [i.ip for i in (st.pod_ips or []) if ":" in (i.ip or "")] or [st.pod_ip or ""]
+                if st.phase == "Running" and ready and ":" in ips[0] and not p.metadata.deletion_timestamp:
+                    return p
+                seen = f"{p.metadata.name}: {st.phase}, ready={ready}, ips={ips}"
+            if time.monotonic() > deadline:
+                raise LabError(f"the iperf3 pod is not ready after {timeout:g} s ({seen}); see `kubectl describe pod`")
+            time.sleep(interval)
+
+    def service_datapath(self) -> str | None:
+        """Which of Cilium's two modes the cluster is in: "ebpf" (kube-proxy replacement, no kube-proxy
+        DaemonSet), "kube-proxy", or None when it is neither cleanly (a switch was interrupted)."""
+        try:
+            cm = self._call(self.core.read_namespaced_config_map, "cilium-config", "kube-system")
+            kpr = str((cm.data or {}).get("kube-proxy-replacement", "false")).lower() in ("true", "strict")
+        except k8s.exceptions.ApiException as e:
+            if _status(e) != 404:
+                raise
+            kpr = False
+        try:
+            self._call(self.apps.read_namespaced_daemon_set, "kube-proxy", "kube-system")
+            has_kube_proxy = True
+        except k8s.exceptions.ApiException as e:
+            if _status(e) != 404:
+                raise
+            has_kube_proxy = False
+        if kpr and not has_kube_proxy:
+            return "ebpf"
+        return "kube-proxy" if has_kube_proxy and not kpr else None
+
+    def node_port_range(self) -> services.PortRange | None:
+        """The API server's ``--service-node-port-range`` (from its static pod), None if it cannot be read."""
+        try:
+            pods = self._call(self.core.list_namespaced_pod, "kube-system", label_selector="component=kube-apiserver")
+        except k8s.exceptions.ApiException:
+            return None
+        for p in pods.items or []:
+            for c in p.spec.containers:
+                for arg in [*(c.command or []), *(c.args or [])]:
+                    if arg.startswith("--service-node-port-range="):
+                        return services.PortRange.parse(arg.split("=", 1)[1])
+            return services.PortRange.parse(services.DEFAULT_NODE_PORT_RANGE)  # the flag's default
+        return None
 
     def delete_deployment(self, name: str = DEPLOYMENT) -> bool:
         try:
@@ -385,6 +471,7 @@ def wait_programmed(
     probe,
     expected: Iterable[str],
     *,
+    absent: Iterable[str] = (),
     since: float | None = None,
     timeout: float = 600.0,
     interval: float = 0.2,
@@ -396,28 +483,33 @@ def wait_programmed(
     latency_s is from then until the probe first saw all of them (ClusterLoader2's
     network-programming-latency SLI, measured for the whole batch). On timeout the record says
     ``ok: False`` with how many were programmed, rather than raising: a sweep records the failure.
+    Addresses in `absent` (Services just deleted) must be gone from the datapath as well.
     """
     want = {str(ipaddress.ip_address(a)) for a in expected}
+    gone = {str(ipaddress.ip_address(a)) for a in absent} - want
     start = clock() if since is None else since
     deadline = clock() + timeout
     timeline: list[tuple[float, int]] = []
     found: set[str] = set()
     polls = 0
+    lingering: set[str] = set()
     while True:
-        found = probe.programmed() & want
+        have = probe.programmed()
+        found, lingering = have & want, have & gone
         polls += 1
         now = clock()
         if not timeline or timeline[-1][1] != len(found):
             timeline.append((round(now - start, 4), len(found)))
-        if found == want or now >= deadline:
+        if (found == want and not lingering) or now >= deadline:
             break
         time.sleep(interval)
-    ok = found == want
+    ok = found == want and not lingering
     return {
         "sli": "network_programming_latency",
         "probe": probe.name,
         "expected": len(want),
         "programmed": len(found),
+        "lingering": len(lingering),
         "ok": ok,
         "latency_s": round(now - start, 4) if ok else None,
         "polls": polls,

@@ -99,6 +99,8 @@ class Inventory:
     links: list[Link]
     path: str | None = None
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
+    # `cluster:` — the machines run a Kubernetes cluster and the pod is a real one (ssh backend only).
+    cluster: dict[str, Any] | None = None
 
     def machine(self, name: str) -> Machine:
         try:
@@ -305,7 +307,9 @@ def parse(data: Any, path: str | None = None) -> Inventory:
     ctx = _Ctx(path)
     top = ctx.mapping(data, "the inventory", 1)
     ctx.known_keys(
-        top, {"name", "description", "backend", "prefix", "mtu", "machines", "links", "ssh_defaults"}, "the inventory"
+        top,
+        {"name", "description", "backend", "prefix", "mtu", "machines", "links", "ssh_defaults", "cluster"},
+        "the inventory",
     )
     backend = top.get("backend", "netns")
     if backend not in BACKENDS:
@@ -328,7 +332,8 @@ def parse(data: Any, path: str | None = None) -> Inventory:
     for name, raw in raw_machines.items():
         if backend == "ssh" and isinstance(raw, dict) and isinstance(raw.get("ssh"), dict):
             merged = _Map({**ssh_defaults, **raw["ssh"]})
-            merged.line, merged.key_lines = raw["ssh"].line, raw["ssh"].key_lines
+            # Parsed from a file, the mapping knows its lines; built in code, it does not.
+            merged.line, merged.key_lines = getattr(raw["ssh"], "line", 0), getattr(raw["ssh"], "key_lines", {})
             raw["ssh"] = merged
         machines[name] = _parse_machine(ctx, name, raw, raw_machines.key_lines.get(name), mtu, backend)
 
@@ -381,6 +386,7 @@ def parse(data: Any, path: str | None = None) -> Inventory:
     dup = _duplicate_addresses(machines)
     if dup:
         raise ctx.fail(f"address {dup[0]} is used by both {dup[1]} and {dup[2]}", None)
+    cluster = _parse_cluster(ctx, top, backend, machines) if "cluster" in top else None
     return Inventory(
         str(top.get("name", Path(path).stem if path else "lab")),
         backend,
@@ -389,7 +395,37 @@ def parse(data: Any, path: str | None = None) -> Inventory:
         links,
         path,
         dict(top),
+        cluster,
     )
+
+
+CLUSTER_KEYS = {
+    "kubeconfig": None,  # for the API, on this machine; default $KUBECONFIG, else ~/.kube/config
+    "context": None,
+    "namespace": "default",
+    "node": None,  # the worker's Kubernetes node name; default: its machine name
+    "admin_kubeconfig": "/etc/kubernetes/admin.conf",  # on the master, for kubectl exec
+    "image": "leodotcloud/swiss-army-knife",  # the iperf3 pod's image (thesis line 1433)
+    "pod_interface": "eth0",  # the pod's interface inside its container
+    "cilium_version": None,  # helm --version; default: the chart's latest
+}
+
+
+def _parse_cluster(ctx: _Ctx, top: _Map, backend: str, machines: dict[str, Machine]) -> dict[str, Any]:
+    cm = ctx.mapping(top.get("cluster") or {}, "cluster", _line(top, "cluster"))
+    ctx.known_keys(cm, set(CLUSTER_KEYS), "cluster")
+    if backend != "ssh":
+        raise ctx.fail("cluster: needs backend: ssh (the emulated lab has no Kubernetes)", _line(top, "cluster"))
+    roles = sorted(m.role for m in machines.values())
+    for role in ("client", "master", "worker"):
+        if roles.count(role) != 1:
+            raise ctx.fail(f"cluster: needs exactly one machine with role {role!r}", _line(top, "cluster"))
+    if "pod" in roles:
+        raise ctx.fail("cluster: the pod is a Kubernetes pod, not a machine: remove the role 'pod'", cm.line)
+    for k in ("namespace", "admin_kubeconfig", "image", "pod_interface"):
+        if k in cm and not (isinstance(cm[k], str) and cm[k]):
+            raise ctx.fail(f"cluster: {k} must be a non-empty string", _line(cm, k))
+    return {**CLUSTER_KEYS, "node": next(m.name for m in machines.values() if m.role == "worker"), **cm}
 
 
 def _duplicate_addresses(machines: dict[str, Machine]) -> tuple[str, str, str] | None:

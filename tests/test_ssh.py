@@ -128,3 +128,35 @@ def test_wrong_key_and_closed_port_are_clear_errors(vms, tmp_path):
     garbage.write_text("not a key")
     with pytest.raises(LabError, match=f"cannot load SSH key {garbage}"):
         SSHHost("router", cfg(vms, "router", key=str(garbage))).run(["true"])
+
+
+def test_exec_host_runs_in_the_pod_through_the_master(vms, ssh_lab, tmp_path):
+    """The cluster's path to the iperf3 pod is SSH to the master, then ``kubectl exec -i POD --``.
+
+    Here the "container" is the pod's namespace and the wrapper ``ip netns exec``: the same ExecHost,
+    through a real sshd, with stdin, exit codes, file transfer and background servers.
+    """
+    from labtools import measure
+    from labtools.hosts import ExecHost
+
+    ssh_lab.up(progress=False)
+    pod = ExecHost("pod", ssh_lab.host("master"), ["ip", "netns", "exec", vms.lab.ns("pod")])
+    res = pod.run(["sh", "-c", "cat; ip -6 -br addr show dev eth0 >&2; exit 3"], input="from stdin", check=False)
+    assert res.returncode == 3 and res.stdout == "from stdin" and POD_IP in res.stderr
+    with pytest.raises(LabError, match=r"\[pod\] `false` failed"):
+        pod.run(["false"])
+    blob = bytes(range(256)) * 64
+    (tmp_path / "blob").write_bytes(blob)
+    pod.put(tmp_path / "blob", "/tmp/labtools-test-blob")
+    pod.get("/tmp/labtools-test-blob", tmp_path / "back")
+    assert (tmp_path / "back").read_bytes() == blob
+    pod.run(["rm", "-f", "/tmp/labtools-test-blob"])
+    # A server started in the pod this way carries real traffic, and stops.
+    for _ in range(2):  # the port is free again after stop()
+        srv = measure.start_crr_server(pod, 5201)
+        try:
+            raw = measure.crr(ssh_lab.host("client"), measure.Target("pod", POD_IP, 5201), transactions=200)
+            assert raw["transactions"] == 200 and raw["failed"] == 0
+        finally:
+            srv.stop()
+        assert not srv.running()
