@@ -76,8 +76,9 @@ def probe_for(mode: str, lab: Lab):
 class ClusterRig:
     """Switches a real cluster between Cilium's modes and programs the sweep's Services through the API.
 
-    `kube`, `switch` (mode -> None) and `probe` (mode -> probe) default to the real ones; they can be
-    given, e.g. to drive a cluster whose mode is switched by other means.
+    `kube_client`, `switch` (mode -> None), `probe` (mode -> probe) and `pod` (pod name -> Host) default
+    to the real ones: the API, `testbed.switch_mode`, `probe_for` and `pod_host`. They can be given,
+    e.g. to drive a cluster whose mode is switched by other means, or stand-ins in tests.
     """
 
     def __init__(
@@ -88,6 +89,7 @@ class ClusterRig:
         kube_client: kube.Kube | None = None,
         switch: Callable[[str], object] | None = None,
         probe: Callable[[str], object] | None = None,
+        pod: Callable[[str], Host] | None = None,
         timeout: float = 900.0,
         progress: bool = True,
     ):
@@ -101,6 +103,8 @@ class ClusterRig:
         )
         self.switch = switch or (lambda mode: testbed.switch_mode(lab, mode, self.opts, echo=self._echo))
         self.probe = probe or (lambda mode: probe_for(mode, lab))
+        master = inv.by_role("master").name
+        self.pod = pod or (lambda name: pod_host(lab.host(master), name, self.spec, testbed.needs_sudo(inv, master)))
         self.mode: str | None = None
         self._ends: measure.Endpoints | None = None
 
@@ -154,10 +158,10 @@ class ClusterRig:
                                                         namespace=self.spec["namespace"]))  # fmt: skip
             pod = self.kube.ready_pod()
             ip = next((i.ip for i in (pod.status.pod_ips or []) if ":" in i.ip), pod.status.pod_ip)
-            client, worker, master = (inv.by_role(r).name for r in ("client", "worker", "master"))
+            client, worker = inv.by_role("client").name, inv.by_role("worker").name
             self._ends = measure.Endpoints(
                 client=as_root(lab.host(client), testbed.needs_sudo(inv, client)),  # raw socket for udp-pps
-                pod=pod_host(lab.host(master), pod.metadata.name, self.spec, testbed.needs_sudo(inv, master)),
+                pod=self.pod(pod.metadata.name),
                 worker=as_root(lab.host(worker), testbed.needs_sudo(inv, worker)),  # conntrack
                 node_address=str(inv.by_role("worker").global_v6()[0]),
                 pod_address=ip,

@@ -1,26 +1,32 @@
-"""The sweep on a real cluster (labtools.cluster): inventory, ordering, dry run, and the rig's bookkeeping.
+"""The sweep on a real cluster (labtools.cluster): inventory, ordering, dry run, bookkeeping, and end to end.
 
-What needs Kubernetes itself is split in two. The API calls go to the in-memory API server of
-test_kube (it answers like the real one); the mode switch and the datapath probe are replaced by a
-small stand-in cluster whose datapath "programs" the Services that are in that API. The path to the
-pod (SSH to the master, then an exec wrapper) is tested for real in test_ssh. The end-to-end sweep
-needs a real cluster and runs only when KUBECONFIG and LABTOOLS_TESTBED point at one.
+Kubernetes itself cannot run here, so three parts have stand-ins, each named as such: the API server
+(the in-memory one of test_kube, which answers like the real one), the Cilium mode switch (recorded),
+and kube-proxy/Cilium on the node (`EmulatedNode`: programs the emulated worker with the lab's own
+datapaths from the Services in that API). Everything else is real in the end-to-end test: sshd on
+emulated VMs, the load tools over SSH, the servers in the pod through an exec wrapper on the master
+(``ip netns exec`` where the cluster uses ``kubectl exec``), the worker's kernel datapath. The sweep
+against a real cluster runs only when KUBECONFIG and LABTOOLS_TESTBED point at one.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 from kubernetes import client as k8s
 
-from labtools import cluster, kube, services, sweep, topology
+from labtools import cluster, datapaths, emulated_vms, kube, netns, services, sweep, topology
 from labtools.errors import InventoryError, LabError
+from labtools.hosts import ExecHost
 from labtools.lab import Lab
-from tests.conftest import ROOT
+from tests.conftest import IS_ROOT, POD_IP, ROOT
 from tests.test_kube import FakeApps, FakeCore
 
 OPENSTACK = ROOT / "lab" / "openstack-example.yml"
@@ -115,15 +121,15 @@ def test_emulated_datapaths_are_refused_on_a_cluster():
 class ClusterCore(FakeCore):
     """The fake API server of test_kube, plus the iperf3 pod, Cilium's ConfigMap and the API server pod."""
 
-    def __init__(self, state, node_port_range):
+    def __init__(self, state, node_port_range, pod_ip="2001:db8:1234:5678:8:2:0:7"):
         super().__init__()
-        self.state, self.node_port_range = state, node_port_range
+        self.state, self.node_port_range, self.pod_ip = state, node_port_range, pod_ip
 
     def list_namespaced_pod(self, namespace, label_selector=None):
         if label_selector == kube.POD_SELECTOR:
             status = k8s.V1PodStatus(
                 phase="Running",
-                pod_ip="2001:db8:1234:5678:8:2:0:7",
+                pod_ip=self.pod_ip,
                 conditions=[k8s.V1PodCondition(type="Ready", status="True")],
             )
             pod = k8s.V1Pod(metadata=k8s.V1ObjectMeta(name="iperf3-deployment-abc"), status=status)
@@ -227,6 +233,119 @@ def test_rig_reports_a_datapath_that_never_programs():
         rig.use("iptables", rig.workload(10, 0))
 
 
+# ----------------------------------------------------------------------------- end to end on emulated VMs
+
+
+class EmulatedNode:
+    """Stand-in for kube-proxy and Cilium on the emulated worker VM: on every poll it programs the
+    worker, over SSH, with the Services the (fake) API holds, using the lab's own datapaths (iptables
+    for Cilium's kube-proxy mode, the tc eBPF program for kube-proxy replacement), then answers with
+    what the worker really has (``ip6tables-save`` for iptables)."""
+
+    def __init__(self, core, worker, node, port_range):
+        self.core, self.worker, self.node, self.port_range = core, worker, node, port_range
+        self.switcher = datapaths.Switcher(worker, node)
+        self.synced = None
+
+    def probe(self, mode):
+        outer = self
+
+        class Probe:
+            name = f"emulated {mode}"
+
+            def programmed(self):
+                return outer.sync(mode)
+
+        return Probe()
+
+    def sync(self, mode):
+        n = len(self.core.store)
+        w = services.build(n, udp_targets=True, node_port_range=self.port_range)
+        live = {name: (d["spec"]["clusterIP"], sorted((p["protocol"], p["nodePort"]) for p in d["spec"]["ports"]))
+                for name, d in self.core.store.items()}  # fmt: skip
+        want = {s.metadata.name: (s.spec.cluster_ip, sorted((p.protocol, p.node_port) for p in s.spec.ports))
+                for s in w.services}  # fmt: skip
+        assert live == want, "the API does not hold exactly the workload"
+        datapath = "iptables" if mode == "kube-proxy" else "ebpf"
+        if self.synced != (datapath, n):
+            self.switcher.use(datapath, services.service_ports(w, self.node.name))
+            self.synced = (datapath, n)
+        if datapath == "iptables":
+            return kube.IptablesProbe(self.worker).programmed()
+        return {s.spec.cluster_ip for s in w.services}
+
+
+@pytest.fixture(scope="module")
+def emulated_cluster(tmp_path_factory):
+    """The thesis VMs as namespaces with sshd; the cluster's view of them has no pod machine."""
+    if not IS_ROOT:
+        pytest.skip("needs root: sshd in network namespaces (run `make test` as root)")
+    base = Lab(prefix="pyc")
+    base.down()
+    ssh_lab = cl_lab = None
+    try:
+        vms = emulated_vms.start(base, tmp_path_factory.mktemp("vms"))
+        ssh_lab = Lab(vms.ssh_inventory())
+        ssh_lab.up(progress=False)  # addresses and routes, the pod's too, over SSH
+        raw = yaml.safe_load(Path(ssh_lab.inventory.path).read_text())
+        raw["machines"].pop("pod")
+        raw["cluster"] = {"namespace": "default"}
+        path = vms.workdir / "cluster.yml"
+        path.write_text(yaml.safe_dump(raw, sort_keys=False))
+        cl_lab = Lab(path)
+        yield vms, cl_lab
+    finally:
+        for lab in (cl_lab, ssh_lab):
+            if lab is not None:
+                lab.close()
+        base.down()
+        assert not netns.lab_namespaces("pyc")
+
+
+def test_cluster_sweep_end_to_end_on_emulated_vms(emulated_cluster, tmp_path):
+    """sweep.run with a ClusterRig: everything real but the API server, the mode switch and kubectl.
+
+    The load tools run on the client VM over SSH, the servers in the pod through an exec wrapper on
+    the master, the worker's datapath changes with the "Cilium mode", and every point carries its
+    programming latency.
+    """
+    vms, cl_lab = emulated_cluster
+    state = StandInCluster(mode="ebpf")
+    state.core = core = ClusterCore(state, "30000-40999", pod_ip=POD_IP)
+    node = datapaths.node_of(vms.lab.inventory)  # the netns inventory knows the pod's veth (eBPF redirects to it)
+    emu = EmulatedNode(core, cl_lab.host("worker"), node, "30000-40999")
+    k = kube.Kube(core=core, apps=ClusterApps(state), qps=1e6, burst=1000)
+    pod_ns = vms.lab.ns("pod")
+    rig = cluster.ClusterRig(
+        cl_lab, 100, kube_client=k, switch=state.switch, probe=emu.probe, progress=False,
+        pod=lambda name: ExecHost(name, cl_lab.host("master"), ["ip", "netns", "exec", pod_ns]),
+    )  # fmt: skip
+    plan = sweep.Plan("emu", ["iptables", "ebpf"], [1, 100], ["crr", "udp-pps"],
+                      {"crr": ["last", "pod"], "udp-pps": ["last"]}, repeats=1, crr_transactions=300,
+                      udp_packets=2000, order="datapath")  # fmt: skip
+    try:
+        csv, new = sweep.run(cl_lab, plan, tmp_path, progress=False, rig=rig)
+    finally:
+        emu.switcher.use("none", [])
+    assert new == len(plan.points()) == 12
+    assert state.switches == ["kube-proxy", "ebpf"]
+    df = pd.read_csv(csv)
+    crr = df[df.metric == "crr_p50"]
+    assert len(crr) == 8 and (crr.value > 0).all()
+    assert df["programming_latency_s"].notna().all() and (df["programming_probe"].str.startswith("emulated")).all()
+    first = df[(df.services == 1) & (df.datapath == "iptables")]
+    assert first["programming_mode_switch_s"].notna().all()  # the switch to kube-proxy came with this point
+    udp = df[df.metric == "udp_delivered_ratio"].set_index("datapath")
+    assert (udp.value > 0.9).all()
+    # kube-proxy's NAT tracks every new flow; the eBPF NodePort path tracks none.
+    assert (udp.loc["iptables", "conntrack_entries"] >= 1800).all() and (
+        udp.loc["ebpf", "conntrack_entries"] == 0
+    ).all()
+    manifest = json.loads((tmp_path / "raw" / "emu" / "manifest.json").read_text())
+    assert manifest["provenance"]["rig"] == "cluster" and manifest["provenance"]["worker_kernel"]
+    assert core.store == {} and rig.kube.apps.deployments == {}  # cleaned up by label
+
+
 # ----------------------------------------------------------------------------- a real cluster
 
 
@@ -241,8 +360,6 @@ def test_real_cluster_sweep(tmp_path):
     plan = sweep.Plan("cluster-test", ["iptables", "ebpf"], [1, 100], ["crr"], ["last", "pod"], repeats=1,
                       crr_transactions=300, order="datapath")  # fmt: skip
     csv, new = sweep.run(lab, plan, tmp_path, progress=False)
-    import pandas as pd
-
     df = pd.read_csv(csv)
     assert new == len(plan.points()) == 8
     assert set(df["datapath"]) == {"iptables", "ebpf"} and df["programming_latency_s"].notna().all()
