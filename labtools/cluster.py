@@ -106,6 +106,7 @@ class ClusterRig:
         master = inv.by_role("master").name
         self.pod = pod or (lambda name: pod_host(lab.host(master), name, self.spec, testbed.needs_sudo(inv, master)))
         self.mode: str | None = None
+        self._state: tuple | None = None  # (mode, Service count, seed) the cluster is known to be in
         self._ends: measure.Endpoints | None = None
 
     def _echo(self, line: str) -> None:
@@ -171,10 +172,19 @@ class ClusterRig:
         return self._ends
 
     def use(self, datapath: str, workload: services.Workload, key: object = None) -> dict:
-        """Put the cluster on `datapath` with exactly `workload`'s Services; the programming record."""
+        """Put the cluster on `datapath` with exactly `workload`'s Services; the programming record.
+
+        Nothing changes when the mode and the Services are already those (the next repeat): the record
+        then says ``changed: False`` and carries no latency, so every latency is a real change.
+        """
         check_datapaths([datapath])
         mode = MODES[datapath]
-        rec: dict = {"mode": mode, "mode_switch_s": None}
+        state = (mode, len(workload.services), workload.params.get("seed"))
+        rec: dict = {"mode": mode, "services": len(workload.services), "mode_switch_s": None, "changed": False,
+                     "api_s": None, "created": 0, "deleted": 0, "latency_s": None, "probe": None,
+                     "polls": 0}  # fmt: skip
+        if state == self._state:
+            return rec
         if self.mode is None:
             self.mode = self.kube.service_datapath()
         if self.mode != mode:
@@ -193,10 +203,9 @@ class ClusterRig:
                 f"{wait['programmed']} of {wait['expected']} there, {wait['lingering']} deleted ones still there "
                 f"(probe: {wait['probe']})"
             )
-        rec.update({
-            "services": len(workload.services), "api_s": done["seconds"], "created": done["created"],
-            "deleted": done["deleted"], "latency_s": wait["latency_s"], "probe": wait["probe"], "polls": wait["polls"],
-        })  # fmt: skip
+        self._state = state
+        rec.update({"changed": True, "api_s": done["seconds"], "created": done["created"], "deleted": done["deleted"],
+                    "latency_s": wait["latency_s"], "probe": wait["probe"], "polls": wait["polls"]})  # fmt: skip
         return rec
 
     def close(self) -> None:
@@ -215,10 +224,9 @@ def describe(inv: Inventory, points: Iterable[tuple[int, int, str, str, str]], m
     check_datapaths(dict.fromkeys(p[2] for p in points))
     spec = inv.cluster or {}
     opts = testbed.Options(services=max_services, cilium_version=cilium_version or spec.get("cilium_version"))
-    lines, mode, last_count, current = [], None, 0, None
+    lines, mode, last_count = [], None, 0
     for c, r, d, m, t in points:
-        if current != (c, r, d):
-            current = (c, r, d)
+        if MODES[d] != mode or c != last_count:
             if MODES[d] != mode:
                 mode = MODES[d]
                 steps = testbed.plan(inv, replace(opts, stages=("cilium",), cilium_mode=mode))
@@ -226,10 +234,11 @@ def describe(inv: Inventory, points: Iterable[tuple[int, int, str, str, str]], m
                 lines += ["  " + ln for ln in testbed.script(inv, steps).rstrip("\n").splitlines()]
             if c != last_count:
                 verb = "create" if c > last_count else "delete"
-                lines.append(f"# API: {verb} Services until exactly {c} are there (labtools allocation, "
-                             f"node ports {opts.port_range}, namespace {spec.get('namespace')})")  # fmt: skip
+                lines.append(f"# API: {verb} Services until exactly {c} are there in namespace "
+                             f"{spec.get('namespace')} (labtools allocation; node ports from the API server's "
+                             f"service-node-port-range, which must hold {opts.services:,})")  # fmt: skip
                 last_count = c
             probe = "ip6tables-save -t nat on the worker" if mode == "kube-proxy" else "cilium-dbg service list"
-            lines.append(f"# wait until {probe} shows all {c} cluster IPs (programming latency)")
+            lines.append(f"# wait until {probe} shows all {c} cluster IPs and none deleted (programming latency)")
         lines.append(f"measure {m} at {t} (n={c}, repeat {r}, {d})")
     return lines

@@ -204,6 +204,8 @@ def test_rig_switches_modes_only_when_needed_and_records_programming():
     assert c.switches == ["kube-proxy"] and again["mode_switch_s"] is None
     # 2000 new; the old middle and last lose their UDP ports, so they are replaced.
     assert (again["created"], again["deleted"]) == (2002, 2)
+    same = rig.use("iptables", w2)  # the next repeat: nothing to change, no latency to record
+    assert not same["changed"] and same["latency_s"] is None and same["created"] == same["deleted"] == 0
     back = rig.use("ebpf", w1)  # the way down: 2000 deleted and gone from the datapath
     assert c.switches == ["kube-proxy", "ebpf"] and back["deleted"] == 2002 and back["created"] == 2
     assert len(c.core.store) == 1000
