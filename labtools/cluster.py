@@ -20,6 +20,7 @@ without connecting to anything.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -101,6 +102,7 @@ class ClusterRig:
         self.kube = kube_client or kube.Kube(
             kube.api_client(_expand(self.spec["kubeconfig"]), self.spec["context"]), namespace=self.spec["namespace"]
         )
+        self.helm = switch is None  # the switch is testbed.switch_mode: helm on the master
         self.switch = switch or (lambda mode: testbed.switch_mode(lab, mode, self.opts, echo=self._echo))
         self.probe = probe or (lambda mode: probe_for(mode, lab))
         master = inv.by_role("master").name
@@ -124,6 +126,14 @@ class ClusterRig:
         the largest count of this particular sweep would have chosen.
         """
         self.kube.require_reachable()
+        if self.helm and self.opts.cilium_version is None:
+            # Pin the switches to the installed chart: an unpinned `helm upgrade` would install the newest
+            # Cilium, and the two modes would be measured on different versions.
+            installed = self.installed_cilium()
+            if installed:
+                self.opts = replace(self.opts, cilium_version=installed)
+            else:
+                self._echo("note: no helm release `cilium` found on the master; a switch installs the newest chart")
         have = self.kube.node_port_range()
         if have is None:
             return
@@ -135,6 +145,18 @@ class ClusterRig:
             )
         self.opts = replace(self.opts, node_port_range=str(have))
 
+    def installed_cilium(self) -> str | None:
+        """The chart version of helm's ``cilium`` release (asked on the master), None if there is none."""
+        inv, master = self.lab.inventory, self.lab.inventory.by_role("master").name
+        argv = ["helm", "list", "-n", "kube-system", "--filter", "^cilium$", "-o", "json",
+                "--kubeconfig", self.spec["admin_kubeconfig"]]  # fmt: skip
+        res = as_root(self.lab.host(master), testbed.needs_sudo(inv, master)).run(argv, check=False)
+        try:
+            chart = json.loads(res.stdout)[0]["chart"]  # "cilium-1.16.5"
+        except (ValueError, IndexError, KeyError, TypeError):
+            return None
+        return chart.removeprefix("cilium-")
+
     def provenance(self) -> dict:
         """What the cluster's samples ran on (the local tool versions come from `measure.provenance`)."""
         worker = self.lab.host(self.lab.inventory.by_role("worker").name)
@@ -143,6 +165,7 @@ class ClusterRig:
             "worker_kernel": worker.run(["uname", "-r"], check=False).stdout.strip() or "unavailable",
             "kubernetes": self.kube.version() or "unavailable",
             "cilium_mode_at_start": self.kube.service_datapath(),
+            "cilium_chart": self.opts.cilium_version or "newest at switch time",
         }
 
     def workload(self, count: int, seed: int) -> services.Workload:
@@ -175,37 +198,41 @@ class ClusterRig:
         """Put the cluster on `datapath` with exactly `workload`'s Services; the programming record.
 
         Nothing changes when the mode and the Services are already those (the next repeat): the record
-        then says ``changed: False`` and carries no latency, so every latency is a real change.
+        then says ``changed: False`` and carries no latency, so every latency is a real change. The
+        first call always switches, whatever the cluster seems to be in. After a switch the latency
+        runs from the switch's start (``latency_from: switch``): the new datapath must program every
+        Service; otherwise from the first API request (``latency_from: api``).
         """
         check_datapaths([datapath])
         mode = MODES[datapath]
         state = (mode, len(workload.services), workload.params.get("seed"))
         rec: dict = {"mode": mode, "services": len(workload.services), "mode_switch_s": None, "changed": False,
-                     "api_s": None, "created": 0, "deleted": 0, "latency_s": None, "probe": None,
-                     "polls": 0}  # fmt: skip
+                     "api_s": None, "created": 0, "deleted": 0, "latency_s": None, "latency_from": None,
+                     "probe": None, "polls": 0}  # fmt: skip
         if state == self._state:
             return rec
-        if self.mode is None:
-            self.mode = self.kube.service_datapath()
-        if self.mode != mode:
-            t0 = time.monotonic()
+        t0 = time.monotonic()
+        if self.mode != mode:  # also the first time: a half-done earlier switch looks like either mode
             self.switch(mode)
             rec["mode_switch_s"] = round(time.monotonic() - t0, 3)
             self.mode = mode
-        before = set(self.kube.cluster_ips().values())
-        t0 = time.monotonic()
+        before = kube.frontends(self.kube.list_services())
+        t_api = time.monotonic()
         done = self.kube.scale_services(workload, allocate="labtools", progress=self.progress)
-        want = [s.spec.cluster_ip for s in workload.services]
-        wait = kube.wait_programmed(self.probe(mode), want, absent=before - set(want), since=t0, timeout=self.timeout)
+        want = kube.frontends(workload.services)
+        # After a switch the new datapath programs every Service, not only the changed ones: from the switch.
+        since = t0 if rec["mode_switch_s"] is not None else t_api
+        wait = kube.wait_programmed(self.probe(mode), want, absent=before - want, since=since, timeout=self.timeout)
         if not wait["ok"]:
             raise LabError(
                 f"{datapath} ({mode}) has not programmed the Services after {self.timeout:g} s: "
-                f"{wait['programmed']} of {wait['expected']} there, {wait['lingering']} deleted ones still there "
-                f"(probe: {wait['probe']})"
+                f"{wait['programmed']} of {wait['expected']} frontends there, {wait['lingering']} deleted ones "
+                f"still there (probe: {wait['probe']})"
             )
         self._state = state
         rec.update({"changed": True, "api_s": done["seconds"], "created": done["created"], "deleted": done["deleted"],
-                    "latency_s": wait["latency_s"], "probe": wait["probe"], "polls": wait["polls"]})  # fmt: skip
+                    "latency_s": wait["latency_s"], "latency_from": "switch" if since == t0 else "api",
+                    "probe": wait["probe"], "polls": wait["polls"]})  # fmt: skip
         return rec
 
     def close(self) -> None:

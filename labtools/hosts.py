@@ -249,7 +249,12 @@ class ShellProcess(Process):
         self.host, self.argv, self.pid, self.log = host, argv, pid, log
 
     def running(self) -> bool:
-        return self.host.run(["kill", "-0", str(self.pid)], check=False).ok
+        # Decided from the output: a failing transport (ssh, kubectl exec, sudo) must not read as "gone".
+        res = self.host.run(["sh", "-c", f"kill -0 {self.pid} 2>/dev/null && echo alive || echo gone"], check=False)
+        state = res.stdout.strip()
+        if state not in ("alive", "gone"):
+            raise CommandError(self.host.name, ["kill", "-0", str(self.pid)], res.returncode, res.stdout, res.stderr)
+        return state == "alive"
 
     def signal(self, sig: str) -> None:
         # The group (setsid made the process its leader), else the process alone (no setsid there).
@@ -269,10 +274,11 @@ def start_script(argv: Sequence[str], env: Mapping[str, str], log: str) -> list[
     """A `sh -c` command that starts `argv` in the background, in its own session where setsid exists,
     output to `log`, and prints its pid."""
     inner = "exec " + shlex.join([*(["env", *(f"{k}={v}" for k, v in env.items())] if env else []), *argv])
-    q = shlex.quote(inner)
+    q, out = shlex.quote(inner), f">{shlex.quote(log)} 2>&1 </dev/null &"
+    # `( exec ... ) &`: $! is then the process itself under dash and bash alike (bash would fork first
+    # for a compound command), and setsid makes it the leader of its own group.
     script = (
-        f"if command -v setsid >/dev/null; then setsid sh -c {q}; else sh -c {q}; fi "
-        f">{shlex.quote(log)} 2>&1 </dev/null & echo $!"
+        f"if command -v setsid >/dev/null; then (exec setsid sh -c {q}) {out} else (exec sh -c {q}) {out} fi; echo $!"
     )
     return ["sh", "-c", script]
 

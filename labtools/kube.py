@@ -207,6 +207,9 @@ class Kube:
 
         def one(svc: k8s.V1Service) -> None:
             body = api_allocated(svc) if allocate == "api" else svc
+            if body.metadata.namespace != self.namespace:  # the API refuses a body naming another namespace
+                body = body.model_copy(deep=True)
+                body.metadata.namespace = self.namespace
             try:
                 self._call(self.core.create_namespaced_service, self.namespace, body)
                 key = "created"
@@ -264,17 +267,19 @@ class Kube:
         """Make the labelled Services exactly the workload's: create the missing, delete the extra.
 
         A Service that is there with other ports (the first/middle/last UDP ports move with N) or, with
-        labtools allocation, another cluster IP, is deleted and created again.
+        labtools allocation, another cluster IP, is deleted and created again. Services that are right
+        already cost no request.
         """
         want = {s.metadata.name: s for s in workload.services}
         labtools_ips = kw.get("allocate", "labtools") == "labtools"
+        have = {s.metadata.name: s for s in self.list_services()}
         stale = [
-            s.metadata.name
-            for s in self.list_services()
-            if s.metadata.name not in want or _shape(s, labtools_ips) != _shape(want[s.metadata.name], labtools_ips)
+            n for n, s in have.items() if n not in want or _shape(s, labtools_ips) != _shape(want[n], labtools_ips)
         ]
         removed = self.delete_services(stale, progress=kw.get("progress", True)) if stale else 0
-        return {**self.create_services(workload.services, **kw), "deleted": removed}
+        keep = set(have) - set(stale)
+        done = self.create_services([s for n, s in want.items() if n not in keep], **kw)
+        return {**done, "existing": done["existing"] + len(keep), "deleted": removed}
 
     def ensure_deployment(self, dep: k8s.V1Deployment | None = None) -> str:
         """Create the iperf3 Deployment, or set its replicas if it is there. Returns "created" or "scaled"."""
@@ -369,18 +374,43 @@ class Kube:
 
 # ----------------------------------------------------------------------------- programmed yet?
 
-_IPV6_TOKEN = re.compile(r"[0-9A-Fa-f]*:[0-9A-Fa-f:.]*[0-9A-Fa-f]")
+Frontend = tuple[str, str, int]  # (cluster IP, "tcp"/"udp", port): what a datapath programs per Service port
 
 
-def ipv6_addresses(text: str) -> set[str]:
-    """Every IPv6 address in `text`, normalised (``-d X/128``, ``[X]:5201``, JSON strings alike)."""
-    found = set()
-    for tok in _IPV6_TOKEN.findall(text):
-        try:
-            found.add(str(ipaddress.IPv6Address(tok)))
-        except ValueError:
-            continue
-    return found
+def _ip(text: str) -> str:
+    return str(ipaddress.IPv6Address(text))
+
+
+def frontends(svcs: Iterable[k8s.V1Service]) -> set[Frontend]:
+    """The (cluster IP, protocol, port) of every port of `svcs`, as the datapaths key them."""
+    return {(_ip(s.spec.cluster_ip), (p.protocol or "TCP").lower(), int(p.port))
+            for s in svcs if s.spec.cluster_ip and s.spec.cluster_ip != "None" for p in s.spec.ports or []}  # fmt: skip
+
+
+_IPTABLES = re.compile(r"-d ([0-9A-Fa-f:]+)/128 -p (tcp|udp|sctp)\b.*?--dport (\d+)")
+_NFT = re.compile(r"([0-9A-Fa-f:]+) \. (tcp|udp|sctp) \. (\d+)")
+_CILIUM = re.compile(r"\[([0-9A-Fa-f:]+)\]:(\d+)(?:/(TCP|UDP|SCTP|ANY))?")
+
+
+def iptables_frontends(save: str) -> set[Frontend]:
+    """Frontends in ``ip6tables-save -t nat`` output: the KUBE-SERVICES chain's -d/-p/--dport."""
+    return {(_ip(m[1]), m[2], int(m[3])) for ln in save.splitlines() if ln.startswith("-A KUBE-SERVICES ")
+            for m in [_IPTABLES.search(ln)] if m}  # fmt: skip
+
+
+def nft_frontends(listing: str) -> set[Frontend]:
+    """Frontends in ``nft list map ip6 kube-proxy service-ips``: ``ip . proto . port : verdict``."""
+    return {(_ip(ip), proto, int(port)) for ip, proto, port in _NFT.findall(listing)}
+
+
+def cilium_frontends(listing: str) -> set[Frontend]:
+    """Frontends in ``cilium-dbg service list``: ``[ip]:port/PROTO`` (no protocol: ``any``)."""
+    return {(_ip(ip), (proto or "any").lower(), int(port)) for ip, port, proto in _CILIUM.findall(listing)}
+
+
+def present(have: set[Frontend], want: Iterable[Frontend]) -> set[Frontend]:
+    """The frontends of `want` that `have` holds (a protocol-less ``any`` entry counts for every protocol)."""
+    return {f for f in want if f in have or (f[0], "any", f[2]) in have}
 
 
 def _sudo(argv: list[str], sudo: bool) -> list[str]:
@@ -389,29 +419,28 @@ def _sudo(argv: list[str], sudo: bool) -> list[str]:
 
 @dataclass
 class IptablesProbe:
-    """kube-proxy iptables mode: the cluster IPs in the nat table's KUBE-SERVICES chain on the worker."""
+    """kube-proxy iptables mode: the frontends in the nat table's KUBE-SERVICES chain on the worker."""
 
     host: Host
     save: str = "ip6tables-save"
     sudo: bool = False
     name: str = "iptables"
 
-    def programmed(self) -> set[str]:
-        out = self.host.run(_sudo([self.save, "-t", "nat"], self.sudo)).stdout
-        return ipv6_addresses("\n".join(ln for ln in out.splitlines() if ln.startswith("-A KUBE-SERVICES ")))
+    def programmed(self) -> set[Frontend]:
+        return iptables_frontends(self.host.run(_sudo([self.save, "-t", "nat"], self.sudo)).stdout)
 
 
 @dataclass
 class NftablesProbe:
-    """kube-proxy nftables mode: the elements of ``table ip6 kube-proxy``'s ``cluster-ips`` set."""
+    """kube-proxy nftables mode: the keys of ``table ip6 kube-proxy``'s ``service-ips`` map."""
 
     host: Host
     sudo: bool = False
     name: str = "nftables"
 
-    def programmed(self) -> set[str]:
-        res = self.host.run(_sudo(["nft", "list", "set", "ip6", "kube-proxy", "cluster-ips"], self.sudo), check=False)
-        return ipv6_addresses(res.stdout) if res.ok else set()
+    def programmed(self) -> set[Frontend]:
+        res = self.host.run(_sudo(["nft", "list", "map", "ip6", "kube-proxy", "service-ips"], self.sudo), check=False)
+        return nft_frontends(res.stdout) if res.ok else set()
 
 
 @dataclass
@@ -450,14 +479,14 @@ class CiliumProbe:
                 raise LabError(f"no Cilium agent pod runs on the node with address {self.node_ip}:\n{out}")
         return self._pod
 
-    def programmed(self) -> set[str]:
+    def programmed(self) -> set[Frontend]:
         pod = self.pod()
         for tool in ("cilium-dbg", "cilium"):  # cilium-dbg since Cilium 1.15
             res = self._kubectl(
                 "-n", "kube-system", "exec", pod, "-c", "cilium-agent", "--", tool, "service", "list", check=False
             )
             if res.ok:
-                return ipv6_addresses(res.stdout)
+                return cilium_frontends(res.stdout)
         raise CommandError(
             self.master.name,
             ["kubectl", "exec", pod, "--", "cilium-dbg", "service", "list"],
@@ -469,33 +498,34 @@ class CiliumProbe:
 
 def wait_programmed(
     probe,
-    expected: Iterable[str],
+    expected: Iterable[Frontend],
     *,
-    absent: Iterable[str] = (),
+    absent: Iterable[Frontend] = (),
     since: float | None = None,
     timeout: float = 600.0,
     interval: float = 0.2,
     clock: Callable[[], float] = time.monotonic,
 ) -> dict:
-    """Poll `probe` until every address of `expected` is programmed; the programming-latency record.
+    """Poll `probe` until every frontend of `expected` is programmed; the programming-latency record.
 
-    `since` is the `clock()` reading when the change was made (e.g. right before `create_services`);
-    latency_s is from then until the probe first saw all of them (ClusterLoader2's
-    network-programming-latency SLI, measured for the whole batch). On timeout the record says
-    ``ok: False`` with how many were programmed, rather than raising: a sweep records the failure.
-    Addresses in `absent` (Services just deleted) must be gone from the datapath as well.
+    Frontends are (cluster IP, protocol, port) (`frontends()`), so a Service that only gained or lost
+    a port counts too. `since` is the `clock()` reading when the change was made (e.g. right before
+    `create_services`); latency_s is from then until the probe first saw all of them (ClusterLoader2's
+    network-programming-latency SLI, measured for the whole batch). Frontends in `absent` (just
+    deleted) must be gone as well. On timeout the record says ``ok: False`` with how many were
+    programmed, rather than raising: a sweep records the failure.
     """
-    want = {str(ipaddress.ip_address(a)) for a in expected}
-    gone = {str(ipaddress.ip_address(a)) for a in absent} - want
+    want = {(_ip(ip), proto, int(port)) for ip, proto, port in expected}
+    gone = {(_ip(ip), proto, int(port)) for ip, proto, port in absent} - want
     start = clock() if since is None else since
     deadline = clock() + timeout
     timeline: list[tuple[float, int]] = []
-    found: set[str] = set()
+    found: set[Frontend] = set()
+    lingering: set[Frontend] = set()
     polls = 0
-    lingering: set[str] = set()
     while True:
         have = probe.programmed()
-        found, lingering = have & want, have & gone
+        found, lingering = present(have, want), have & gone
         polls += 1
         now = clock()
         if not timeline or timeline[-1][1] != len(found):

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -200,16 +201,16 @@ def run(lab: Lab, plan: Plan, root: Path = DATA, progress: bool = True, rig=None
             raise LabError(f"run {plan.run_id} exists with another plan; use a new run id (old plan: {old})")
     todo = [p for p in plan.points() if not (points_dir / f"{point_name(*p)}.json").exists()]
     rig = rig or rig_for(lab, plan, progress)
-    rig.check()
-    prov = {**measure.provenance(lab), **rig.provenance()}
-    if not manifest.exists():
-        _write_atomic(manifest, json.dumps({"plan": asdict(plan), "provenance": prov, "started": time.time()},
-                                           indent=1))  # fmt: skip
     bar = tqdm(total=len(plan.points()), initial=len(plan.points()) - len(todo), desc=plan.run_id, unit="point",
                disable=not progress)  # fmt: skip
     programmed: tuple[int, int, str] | None = None
     workload = None
     try:
+        rig.check()
+        prov = {**measure.provenance(lab), **rig.provenance()}
+        if not manifest.exists():
+            _write_atomic(manifest, json.dumps({"plan": asdict(plan), "provenance": prov, "started": time.time()},
+                                               indent=1))  # fmt: skip
         ends = rig.endpoints() if todo else None
         for c, r, d, m, t in todo:
             if programmed != (c, r, d):  # switch once per (count, repeat, datapath)
@@ -227,9 +228,15 @@ def run(lab: Lab, plan: Plan, root: Path = DATA, progress: bool = True, rig=None
                 json.dumps({"records": recs, "raw": raw_out, "programming": prog, "provenance": prov}),
             )
             bar.update()
-    finally:
+    except BaseException:
         bar.close()
-        rig.close()
+        try:  # leave nothing behind, but never hide why the sweep stopped
+            rig.close()
+        except Exception as e:
+            print(f"labtools: cleaning up after the failure failed as well: {e}", file=sys.stderr)
+        raise
+    bar.close()
+    rig.close()
     return collect(plan.run_id, root), len(todo)
 
 

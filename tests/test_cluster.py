@@ -175,7 +175,9 @@ class StandInCluster:
             def programmed(self):
                 assert outer.mode == mode, "probed a datapath the cluster is not on"
                 self.polls += 1
-                return {d["spec"]["clusterIP"] for d in outer.core.store.values()} if self.polls > outer.lag else set()
+                if self.polls <= outer.lag:
+                    return set()
+                return kube.frontends(k8s.V1Service.model_validate(d) for d in outer.core.store.values())
 
         return Probe()
 
@@ -198,12 +200,14 @@ def test_rig_switches_modes_only_when_needed_and_records_programming():
     first = rig.use("iptables", w1)
     assert c.switches == ["kube-proxy"] and first["mode"] == "kube-proxy" and first["mode_switch_s"] is not None
     assert first["created"] == 1000 and first["latency_s"] is not None and first["polls"] > 3
+    assert first["latency_from"] == "switch"  # after a switch the new datapath programs everything
     body = c.core.store["svc-00001"]
     assert body["spec"]["clusterIP"] == w1.services[0].spec.cluster_ip  # labtools allocation, as in the lab
     again = rig.use("iptables", w2)
     assert c.switches == ["kube-proxy"] and again["mode_switch_s"] is None
     # 2000 new; the old middle and last lose their UDP ports, so they are replaced.
     assert (again["created"], again["deleted"]) == (2002, 2)
+    assert again["latency_from"] == "api"
     same = rig.use("iptables", w2)  # the next repeat: nothing to change, no latency to record
     assert not same["changed"] and same["latency_s"] is None and same["created"] == same["deleted"] == 0
     back = rig.use("ebpf", w1)  # the way down: 2000 deleted and gone from the datapath
@@ -231,7 +235,7 @@ def test_rig_reports_a_datapath_that_never_programs():
     rig, c = stand_in_rig(10)
     c.lag = 10**9
     rig.timeout = 0.5
-    with pytest.raises(LabError, match=r"iptables \(kube-proxy\) has not programmed the Services after 0.5 s: 0 of 10"):
+    with pytest.raises(LabError, match=r"iptables \(kube-proxy\) has not programmed the Services after 0.5 s: 0 of 13"):
         rig.use("iptables", rig.workload(10, 0))
 
 
@@ -274,7 +278,7 @@ class EmulatedNode:
             self.synced = (datapath, n)
         if datapath == "iptables":
             return kube.IptablesProbe(self.worker).programmed()
-        return {s.spec.cluster_ip for s in w.services}
+        return kube.frontends(w.services)  # the eBPF maps hold what was just programmed
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,6 @@ Without a cluster the client calls go to an in-memory fake API server that answe
 from __future__ import annotations
 
 import itertools
-import json
 import os
 
 import pytest
@@ -197,12 +196,30 @@ ID   Frontend                                 Service Type   Backend
 """
 
 
-def test_ipv6_addresses_in_tool_output():
-    # Normalised as Python writes them (RFC 5952: no "::" for a single zero group).
-    assert kube.ipv6_addresses(CILIUM_LIST) >= {"2001:db8:1234:5678:8:3:0:1", "2001:db8:1234:5678:8:3:0:d92d"}
-    js = json.dumps([{"spec": {"frontend-address": {"ip": "2001:DB8:1234:5678:8:3:0:D92D", "port": 5201}}}])
-    assert kube.ipv6_addresses(js) == {"2001:db8:1234:5678:8:3:0:d92d"}
-    assert kube.ipv6_addresses("12:30:45 no address, a:b") == set()
+NFT_MAP = """\
+table ip6 kube-proxy {
+\tmap service-ips {
+\t\ttype ipv6_addr . inet_proto . inet_service : verdict
+\t\telements = { 2001:db8:1234:5678:8:3:0:d92d . tcp . 5201 : goto service-ABC-default/svc-00001/tcp/iperf3,
+\t\t\t     2001:db8:1234:5678:8:3:0:d92d . udp . 5201 : goto service-DEF-default/svc-00001/udp/iperf3-udp }
+\t}
+}
+"""
+
+
+def test_frontends_in_tool_output():
+    """(cluster IP, protocol, port) from each datapath's own listing, IPv6 written as Python writes it."""
+    svc = ("2001:db8:1234:5678:8:3:0:d92d", "tcp", 5201)
+    assert kube.iptables_frontends(IPTABLES_SAVE) == {svc, ("2001:db8:1234:5678:8:3:0:1", "tcp", 443)}
+    assert kube.nft_frontends(NFT_MAP) == {svc, (svc[0], "udp", 5201)}
+    cil = kube.cilium_frontends(CILIUM_LIST)
+    assert svc in cil and ("2001:db8:1234:5678:8:3:0:1", "tcp", 443) in cil
+    assert kube.cilium_frontends("[2001:DB8::1]:80") == {("2001:db8::1", "any", 80)}  # no protocol printed
+    assert kube.present({("2001:db8::1", "any", 80)}, [("2001:db8::1", "udp", 80)]) == {("2001:db8::1", "udp", 80)}
+    w = services.build(10, udp_targets=True)
+    f = kube.frontends(w.services)
+    assert len(f) == 10 + 3  # TCP on every Service, UDP on the first, middle and last
+    assert (w.services[0].spec.cluster_ip, "udp", 5201) in f
 
 
 class ScriptedHost:
@@ -222,7 +239,7 @@ class ScriptedHost:
 def test_iptables_probe_counts_only_kube_services_cluster_ips():
     h = ScriptedHost({"ip6tables-save -t nat": (0, IPTABLES_SAVE)})
     found = kube.IptablesProbe(h, sudo=True).programmed()
-    assert found == {"2001:db8:1234:5678:8:3:0:d92d", "2001:db8:1234:5678:8:3:0:1"}
+    assert found == {("2001:db8:1234:5678:8:3:0:d92d", "tcp", 5201), ("2001:db8:1234:5678:8:3:0:1", "tcp", 443)}
     assert h.calls == [["sudo", "-n", "ip6tables-save", "-t", "nat"]]
 
 
@@ -236,7 +253,7 @@ def test_cilium_probe_finds_the_worker_agent_and_falls_back_to_old_cli():
         }
     )
     p = kube.CiliumProbe(h, node_ip="2001:0db8:1234:5678:0::2")
-    assert "2001:db8:1234:5678:8:3:0:d92d" in p.programmed()
+    assert ("2001:db8:1234:5678:8:3:0:d92d", "tcp", 5201) in p.programmed()
     assert p.pod() == "cilium-bbbb" and any("cilium-bbbb" in c for c in h.calls[-1])
     assert h.calls[0][:3] == ["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf"]
     with pytest.raises(LabError, match="no Cilium agent pod runs on the node with address"):
@@ -246,24 +263,60 @@ def test_cilium_probe_finds_the_worker_agent_and_falls_back_to_old_cli():
 class GrowingProbe:
     name = "fake"
 
-    def __init__(self, ips, per_poll):
-        self.ips, self.per_poll, self.n = list(ips), per_poll, 0
+    def __init__(self, fronts, per_poll):
+        self.fronts, self.per_poll, self.n = sorted(fronts), per_poll, 0
 
     def programmed(self):
         self.n += self.per_poll
-        return set(self.ips[: self.n]) | {"2001:db8::dead"}  # unrelated services do not count
+        return set(self.fronts[: self.n]) | {("2001:db8::dead", "tcp", 80)}  # unrelated services do not count
 
 
 def test_wait_programmed_measures_the_latency():
-    ips = [s.spec.cluster_ip for s in services.build(10).services]
+    fronts = kube.frontends(services.build(10).services)
     ticks = itertools.count(step=0.5)
-    rec = kube.wait_programmed(GrowingProbe(ips, 4), ips, since=0.0, interval=0, clock=lambda: next(ticks))
+    rec = kube.wait_programmed(GrowingProbe(fronts, 4), fronts, since=0.0, interval=0, clock=lambda: next(ticks))
     assert rec["ok"] and rec["programmed"] == 10 and rec["polls"] == 3
     assert rec["sli"] == "network_programming_latency" and rec["latency_s"] > 0
     assert [n for _, n in rec["timeline"]] == [4, 8, 10]
     ticks = itertools.count(step=1.0)
-    rec = kube.wait_programmed(GrowingProbe(ips, 1), ips, timeout=3, interval=0, clock=lambda: next(ticks))
+    rec = kube.wait_programmed(GrowingProbe(fronts, 1), fronts, timeout=3, interval=0, clock=lambda: next(ticks))
     assert not rec["ok"] and rec["latency_s"] is None and rec["programmed"] < 10
+
+
+def test_wait_programmed_waits_for_deleted_frontends_to_go():
+    fronts = sorted(kube.frontends(services.build(4).services))
+
+    class Shrinking:
+        name = "fake"
+        polls = 0
+
+        def programmed(self):
+            self.polls += 1
+            return set(fronts if self.polls < 3 else fronts[:2])
+
+    rec = kube.wait_programmed(Shrinking(), fronts[:2], absent=fronts[2:], interval=0)
+    assert rec["ok"] and rec["polls"] == 3 and rec["lingering"] == 0
+
+
+def test_services_go_to_the_clients_namespace_and_rescaling_sends_only_changes():
+    k = kube.Kube(core=FakeCore(), apps=FakeApps(), namespace="sweep", qps=1e6, burst=1000)
+    created = []
+    real_create = k.core.create_namespaced_service
+
+    def create(namespace, body):
+        assert namespace == body.metadata.namespace == "sweep"  # the API refuses a body naming another one
+        created.append(body.metadata.name)
+        return real_create(namespace, body)
+
+    k.core.create_namespaced_service = create
+    k.scale_services(services.build(100, udp_targets=True), progress=False)
+    assert len(created) == 100
+    created.clear()
+    res = k.scale_services(services.build(150, udp_targets=True), progress=False)
+    # 50 new; the old middle and last lose their UDP ports and the new middle (svc-00076) gains one, so
+    # those three are re-created; nothing else is sent.
+    assert len(created) == 53 and res["deleted"] == 3 and res["existing"] == 97
+    assert {"svc-00051", "svc-00076", "svc-00100"} <= set(created)
 
 
 # ----------------------------------------------------------------------------- a real cluster

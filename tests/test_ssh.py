@@ -160,3 +160,12 @@ def test_exec_host_runs_in_the_pod_through_the_master(vms, ssh_lab, tmp_path):
         finally:
             srv.stop()
         assert not srv.running()
+    # A transport that fails (kubectl exec refused, sudo asking for a password) is an error, not "gone":
+    # otherwise stop() would leave the server running on the port.
+    from labtools.errors import CommandError
+    from labtools.hosts import ShellProcess
+
+    refuse = "echo 'error: unable to upgrade connection' >&2; exit 1"
+    broken = ExecHost("pod", ssh_lab.host("master"), ["sh", "-c", refuse])
+    with pytest.raises(CommandError, match="unable to upgrade connection"):
+        ShellProcess(broken, ["labtools-crr"], 12345, "/tmp/x.log").running()

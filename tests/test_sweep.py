@@ -45,6 +45,47 @@ def test_targets_per_metric_and_the_profiles():
 
 
 @needs_root
+class FailingRig:
+    """A rig that breaks while programming, and optionally while cleaning up."""
+
+    def __init__(self, close_fails: bool):
+        self.close_fails, self.closed = close_fails, False
+
+    def check(self):
+        pass
+
+    def provenance(self):
+        return {"rig": "failing"}
+
+    def workload(self, count, seed):
+        from labtools import services
+
+        return services.build(count, seed=seed)
+
+    def endpoints(self):
+        return None
+
+    def use(self, datapath, workload, key=None):
+        raise LabError("the datapath broke")
+
+    def close(self):
+        self.closed = True
+        if self.close_fails:
+            raise RuntimeError("the API went away")
+
+
+@pytest.mark.parametrize("close_fails", [False, True])
+def test_a_failed_sweep_cleans_up_and_reports_its_own_error(tmp_path, capsys, close_fails):
+    from labtools.lab import Lab
+
+    rig = FailingRig(close_fails)
+    plan = sweep.Plan("fail", ["ebpf"], [1], ["crr"], ["last"], repeats=1)
+    with pytest.raises(LabError, match="the datapath broke"):  # not the cleanup's error
+        sweep.run(Lab(), plan, tmp_path, progress=False, rig=rig)
+    assert rig.closed
+    assert ("cleaning up after the failure failed as well: the API went away" in capsys.readouterr().err) == close_fails
+
+
 def test_killed_sweep_resumes_without_remeasuring(lab, tmp_path):
     out = tmp_path / "raw" / "resume"
     cmd = [sys.executable, "-m", "labtools", "sweep", "-p", "pyt", "--out", str(out), *ARGS]

@@ -276,7 +276,7 @@ def test_cilium_mode_switch_commands(inv):
     to_ebpf = [(m, shlex.join(a)) for m, a in cilium.switch_commands(inv, "ebpf", version="1.18.0")]
     master_cmds = [c for m, c in to_ebpf if m == "master"]
     assert any("helm upgrade --install cilium cilium/cilium" in c and "--version 1.18.0" in c for c in master_cmds)
-    assert any(c.endswith("delete ds kube-proxy --ignore-not-found") for c in master_cmds)  # line 1293
+    assert any("delete ds kube-proxy --ignore-not-found --cascade=foreground" in c for c in master_cmds)  # line 1293
     assert any(c.endswith("delete cm kube-proxy --ignore-not-found") for c in master_cmds)  # line 1296
     assert any("ip6tables-save | grep -v KUBE | ip6tables-restore" in c for m, c in to_ebpf if m == "worker")
     to_kp = [shlex.join(a) for _, a in cilium.switch_commands(inv, "kube-proxy")]
@@ -432,14 +432,14 @@ def test_appendix_applied_over_ssh_on_emulated_vms(vms, tmp_path):
         worker = ssh_lab.host("worker")
         node = datapaths.node_of(inv)
         workload = services.build(200)
-        ips = [s.spec.cluster_ip for s in workload.services]
+        fronts = kube.frontends(workload.services)
         for name, pr in (
             ("iptables", kube.IptablesProbe(worker)),
             ("nftables", kube.NftablesProbe(worker)),
         ):
             since = time.monotonic()
             datapaths.switch(worker, node, name, services.service_ports(workload, node.name))
-            rec = kube.wait_programmed(pr, ips, since=since, timeout=30)
+            rec = kube.wait_programmed(pr, fronts, since=since, timeout=30)
             assert rec["ok"] and rec["programmed"] == 200 and rec["probe"] == name, rec
             assert 0 < rec["latency_s"] < 30
         datapaths.switch(worker, node, "none", [])

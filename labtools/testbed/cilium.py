@@ -132,7 +132,8 @@ def helm_commands(mode: str, *, version: str | None = None) -> list[list[str]]:
 def delete_kube_proxy() -> list[list[str]]:
     """Thesis lines 1293-1296: kube-proxy's DaemonSet and its ConfigMap (so `kubeadm upgrade` won't bring it back)."""
     return [
-        kubectl("-n", "kube-system", "delete", "ds", "kube-proxy", "--ignore-not-found"),
+        # Foreground: returns once kube-proxy's pods are gone, so none rewrites its rules after the flush.
+        kubectl("-n", "kube-system", "delete", "ds", "kube-proxy", "--ignore-not-found", "--cascade=foreground"),
         kubectl("-n", "kube-system", "delete", "cm", "kube-proxy", "--ignore-not-found"),
     ]
 
