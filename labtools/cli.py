@@ -151,9 +151,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if not run_id:
             raise LabError("give --profile P --run-id RUN, --out data/raw/RUN or --run-id RUN")
         root = out.parents[1] if out else sweep.DATA
-        plans = [sweep.Plan(run_id, split(args.datapaths), [int(c) for c in split(args.counts)], split(args.metrics),
+        on_cluster = lab.inventory.cluster is not None
+        dps = args.datapaths or ("iptables,ebpf" if on_cluster else "none,iptables,iptables-legacy,nftables,ebpf")
+        order = args.order or ("datapath" if on_cluster else "repeat")  # a Cilium mode switch takes minutes
+        plans = [sweep.Plan(run_id, split(dps), [int(c) for c in split(args.counts)], split(args.metrics),
                             split(args.targets), args.repeats, args.crr_transactions, args.throughput_seconds,
-                            args.udp_packets, args.seed, args.order)]  # fmt: skip
+                            args.udp_packets, args.seed, order)]  # fmt: skip
     if args.dry_run:
         for plan in plans:
             print(f"# ==== {plan.run_id}: {len(plan.points())} points")
@@ -404,8 +407,8 @@ def build_parser() -> argparse.ArgumentParser:
     me.set_defaults(func=cmd_measure)
 
     sw = sub.add_parser("sweep", help="datapaths x counts x metrics x targets x repeats, resumable")
-    sw.add_argument("--datapaths", default="none,iptables,iptables-legacy,nftables,ebpf",
-                    help="on a real cluster (inventory with `cluster:`): iptables,ebpf")  # fmt: skip
+    sw.add_argument("--datapaths", help="default: none,iptables,iptables-legacy,nftables,ebpf; on a real cluster "
+                                         "(inventory with `cluster:`): iptables,ebpf")  # fmt: skip
     sw.add_argument("--counts", default="1,1000,10000")
     sw.add_argument("--metrics", default="throughput,crr,udp-pps")
     sw.add_argument("--targets", default="last,pod")
@@ -415,9 +418,9 @@ def build_parser() -> argparse.ArgumentParser:
     sw.add_argument("--udp-packets", type=int, default=50000, help="udp-pps: new flows per sample")
     sw.add_argument("--profile", help="take the sweeps of params/PROFILE.yaml (quick, full) instead of the flags")
     sw.add_argument("--seed", type=int, default=0)
-    sw.add_argument("--order", default="repeat", choices=("repeat", "datapath"),
-                    help="repeat: interleave datapaths within every repeat; datapath: one datapath after the other "
-                         "(one Cilium mode switch each on a real cluster)")  # fmt: skip
+    sw.add_argument("--order", choices=("repeat", "datapath"),
+                    help="repeat (default on the lab): interleave datapaths within every repeat; datapath (default on "
+                         "a cluster): one datapath after the other, one Cilium mode switch each")  # fmt: skip
     sw.add_argument("--dry-run", action="store_true", help="print what the sweep would change and measure, in order")
     sw.add_argument("--out", help="data/raw/RUN: the run's directory (its name is the run id)")
     sw.add_argument("--run-id", help="run id under data/ (instead of --out)")

@@ -266,6 +266,7 @@ def describe(inv: Inventory, points: Iterable[tuple[int, int, str, str, str]], m
                              f"service-node-port-range, which must hold {opts.services:,})")  # fmt: skip
                 last_count = c
             probe = "ip6tables-save -t nat on the worker" if mode == "kube-proxy" else "cilium-dbg service list"
-            lines.append(f"# wait until {probe} shows all {c} cluster IPs and none deleted (programming latency)")
+            lines.append(f"# wait until {probe} shows every frontend of the {c} Services and none deleted "
+                         "(programming latency)")  # fmt: skip
         lines.append(f"measure {m} at {t} (n={c}, repeat {r}, {d})")
     return lines
