@@ -133,7 +133,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from labtools import sweep
+    from labtools import cluster, sweep
     from labtools.lab import Lab
 
     def split(text: str) -> list[str]:
@@ -151,7 +151,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         if not run_id:
             raise LabError("give --profile P --run-id RUN, --out data/raw/RUN or --run-id RUN")
         root = out.parents[1] if out else sweep.DATA
-        on_cluster = lab.inventory.cluster is not None
+        on_cluster = cluster.is_cluster(lab.inventory)
         dps = args.datapaths or ("iptables,ebpf" if on_cluster else "none,iptables,iptables-legacy,nftables,ebpf")
         order = args.order or ("datapath" if on_cluster else "repeat")  # a Cilium mode switch takes minutes
         plans = [sweep.Plan(run_id, split(dps), [int(c) for c in split(args.counts)], split(args.metrics),

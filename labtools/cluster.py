@@ -216,13 +216,13 @@ class ClusterRig:
             self.switch(mode)
             rec["mode_switch_s"] = round(time.monotonic() - t0, 3)
             self.mode = mode
-        before = kube.frontends(self.kube.list_services())
         t_api = time.monotonic()
         done = self.kube.scale_services(workload, allocate="labtools", progress=self.progress)
         want = kube.frontends(workload.services)
         # After a switch the new datapath programs every Service, not only the changed ones: from the switch.
         since = t0 if rec["mode_switch_s"] is not None else t_api
-        wait = kube.wait_programmed(self.probe(mode), want, absent=before - want, since=since, timeout=self.timeout)
+        gone = done["gone"] - want  # deleted, or a port a re-created Service no longer has
+        wait = kube.wait_programmed(self.probe(mode), want, absent=gone, since=since, timeout=self.timeout)
         if not wait["ok"]:
             raise LabError(
                 f"{datapath} ({mode}) has not programmed the Services after {self.timeout:g} s: "

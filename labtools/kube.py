@@ -268,7 +268,7 @@ class Kube:
 
         A Service that is there with other ports (the first/middle/last UDP ports move with N) or, with
         labtools allocation, another cluster IP, is deleted and created again. Services that are right
-        already cost no request.
+        already cost no request. ``gone`` in the result: the frontends of the deleted Services.
         """
         want = {s.metadata.name: s for s in workload.services}
         labtools_ips = kw.get("allocate", "labtools") == "labtools"
@@ -279,7 +279,8 @@ class Kube:
         removed = self.delete_services(stale, progress=kw.get("progress", True)) if stale else 0
         keep = set(have) - set(stale)
         done = self.create_services([s for n, s in want.items() if n not in keep], **kw)
-        return {**done, "existing": done["existing"] + len(keep), "deleted": removed}
+        gone = frontends(have[n] for n in stale)
+        return {**done, "existing": done["existing"] + len(keep), "deleted": removed, "gone": gone}
 
     def ensure_deployment(self, dep: k8s.V1Deployment | None = None) -> str:
         """Create the iperf3 Deployment, or set its replicas if it is there. Returns "created" or "scaled"."""

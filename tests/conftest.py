@@ -29,6 +29,21 @@ def fresh_lab(prefix: str):
     assert not netns.lab_namespaces(prefix)
 
 
+def emulated_vms_up(prefix: str, tmp_path_factory):
+    """A fixture body: the thesis machines as bare "VMs" (namespaces, cables, no addresses) running sshd."""
+    from labtools import emulated_vms
+
+    if not IS_ROOT:
+        pytest.skip("needs root: sshd in network namespaces (run `make test` as root)")
+    lab = Lab(prefix=prefix)
+    lab.down()  # leftovers of an earlier, crashed run
+    try:
+        yield emulated_vms.start(lab, tmp_path_factory.mktemp(f"{prefix}vms"))
+    finally:
+        lab.down()
+    assert not netns.lab_namespaces(prefix)
+
+
 @pytest.fixture(scope="session")
 def lab():
     """The thesis testbed, up for the whole session under prefix `pyt`."""

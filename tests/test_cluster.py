@@ -22,11 +22,11 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from labtools import cluster, datapaths, emulated_vms, kube, netns, services, sweep, topology
+from labtools import cluster, datapaths, kube, services, sweep, topology
 from labtools.errors import InventoryError, LabError
 from labtools.hosts import ExecHost
 from labtools.lab import Lab
-from tests.conftest import IS_ROOT, POD_IP, ROOT
+from tests.conftest import POD_IP, ROOT, emulated_vms_up
 from tests.test_kube import FakeApps, FakeCore
 
 OPENSTACK = ROOT / "lab" / "openstack-example.yml"
@@ -282,16 +282,17 @@ class EmulatedNode:
 
 
 @pytest.fixture(scope="module")
-def emulated_cluster(tmp_path_factory):
-    """The thesis VMs as namespaces with sshd; the cluster's view of them has no pod machine."""
-    if not IS_ROOT:
-        pytest.skip("needs root: sshd in network namespaces (run `make test` as root)")
-    base = Lab(prefix="pyc")
-    base.down()
-    ssh_lab = cl_lab = None
+def cluster_vms(tmp_path_factory):
+    yield from emulated_vms_up("pyc", tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def emulated_cluster(cluster_vms):
+    """The thesis VMs with addresses (over SSH); the cluster's view of them has no pod machine."""
+    vms = cluster_vms
+    ssh_lab = Lab(vms.ssh_inventory())
+    cl_lab = None
     try:
-        vms = emulated_vms.start(base, tmp_path_factory.mktemp("vms"))
-        ssh_lab = Lab(vms.ssh_inventory())
         ssh_lab.up(progress=False)  # addresses and routes, the pod's too, over SSH
         raw = yaml.safe_load(Path(ssh_lab.inventory.path).read_text())
         raw["machines"].pop("pod")
@@ -304,8 +305,6 @@ def emulated_cluster(tmp_path_factory):
         for lab in (cl_lab, ssh_lab):
             if lab is not None:
                 lab.close()
-        base.down()
-        assert not netns.lab_namespaces("pyc")
 
 
 def test_cluster_sweep_end_to_end_on_emulated_vms(emulated_cluster, tmp_path):

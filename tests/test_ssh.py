@@ -8,24 +8,18 @@ import subprocess
 import paramiko
 import pytest
 
-from labtools import emulated_vms, probe
+from labtools import probe
 from labtools.errors import HostKeyError, HostUnreachable, LabError
 from labtools.hosts import SSHConfig, SSHHost
 from labtools.lab import Lab, ssh_config
-from tests.conftest import IS_ROOT, POD_IP
+from tests.conftest import IS_ROOT, POD_IP, emulated_vms_up
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root: sshd in network namespaces")
 
 
 @pytest.fixture(scope="module")
 def vms(tmp_path_factory):
-    """The thesis machines as bare 'VMs' (namespaces and cables, no addresses) running sshd."""
-    lab = Lab(prefix="pys")
-    lab.down()
-    try:
-        yield emulated_vms.start(lab, tmp_path_factory.mktemp("vms"))
-    finally:
-        lab.down()
+    yield from emulated_vms_up("pys", tmp_path_factory)
 
 
 @pytest.fixture(scope="module")

@@ -14,12 +14,12 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from labtools import cli, datapaths, emulated_vms, kube, probe, services, testbed, topology
+from labtools import cli, datapaths, kube, probe, services, testbed, topology
 from labtools.errors import LabError
 from labtools.hosts import Result
 from labtools.lab import Lab
 from labtools.testbed import cilium, kubeadm, netplan
-from tests.conftest import IS_ROOT, POD_IP, ROOT
+from tests.conftest import POD_IP, ROOT, emulated_vms_up
 
 OPENSTACK = ROOT / "lab" / "openstack-example.yml"
 
@@ -384,14 +384,7 @@ def test_apply_runs_in_order_with_sudo_and_fills_in_the_join_token(inv):
 
 @pytest.fixture(scope="module")
 def vms(tmp_path_factory):
-    if not IS_ROOT:
-        pytest.skip("needs root: sshd in network namespaces")
-    lab = Lab(prefix="pyk")
-    lab.down()
-    try:
-        yield emulated_vms.start(lab, tmp_path_factory.mktemp("pykvms"))
-    finally:
-        lab.down()
+    yield from emulated_vms_up("pyk", tmp_path_factory)
 
 
 def test_appendix_applied_over_ssh_on_emulated_vms(vms, tmp_path):
