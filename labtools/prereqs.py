@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+import subprocess
 
 from labtools.errors import PrerequisiteError
 
@@ -56,3 +58,31 @@ def require_tools(*tools: str) -> dict[str, str]:
             f"missing tool(s): {', '.join(missing)}. Run `make setup`, or `apt-get install {' '.join(pkgs)}`"
         )
     return found
+
+
+@functools.cache
+def kernel_has_seg6_lwtunnel() -> bool:
+    """Whether this kernel has CONFIG_IPV6_SEG6_LWTUNNEL (``encap seg6`` / ``seg6local`` routes).
+
+    Tried in a throw-away network namespace (`unshare -n`): nothing is left behind, nothing of the
+    root namespace is touched, and it works whether or not /proc/config.gz exists.
+    """
+    script = "ip link set lo up && ip -6 route add 2001:db8::/64 encap seg6 mode encap segs fc00::2 dev lo"
+    try:
+        res = subprocess.run(["unshare", "-n", "sh", "-c", script], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return res.returncode == 0
+
+
+SEG6_MISSING = (
+    "this kernel has no SRv6 routes (CONFIG_IPV6_SEG6_LWTUNNEL is not set: `ip -6 route ... encap seg6` says "
+    "'lwt encapsulation type not supported'). The thesis' tunnel needs `encap seg6` on the router and "
+    "`seg6local End.DT6` on the worker; boot a kernel with CONFIG_IPV6_SEG6_LWTUNNEL=y to bring it up"
+)
+
+
+def require_seg6_lwtunnel() -> None:
+    """Raise a `PrerequisiteError` that names the kernel option when SRv6 routes are unavailable."""
+    if os.geteuid() == 0 and not kernel_has_seg6_lwtunnel():
+        raise PrerequisiteError(SEG6_MISSING)

@@ -130,7 +130,7 @@ from dataclasses import dataclass, field
 from labtools import services
 from labtools.errors import CommandError, LabError, PrerequisiteError
 from labtools.hosts import Host, NetnsHost
-from labtools.prereqs import require_tools
+from labtools.prereqs import require_seg6_lwtunnel, require_tools
 from labtools.topology import Endpoint, Inventory, Machine
 
 MODES = ("end-dt6", "local-sid", "pod-sidecar", "ebpf", "local-sid+tc-encap")
@@ -493,6 +493,8 @@ def up(
     p = plan(inv, mode, router_sid=router_sid, worker_sid=worker_sid)
     undo = plan_down(inv, router_sid=router_sid, worker_sid=worker_sid)
     require(hosts, list(dict.fromkeys([*p, *undo])))
+    if any(isinstance(hosts[m], NetnsHost) for m in p):  # this machine's kernel; a VM's says so itself
+        require_seg6_lwtunnel()
     _apply(hosts, undo, check=False)
     try:
         _apply(hosts, p, check=True)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from labtools import netns
+from labtools import netns, prereqs
 from labtools.lab import Lab
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -15,6 +15,9 @@ POD_IP = "2001:db8:1234:5678:8:2:1:841"
 IS_ROOT = os.geteuid() == 0
 
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root: network namespaces (run `make test` as root)")
+# The kernel's SRv6 routes (encap seg6, seg6local): some kernels are built without them.
+HAS_SEG6 = IS_ROOT and prereqs.kernel_has_seg6_lwtunnel()
+needs_seg6 = pytest.mark.skipif(IS_ROOT and not HAS_SEG6, reason=prereqs.SEG6_MISSING)
 
 
 def fresh_lab(prefix: str):

@@ -15,7 +15,7 @@ from labtools import capture, cli, netns, prereqs, srv6, topology
 from labtools.errors import LabError, PrerequisiteError
 from labtools.hosts import NetnsHost
 from labtools.lab import Lab
-from tests.conftest import IS_ROOT, POD_IP, fresh_lab
+from tests.conftest import HAS_SEG6, IS_ROOT, POD_IP, fresh_lab, needs_seg6
 
 PREFIX = "psr"
 CLIENT_IP = "2001:db8:1234:5679::1"
@@ -148,6 +148,7 @@ def snapshot(lab: Lab) -> dict[str, str]:
 
 
 @needs_root
+@needs_seg6
 def test_the_thesis_prefix_would_lose_to_the_connected_route(slab):
     got = srv6.thesis_prefix_check(slab.host("router"), WORKER_IP)
     assert "encap seg6" in got["routes"] and "metric 1024" in got["routes"]
@@ -156,6 +157,7 @@ def test_the_thesis_prefix_would_lose_to_the_connected_route(slab):
 
 
 @needs_root
+@needs_seg6
 def test_down_restores_the_plain_routed_path_exactly(slab):
     before = snapshot(slab)
     for mode in srv6.MODES:
@@ -184,6 +186,7 @@ def echo(pcap, kind):
 
 
 @needs_root
+@needs_seg6
 def test_ping_through_the_tunnel_looks_like_the_thesis_figures(slab, tmp_path):
     srv6.up(slab, "end-dt6")
     try:
@@ -240,6 +243,7 @@ def test_ping_through_the_tunnel_looks_like_the_thesis_figures(slab, tmp_path):
 
 
 @needs_root
+@needs_seg6
 def test_tcp_to_the_pod_passes_the_tunnel_the_nodeport_does_not(slab, tmp_path):
     srv6.up(slab, "end-dt6")
     try:
@@ -263,6 +267,7 @@ def test_tcp_to_the_pod_passes_the_tunnel_the_nodeport_does_not(slab, tmp_path):
 
 
 @needs_root
+@needs_seg6
 def test_reachability_matrix(slab):
     rows = srv6.matrix(slab)
     got = {(r["mode"], r["datapath"], r["target"]): r["reachable"] for r in rows}
@@ -293,3 +298,13 @@ def test_reachability_matrix(slab):
     # eBPF with the kernel's local-SID decapsulation: tc sees the stale outer headers, the stack sends RST.
     assert got[("local-sid+tc-encap", "ebpf", "pod")] and not got[("local-sid+tc-encap", "ebpf", "nodeport")]
     assert slab.load_state("srv6") is None
+
+
+@needs_root
+@pytest.mark.skipif(HAS_SEG6, reason="this kernel has SRv6 routes: the tunnel comes up")
+def test_a_kernel_without_srv6_routes_is_named(slab):
+    with pytest.raises(PrerequisiteError, match="CONFIG_IPV6_SEG6_LWTUNNEL"):
+        srv6.up(slab, "end-dt6")
+    assert cli.main(["srv6", "up", "--prefix", PREFIX]) == 2
+    # nothing was left half-configured
+    assert "encap" not in slab.host("router").run(["ip", "-6", "route", "show"]).stdout

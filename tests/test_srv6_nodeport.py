@@ -9,12 +9,13 @@ from scapy.utils import rdpcap
 
 from labtools import capture, datapaths, services, srv6
 from labtools.lab import Lab
-from tests.conftest import IS_ROOT, POD_IP, fresh_lab
+from tests.conftest import IS_ROOT, POD_IP, fresh_lab, needs_seg6
 
 PREFIX = "psn"
 CLIENT_IP = "2001:db8:1234:5679::1"
 WORKER_IP = "2001:db8:1234:5678::2"
-pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root: network namespaces (run `make test` as root)")
+pytestmark = [pytest.mark.skipif(not IS_ROOT, reason="needs root: network namespaces (run `make test` as root)"),
+              needs_seg6]
 
 
 @pytest.fixture(scope="module")
