@@ -104,6 +104,7 @@ figures: python-env
 
 lint: python-env
 	$(BIN)/ruff check labtools tests
+	$(BIN)/lint-imports
 
 # The suite, then nbval on the notebooks that read committed data (their outputs are the reference;
 # generated files go to a scratch folder so that paper/ is not touched).

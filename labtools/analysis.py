@@ -12,17 +12,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from labtools import paths
 from labtools.errors import LabError
-from labtools.sweep import DATA, Plan
+from labtools.model.plan import Plan
 
 KEYS = ["datapath", "services", "target", "metric"]
 
 
-def load(run_ids: list[str], root: Path = DATA) -> pd.DataFrame:
+def load(run_ids: list[str], root: Path | None = None) -> pd.DataFrame:
     """The processed tables of `run_ids`, concatenated, with a `run_id` column."""
     frames = []
     for run in run_ids:
-        path = root / "processed" / f"{run}.csv"
+        path = (root or paths.data_root()) / "processed" / f"{run}.csv"
         if not path.exists():
             raise LabError(f"no processed table {path}: run the sweep (or `labtools sweep ... --run-id {run}`)")
         frames.append(pd.read_csv(path))

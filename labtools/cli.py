@@ -7,6 +7,11 @@ import signal
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
+
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
 from labtools.errors import LabError
 
@@ -16,11 +21,14 @@ def _fmt(v: object) -> str:
 
 
 def _table(rows: list[Sequence[object]], header: Sequence[str]) -> str:
-    cells = [list(map(str, header))] + [[str(c) for c in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    lines.insert(1, "  ".join("-" * w for w in widths))
-    return "\n".join(lines)
+    """A plain-text table (rich), wide enough never to wrap a cell."""
+    table = Table(*header, box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for r in rows:
+        table.add_row(*(str(c) for c in r))
+    console = Console(width=10_000, no_color=True, highlight=False, markup=False, emoji=False)
+    with console.capture() as cap:
+        console.print(table)
+    return "\n".join(line.rstrip() for line in cap.get().splitlines() if line.strip())
 
 
 def cmd_lab(args: argparse.Namespace) -> int:
@@ -46,7 +54,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
 
 def _workload(args: argparse.Namespace):
-    from labtools import services
+    from labtools.model import services
 
     protocols = ["TCP", "UDP"] if args.udp else ["TCP"]
     return services.build(args.count, protocols=protocols, mix=args.mix, node_port_range=args.node_port_range,
@@ -56,18 +64,22 @@ def _workload(args: argparse.Namespace):
 def cmd_services(args: argparse.Namespace) -> int:
     import json
 
-    from labtools import datapaths, services
+    from labtools import datapaths
     from labtools.lab import Lab
+    from labtools.lab.state import ServicesState
+    from labtools.model import services
 
     if args.action == "bench":
-        from labtools.datapaths import bench
+        from labtools.experiments import bench
 
         lab = Lab(args.inventory, args.prefix)
         names = args.datapaths.split(",")
-        rows = bench.run(lab, [int(c) for c in args.counts.split(",")], names, args.repeats)
+        run_id = args.run_id or time.strftime("bench-%Y%m%dT%H%M%SZ", time.gmtime())
+        rows = bench.run(lab, run_id, [int(c) for c in args.counts.split(",")], names, args.repeats)
         if args.out:
             with open(args.out, "w") as fh:
                 json.dump({"rows": rows, "summary": bench.summary(rows)}, fh, indent=1)
+        print(f"run {run_id}: every apply in data/raw/{run_id}/, the table in data/processed/{run_id}.csv")
         cols = ["datapath", "services", "repeats", "apply_median_s", "apply_min_s", "apply_max_s",
                 "render_median_s", "bare_median_s", "ratio_median"]  # fmt: skip
         table = [[_fmt(r.get(c, "")) for c in cols] for r in bench.summary(rows)]
@@ -79,12 +91,19 @@ def cmd_services(args: argparse.Namespace) -> int:
         return 0
     lab = Lab(args.inventory, args.prefix)
     node = datapaths.node_of(lab.inventory)
+    lab.state.forget(ServicesState)  # until the apply succeeds, the worker is in no known state
     done = datapaths.switch(lab.host(node.name), node, args.datapath, services.service_ports(workload, node.name))
-    record = {"datapath": done.datapath, "services": done.services, "render_s": round(done.render_s, 4),
-              "apply_s": round(done.apply_s, 4), "objects": done.objects, "workload": workload.params}  # fmt: skip
-    lab.save_state("services", record)
+    record = ServicesState(
+        datapath=done.datapath,
+        services=done.services,
+        render_s=round(done.render_s, 4),
+        apply_s=round(done.apply_s, 4),
+        objects=done.objects,
+        workload=workload.params,
+    )
+    lab.state.put(record)
     if args.json:
-        print(json.dumps(record))
+        print(record.model_dump_json())
     else:
         print(f"{done.datapath}: {done.services} services on {node.name} — render {done.render_s:.3f} s, "
               f"apply {done.apply_s:.3f} s, {done.objects} rules/entries")  # fmt: skip
@@ -93,48 +112,31 @@ def cmd_services(args: argparse.Namespace) -> int:
 
 def cmd_measure(args: argparse.Namespace) -> int:
     import json
-    from pathlib import Path
 
-    from labtools import measure, services
+    from labtools.experiments import measure
     from labtools.lab import Lab
 
     lab = Lab(args.inventory, args.prefix)
-    state = lab.load_state("services")
-    if state is None and args.target != "pod":
-        raise LabError("no Services are programmed: run `labtools services apply` first, or use --target pod")
-    if state and state["datapath"] == "none" and args.target != "pod":
-        raise LabError("the datapath is `none`, so there is no NodePort: use --target pod")
-    workload = services.build(**state["workload"]) if state else None
-    t = measure.target(lab, workload, args.target)
-    if args.metric == "udp-pps" and workload and not (workload.params.get("udp_targets") or args.target == "pod"
-                                                      or "UDP" in workload.params["protocols"]):  # fmt: skip
-        raise LabError("udp-pps to a NodePort needs UDP ports: `labtools services apply --udp-targets` (or --udp)")
-    base = {"datapath": state["datapath"] if state else "none", "services": state["services"] if state else 0,
-            "target": args.target}  # fmt: skip
-    prov = measure.provenance(lab)
-    out = Path(args.out) if args.out else None
-    if out:
-        out.mkdir(parents=True, exist_ok=True)
-    rows = []
-    for r in range(args.repeats):
-        raw = measure.sample(lab, args.metric, t)
-        recs = measure.records(args.metric, raw, {**base, "repeat": r})
-        rows += recs
-        if out:
-            (out / f"{args.metric}-{args.target}-{r}.json").write_text(json.dumps(raw))
-            with open(out / "records.jsonl", "a") as fh:
-                for rec in recs:
-                    fh.write(json.dumps({**rec, "provenance": prov}) + "\n")
-    print(_table([[_fmt(r[c]) for c in ("datapath", "services", "target", "metric", "repeat", "value", "unit")]
-                  for r in rows], ["datapath", "services", "target", "metric", "repeat", "value", "unit"]))  # fmt: skip
+    rec, rows, t = measure.run(lab, args.metric, args.target, repeats=args.repeats, run_id=args.run_id,
+                               root=Path(args.out) if args.out else None)  # fmt: skip
+    if args.json:
+        print(json.dumps([{k: r[k] for k in ("metric", "value", "unit", "datapath", "services", "target", "repeat")}
+                          for r in rows]))  # fmt: skip
+        return 0
+    print(f"{args.metric} from the client to {args.target} ([{t.address}]:{t.port}), {args.repeats} repeat(s); "
+          f"run {rec.run_id} in {rec.dir}")  # fmt: skip
+    cols = ["datapath", "services", "target", "metric", "repeat", "value", "unit"]
+    print(_table([[_fmt(r[c]) for c in cols] for r in rows], cols))
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from labtools import cluster, sweep
+    from labtools.experiments import sweep
     from labtools.lab import Lab
+    from labtools.model import plan as plan_
+    from labtools.rigs import cluster
 
     def split(text: str) -> list[str]:
         return [x for x in text.split(",") if x]
@@ -143,20 +145,23 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     if args.profile:
         if not args.run_id:
             raise LabError("--profile needs --run-id (each of the profile's sweeps becomes RUN-ID-<name>)")
-        plans = sweep.plans(sweep.profile_params(args.profile)["sweeps"], args.run_id)
-        root = sweep.DATA
+        plans = plan_.plans(
+            plan_.profile_params(args.profile)["sweeps"], args.run_id, str(plan_.profile_path(args.profile))
+        )
+        root = None
     else:
         out = Path(args.out) if args.out else None
         run_id = out.name if out else args.run_id
         if not run_id:
             raise LabError("give --profile P --run-id RUN, --out data/raw/RUN or --run-id RUN")
-        root = out.parents[1] if out else sweep.DATA
+        root = out.parents[1] if out else None
         on_cluster = cluster.is_cluster(lab.inventory)
         dps = args.datapaths or ("iptables,ebpf" if on_cluster else "none,iptables,iptables-legacy,nftables,ebpf")
         order = args.order or ("datapath" if on_cluster else "repeat")  # a Cilium mode switch takes minutes
-        plans = [sweep.Plan(run_id, split(dps), [int(c) for c in split(args.counts)], split(args.metrics),
-                            split(args.targets), args.repeats, args.crr_transactions, args.throughput_seconds,
-                            args.udp_packets, args.seed, order)]  # fmt: skip
+        plans = [plan_.Plan(run_id=run_id, datapaths=split(dps), counts=[int(c) for c in split(args.counts)],
+                            metrics=split(args.metrics), targets=split(args.targets), repeats=args.repeats,
+                            crr_transactions=args.crr_transactions, throughput_seconds=args.throughput_seconds,
+                            udp_packets=args.udp_packets, seed=args.seed, order=order)]  # fmt: skip
     if args.dry_run:
         for plan in plans:
             print(f"# ==== {plan.run_id}: {len(plan.points())} points")
@@ -194,8 +199,9 @@ def cmd_dissect(args: argparse.Namespace) -> int:
 
 
 def cmd_testbed(args: argparse.Namespace) -> int:
-    from labtools import testbed, topology
     from labtools.lab import Lab
+    from labtools.model import topology
+    from labtools.rigs import testbed
 
     opts = testbed.Options(
         stages=args.stages.split(",") if args.stages else None,
@@ -224,14 +230,15 @@ def cmd_testbed(args: argparse.Namespace) -> int:
     return 0
 
 
-# --- srv6 / capture (labtools.srv6, labtools.capture) ------------------------------------------------------
+# --- srv6 / capture (labtools.datapaths.srv6, labtools.experiments.captures) ----------------------------------
 
 
 def cmd_srv6(args: argparse.Namespace) -> int:
     import json
 
-    from labtools import srv6, topology
+    from labtools.datapaths import srv6
     from labtools.lab import Lab
+    from labtools.model import topology
 
     sids = {"router_sid": args.router_sid, "worker_sid": args.worker_sid}
     if args.dry_run:
@@ -258,8 +265,15 @@ def cmd_srv6(args: argparse.Namespace) -> int:
             text = "\n".join(f"## {k}\n{v}" for k, v in items.items())
             print(json.dumps(items, indent=1) if machine == "state" else text)
     else:  # matrix
-        rows = srv6.matrix(lab, [m for m in args.modes.split(",") if m], [d for d in args.datapaths.split(",") if d],
-                           timeout=args.timeout)  # fmt: skip
+        import pandas as pd
+
+        from labtools.experiments import matrix
+
+        run_id = args.run_id or time.strftime("srv6-matrix-%Y%m%dT%H%M%SZ", time.gmtime())
+        csv = matrix.run(lab, run_id, [m for m in args.modes.split(",") if m],
+                         [d for d in args.datapaths.split(",") if d], timeout=args.timeout)  # fmt: skip
+        rows = pd.read_csv(csv).fillna("").to_dict("records")
+        print(f"run {run_id}: {csv}")
         if args.json:
             print(json.dumps(rows, indent=1))
         else:
@@ -272,7 +286,8 @@ def cmd_srv6(args: argparse.Namespace) -> int:
 def cmd_capture(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from labtools import capture
+    from labtools import paths
+    from labtools.experiments import captures
     from labtools.lab import Lab
 
     out = Path(args.out) if args.out else None
@@ -283,22 +298,24 @@ def cmd_capture(args: argparse.Namespace) -> int:
     if command[:1] == ["--"]:
         command = command[1:]
     lab = Lab(args.inventory, args.prefix)
-    manifest = capture.run(
+    manifest = captures.run(
         lab, run_id, scenarios=[s for s in args.scenarios.split(",") if s], mode=args.mode, datapath=args.datapath,
         point_names=[p for p in args.points.split(",") if p], count=args.count, timeout=args.timeout,
-        root=out.parent if out else capture.DATA, command=command or None,
+        root=out.parents[1] if out else None, command=command or None,
     )  # fmt: skip
     rows = [[c["scenario"], "ok" if c["ok"] else f"failed ({c['returncode']})",
              *(c["files"][p]["packets"] for p in manifest["points"])] for c in manifest["captures"]]  # fmt: skip
     print(f"run {run_id}: SRv6 mode {manifest['srv6_mode']}, pcaps and manifest.json in "
-          f"{(out or capture.DATA / run_id)}")  # fmt: skip
+          f"{(out or paths.raw(run_id))}")  # fmt: skip
     print(_table(rows, ["scenario", "traffic", *manifest["points"]]))
     lab.close()
     return 0
 
 
 def _add_srv6_capture_parsers(sub: argparse._SubParsersAction) -> None:
-    from labtools import capture, srv6
+    from labtools.datapaths import srv6
+    from labtools.experiments import captures
+    from labtools.lab import capture
 
     s6 = sub.add_parser("srv6", help="the thesis' SRv6 L3VPN between router and worker (up/down/status/matrix)")
     s6.add_argument("action", choices=["up", "down", "status", "matrix"])
@@ -311,6 +328,7 @@ def _add_srv6_capture_parsers(sub: argparse._SubParsersAction) -> None:
     s6.add_argument("--datapaths", default=",".join(srv6.MATRIX_DATAPATHS), help="matrix: service datapaths")
     s6.add_argument("--timeout", type=float, default=1.0, help="matrix: seconds per TCP transaction")
     s6.add_argument("--json", action="store_true", help="matrix: print the rows as JSON")
+    s6.add_argument("--run-id", help="matrix: the run under data/raw/ (default: srv6-matrix-<UTC time>)")
     s6.add_argument("--inventory", "-i")
     s6.add_argument("--prefix", "-p")
     s6.set_defaults(func=cmd_srv6)
@@ -320,9 +338,15 @@ def _add_srv6_capture_parsers(sub: argparse._SubParsersAction) -> None:
     cp.add_argument("--out", "-o", help="the run's directory instead (its name is the run id)")
     cp.add_argument("--mode", "--ingress", "-m", dest="mode", choices=srv6.MODES,
                     help="bring the SRv6 tunnel up in this mode first (default: the path as it is)")  # fmt: skip
-    cp.add_argument("--scenarios", default=",".join(capture.SCENARIOS), help="comma-separated traffic scenarios")
+    cp.add_argument("--scenarios", default=",".join(captures.SCENARIOS), help="comma-separated traffic scenarios")
     cp.add_argument("--points", default=",".join(capture.POINTS), help="comma-separated capture points")
-    cp.add_argument("--datapath", "-d", default="iptables", help="service datapath for tcp-nodeport (1 Service)")
+    cp.add_argument(
+        "--datapath",
+        "-d",
+        default="nftables",
+        help="service datapath for tcp-nodeport (1 Service); default nftables: iptables' KUBE-FORWARD drops "
+        "the encapsulated replies as INVALID",
+    )
     cp.add_argument("--count", type=int, default=3, help="echo requests / TCP transactions per scenario")
     cp.add_argument("--timeout", type=float, default=2.0, help="seconds per reply")
     cp.add_argument("--inventory", "-i")
@@ -348,7 +372,7 @@ def cmd_figures(args: argparse.Namespace) -> int:
     problems = figures.check()
     for p in problems:
         print(f"labtools: {p}", file=sys.stderr)
-    print(f"figures and tables regenerated from data/; manifest: {figures.MANIFEST}")
+    print(f"figures and tables regenerated from data/; manifest: {figures.manifest_path()}")
     return 1 if problems else 0
 
 
@@ -358,12 +382,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     lab = sub.add_parser("lab", help="bring the testbed up or down, or show it")
     lab.add_argument("action", choices=["up", "down", "status"])
-    lab.add_argument("--inventory", "-i", help="inventory YAML (default: lab/thesis-netns.yml)")
+    lab.add_argument("--inventory", "-i", help="inventory YAML (default: labtools/inventories/thesis-netns.yml)")
     lab.add_argument("--prefix", "-p", help="namespace prefix (netns backend; default: the inventory's)")
     lab.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
     lab.set_defaults(func=cmd_lab)
 
-    from labtools import datapaths, services
+    from labtools import datapaths
+    from labtools.model import services
 
     svc = sub.add_parser("services", help="program N Kubernetes Services into a datapath, or print manifests")
     svc.add_argument(
@@ -392,16 +417,19 @@ def build_parser() -> argparse.ArgumentParser:
     svc.add_argument("--counts", default="1000,10000", help="bench: comma-separated service counts")
     svc.add_argument("--datapaths", default="iptables,iptables-legacy,nftables,ebpf", help="bench: datapaths")
     svc.add_argument("--repeats", type=int, default=3, help="bench: repeats per datapath and count")
-    svc.add_argument("--out", help="bench: write every sample and the summary as JSON here")
+    svc.add_argument("--out", help="bench: also write every sample and the summary as JSON here")
+    svc.add_argument("--run-id", help="bench: the run under data/raw/ (default: bench-<UTC time>)")
     svc.set_defaults(func=cmd_services)
 
-    from labtools import measure
+    from labtools.lab import traffic
 
     me = sub.add_parser("measure", help="measure through the programmed datapath (client -> target)")
-    me.add_argument("--metric", "-m", choices=measure.METRICS, default="crr")
-    me.add_argument("--target", "-t", choices=measure.TARGETS, default="last")
+    me.add_argument("--metric", "-m", choices=traffic.METRICS, default="crr")
+    me.add_argument("--target", "-t", choices=traffic.TARGETS, default="last")
     me.add_argument("--repeats", "-r", type=int, default=1)
-    me.add_argument("--out", "-o", help="directory for raw outputs and records.jsonl")
+    me.add_argument("--run-id", help="the run under data/raw/ (default: measure-METRIC-<UTC time>)")
+    me.add_argument("--out", "-o", help="a data folder instead of data/ (the run goes to OUT/raw/RUN-ID)")
+    me.add_argument("--json", action="store_true", help="print the records as a JSON list")
     me.add_argument("--inventory", "-i")
     me.add_argument("--prefix", "-p")
     me.set_defaults(func=cmd_measure)
@@ -442,7 +470,7 @@ def build_parser() -> argparse.ArgumentParser:
     dx.add_argument("--csv", help="also write the tidy table as CSV here")
     dx.add_argument("--check-tshark", action="store_true", help="compare with tshark; exit 1 on any disagreement")
     dx.set_defaults(func=cmd_dissect)
-    from labtools import testbed
+    from labtools.rigs import testbed
 
     tb = sub.add_parser("testbed", help="render / apply the real testbed's set-up (netplan, SRv6, kubeadm, Cilium)")
     tb.add_argument(
@@ -452,7 +480,12 @@ def build_parser() -> argparse.ArgumentParser:
         "cilium-mode: switch the cluster between Cilium's kube-proxy and eBPF modes",
     )
     tb.add_argument("mode", nargs="?", choices=testbed.cilium.MODES, help="cilium-mode: the mode to switch to")
-    tb.add_argument("--inventory", "-i", required=True, help="ssh-backend inventory (e.g. lab/openstack-example.yml)")
+    tb.add_argument(
+        "--inventory",
+        "-i",
+        required=True,
+        help="ssh-backend inventory (e.g. labtools/inventories/openstack-example.yml)",
+    )
     tb.add_argument("--out", "-o", help="render: output directory")
     tb.add_argument("--dry-run", "-n", action="store_true", help="print every command per host, run nothing")
     tb.add_argument("--stages", help=f"comma-separated subset of {','.join(testbed.STAGES)} (default: all)")
@@ -462,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--cilium-mode", choices=testbed.cilium.MODES, default="kube-proxy")
     tb.add_argument("--cilium-version", help="Cilium chart version (default: the repo's latest)")
     tb.add_argument("--kubernetes-version", help="kubeadm kubernetesVersion (default: kubeadm's own)")
-    tb.add_argument("--srv6-mode", default="end-dt6", help="SRv6 ingress mode handed to labtools.srv6.plan")
+    tb.add_argument("--srv6-mode", default="end-dt6", help="SRv6 ingress mode handed to labtools.datapaths.srv6.plan")
     tb.set_defaults(func=cmd_testbed)
     _add_srv6_capture_parsers(sub)
     return p

@@ -5,7 +5,7 @@ from __future__ import annotations
 import matplotlib.pyplot as plt
 from matplotlib.axes import Axes
 
-from labtools.topology import Inventory
+from labtools.model.topology import Inventory
 
 # Column per role, left (outside) to right (inside the cluster), like thesis Fig. 30.
 ROLE_COLUMN = {"client": 0, "router": 1, "master": 2, "worker": 2, "pod": 3}

@@ -14,12 +14,8 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
+from labtools import paths
 from labtools.errors import LabError
-from labtools.topology import REPO_ROOT
-
-# LABTOOLS_PAPER redirects every generated file (tests re-run notebooks without touching paper/).
-PAPER = Path(os.environ.get("LABTOOLS_PAPER") or REPO_ROOT / "paper")
-MANIFEST = PAPER / "manifest.json"
 
 
 def sha256(path: str | Path) -> str:
@@ -31,24 +27,27 @@ def sha256(path: str | Path) -> str:
 
 
 def _rel(path: str | Path) -> str:
-    p = Path(path).resolve()
-    try:
-        return str(p.relative_to(REPO_ROOT))
-    except ValueError:
-        return str(p)
+    return paths.relative(path)
 
 
-def load_manifest(path: Path = MANIFEST) -> dict:
+def manifest_path() -> Path:
+    """paper/manifest.json (or under $LABTOOLS_PAPER)."""
+    return paths.paper_root() / "manifest.json"
+
+
+def load_manifest(path: Path | None = None) -> dict:
+    path = path or manifest_path()
     return json.loads(path.read_text()) if path.exists() else {"outputs": {}}
 
 
 def record(outputs: Iterable[str | Path], *, notebook: str, params: Mapping, data: Iterable[str | Path],
-           caption: str = "", manifest: Path = MANIFEST) -> None:  # fmt: skip
+           caption: str = "", manifest: Path | None = None) -> None:  # fmt: skip
     """Enter generated `outputs` into the manifest with the `data` files they were made from."""
     data = [Path(d) for d in data]
     missing = [str(d) for d in data if not d.exists()]
     if missing:
         raise LabError(f"cannot record provenance: data files missing: {', '.join(missing)}")
+    manifest = manifest or manifest_path()
     man = load_manifest(manifest)
     stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     for out in outputs:
@@ -67,8 +66,9 @@ def record(outputs: Iterable[str | Path], *, notebook: str, params: Mapping, dat
 
 
 def save_figure(fig, name: str, *, notebook: str, params: Mapping, data: Iterable[str | Path], caption: str = "",
-                directory: Path = PAPER / "figures") -> list[Path]:  # fmt: skip
+                directory: Path | None = None) -> list[Path]:  # fmt: skip
     """Write `fig` as `name`.pdf and `name`.png and record both in the manifest."""
+    directory = directory or paths.paper_root() / "figures"
     directory.mkdir(parents=True, exist_ok=True)
     outs = [directory / f"{name}.pdf", directory / f"{name}.png"]
     # A fixed creation date keeps the PDF's bytes (and hash) a function of the figure alone.
@@ -79,8 +79,9 @@ def save_figure(fig, name: str, *, notebook: str, params: Mapping, data: Iterabl
 
 
 def save_text(text: str, name: str, *, notebook: str, params: Mapping, data: Iterable[str | Path],
-              caption: str = "", directory: Path = PAPER / "tables") -> Path:  # fmt: skip
+              caption: str = "", directory: Path | None = None) -> Path:  # fmt: skip
     """Write a generated LaTeX fragment (a table or macros) and record it in the manifest."""
+    directory = directory or paths.paper_root() / "tables"
     directory.mkdir(parents=True, exist_ok=True)
     out = directory / name
     out.write_text(text)
@@ -95,18 +96,18 @@ def macro(name: str, value: object) -> str:
     return f"\\newcommand{{\\{name}}}{{{value}}}\n"
 
 
-def check(manifest: Path = MANIFEST) -> list[str]:
+def check(manifest: Path | None = None) -> list[str]:
     """Problems with the generated files: missing, edited, or older than the data they show."""
     problems = []
-    for out, entry in load_manifest(manifest)["outputs"].items():
-        path = REPO_ROOT / out
+    for out, entry in load_manifest(manifest or manifest_path())["outputs"].items():
+        path = paths.project_root() / out
         if not path.exists():
             problems.append(f"{out}: missing")
             continue
         if sha256(path) != entry["sha256"]:
             problems.append(f"{out}: changed since it was generated")
         for data, digest in entry["data"].items():
-            dpath = REPO_ROOT / data
+            dpath = paths.project_root() / data
             if not dpath.exists():
                 problems.append(f"{out}: its data {data} is missing")
             elif sha256(dpath) != digest:

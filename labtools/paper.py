@@ -25,8 +25,8 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from labtools import figures, topology
-from labtools.topology import REPO_ROOT
+from labtools import figures, paths
+from labtools.model import topology
 
 SHORT = 10  # hex digits of a SHA-256 shown in the appendix
 
@@ -69,8 +69,8 @@ def paper_relative(key: str, manifest: Path) -> str:
     """A manifest key (repo-relative, or absolute when LABTOOLS_PAPER pointed elsewhere) relative to paper/."""
     p = Path(key)
     if not p.is_absolute():
-        p = REPO_ROOT / p
-    for base in (manifest.resolve().parent, figures.PAPER.resolve(), (REPO_ROOT / "paper").resolve()):
+        p = paths.project_root() / p
+    for base in (manifest.resolve().parent, paths.paper_root().resolve(), (paths.project_root() / "paper").resolve()):
         try:
             return p.resolve().relative_to(base).as_posix()
         except ValueError:
@@ -84,7 +84,7 @@ def _sha(path: Path) -> str | None:
 
 def _data_path(key: str) -> Path:
     p = Path(key)
-    return p if p.is_absolute() else REPO_ROOT / p
+    return p if p.is_absolute() else paths.project_root() / p
 
 
 def state(entry: Mapping, file: Path) -> str:
@@ -190,7 +190,7 @@ def render_testbed(inventory: str | Path | None = None) -> tuple[str, str]:
                         f"{(routes or '--') if n == 0 else ''} \\\\")  # fmt: skip
     src = Path(inv.path).resolve() if inv.path else None
     try:
-        shown = src.relative_to(REPO_ROOT).as_posix() if src else "?"
+        shown = src.relative_to(paths.project_root()).as_posix() if src else "?"
     except ValueError:
         shown = src.name
     digest = hashlib.sha256(src.read_bytes()).hexdigest()[:SHORT] if src and src.exists() else "?"
@@ -243,7 +243,7 @@ def render_srv6_tables(paper_dir: Path, manifest: Path, kind: str) -> str:
 
 def render(paper_dir: str | Path | None = None, *, inventory: str | Path | None = None) -> list[Path]:
     """Write every generated-from-manifest file into ``<paper_dir>/build``; return their paths."""
-    paper_dir = Path(paper_dir) if paper_dir is not None else figures.PAPER
+    paper_dir = Path(paper_dir) if paper_dir is not None else paths.paper_root()
     manifest = paper_dir / "manifest.json"
     build = paper_dir / "build"
     build.mkdir(parents=True, exist_ok=True)
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--paper", default=None, help="the paper folder (default: paper/, or $LABTOOLS_PAPER)")
     ap.add_argument("--inventory", default=None, help="inventory for the testbed table (default: the netns lab)")
     args = ap.parse_args(argv)
-    paper_dir = Path(args.paper) if args.paper else figures.PAPER
+    paper_dir = Path(args.paper) if args.paper else paths.paper_root()
     for out in render(paper_dir, inventory=args.inventory):
         print(f"wrote {out}")
     for p in figures.check(paper_dir / "manifest.json"):

@@ -12,31 +12,56 @@ Two ways to run them:
 
 from __future__ import annotations
 
+import os
+import threading
 import time
 from pathlib import Path
 
 import papermill as pm
 
+from labtools import paths
 from labtools.errors import LabError
-from labtools.sweep import load_profile
-from labtools.topology import REPO_ROOT
+from labtools.model.plan import load_profile
 
-NOTEBOOKS = REPO_ROOT / "notebooks"
-BUILD = REPO_ROOT / "build" / "notebooks"
 # Notebooks in order; those that can read a committed run instead of measuring take `measure`/`run_id`.
-ORDER = ("00-testbed-setup", "01-scale-sweep", "02-srv6-captures")
+ORDER = ("00-lab-setup", "01-scale-sweep", "02-srv6-captures")
 LOADS_DATA = ("01-scale-sweep", "02-srv6-captures")
 
 
 def _execute(name: str, out: Path, parameters: dict) -> Path:
-    src = NOTEBOOKS / f"{name}.ipynb"
+    """Run one notebook with papermill; progress of its long cells reaches the terminal, not the notebook."""
+    src = paths.notebooks_dir() / f"{name}.ipynb"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log = out.with_suffix(".progress")
+    log.write_text("")
     print(f"== {name} -> {out}", flush=True)
+    t0 = time.monotonic()
+    stop = threading.Event()
+
+    def tail() -> None:  # the kernel's progress lines (labtools.progress writes them to $LABTOOLS_PROGRESS)
+        with open(log) as fh:
+            while not stop.is_set() or fh.tell() < log.stat().st_size:
+                line = fh.readline()
+                if line:
+                    print(f"   {name}: {line.rstrip()}", flush=True)
+                else:
+                    stop.wait(1.0)
+
+    watcher = threading.Thread(target=tail, daemon=True)
+    watcher.start()
+    os.environ["LABTOOLS_PROGRESS"] = str(log)  # the kernel inherits it
     try:
-        pm.execute_notebook(str(src), str(out), parameters=parameters, cwd=str(NOTEBOOKS), kernel_name="python3",
-                            progress_bar=False)  # fmt: skip
+        pm.execute_notebook(str(src), str(out), parameters=parameters, cwd=str(paths.notebooks_dir()),
+                            kernel_name="python3", progress_bar=False)  # fmt: skip
     except pm.PapermillExecutionError as e:
         raise LabError(f"{name} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); the executed notebook "
                        f"with the error is {out}") from None  # fmt: skip
+    finally:
+        os.environ.pop("LABTOOLS_PROGRESS", None)
+        stop.set()
+        watcher.join(5)
+        log.unlink(missing_ok=True)
+    print(f"== {name}: done in {time.monotonic() - t0:.0f} s", flush=True)
     return out
 
 
@@ -46,21 +71,22 @@ def reproduce(name: str, *, run_id: str | None = None, prefix: str | None = None
 
     params = load_profile(name)
     run_id = run_id or f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    prefix = prefix or params.get("00-testbed-setup", {}).get("prefix", "thesis")
-    BUILD.mkdir(parents=True, exist_ok=True)
+    prefix = prefix or params.get("00-lab-setup", {}).get("prefix", "thesis")
+    build = paths.build_dir() / "notebooks"
+    build.mkdir(parents=True, exist_ok=True)
     lab = Lab(None, prefix)
     outs = []
     try:
         for nb in ORDER:
-            if not (NOTEBOOKS / f"{nb}.ipynb").exists():
+            if not (paths.notebooks_dir() / f"{nb}.ipynb").exists():
                 continue
             p = {**params.get(nb, {}), "prefix": prefix}
             if nb in LOADS_DATA:
                 p.update(run_id=run_id, measure=True)
-            outs.append(_execute(nb, BUILD / f"{nb}.ipynb", p))
+            outs.append(_execute(nb, build / f"{nb}.ipynb", p))
     finally:
         lab.down()
-    print(f"run {run_id}: {len(outs)} notebooks in {BUILD}")
+    print(f"run {run_id}: {len(outs)} notebooks in {build}")
     return outs
 
 
@@ -68,7 +94,7 @@ def figures() -> list[Path]:
     """Regenerate figures and tables from committed data: the data-loading notebooks, in place."""
     outs = []
     for nb in LOADS_DATA:
-        path = NOTEBOOKS / f"{nb}.ipynb"
+        path = paths.notebooks_dir() / f"{nb}.ipynb"
         if path.exists():
             outs.append(_execute(nb, path, {}))
     return outs

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from labtools import netns, prereqs
+from labtools import prereqs
+from labtools.hosts import namespaces
 from labtools.lab import Lab
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -29,12 +30,12 @@ def fresh_lab(prefix: str):
     lab.up(progress=False)
     yield lab
     lab.down()
-    assert not netns.lab_namespaces(prefix)
+    assert not namespaces.lab_namespaces(prefix)
 
 
 def emulated_vms_up(prefix: str, tmp_path_factory):
     """A fixture body: the thesis machines as bare "VMs" (namespaces, cables, no addresses) running sshd."""
-    from labtools import emulated_vms
+    from labtools.lab import emulated_vms
 
     if not IS_ROOT:
         pytest.skip("needs root: sshd in network namespaces (run `make test` as root)")
@@ -44,7 +45,7 @@ def emulated_vms_up(prefix: str, tmp_path_factory):
         yield emulated_vms.start(lab, tmp_path_factory.mktemp(f"{prefix}vms"))
     finally:
         lab.down()
-    assert not netns.lab_namespaces(prefix)
+    assert not namespaces.lab_namespaces(prefix)
 
 
 @pytest.fixture(scope="session")

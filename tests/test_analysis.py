@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from labtools import analysis, sweep
+from labtools import analysis
 from labtools.errors import LabError
+from labtools.model import plan as plan_
 
 
 def table(rows):
@@ -50,7 +51,7 @@ def test_flat_throughput_and_paired_ratio():
 
 
 def test_incomplete_runs_are_refused():
-    plan = sweep.Plan("r", ["none", "ebpf"], [1, 1000], ["crr"], ["last"], repeats=3)
+    plan = plan_.Plan("r", ["none", "ebpf"], [1, 1000], ["crr"], ["last"], repeats=3)
     full = table(line("none", "pod", "crr_p50", 80, 0, (1, 1000)) + line("ebpf", "last", "crr_p50", 80, 0, (1, 1000)))
     analysis.check_complete(full, plan)
     with pytest.raises(LabError, match="1 of 12 points missing"):

@@ -1,4 +1,4 @@
-"""The sweep on a real cluster (labtools.cluster): inventory, ordering, dry run, bookkeeping, and end to end.
+"""The sweep on a real cluster (labtools.rigs.cluster): inventory, ordering, dry run, bookkeeping, and end to end.
 
 Kubernetes itself cannot run here, so three parts have stand-ins, each named as such: the API server
 (the in-memory one of test_kube, which answers like the real one), the Cilium mode switch (recorded),
@@ -22,14 +22,19 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from labtools import cluster, datapaths, kube, services, sweep, topology
+from labtools import datapaths
+from labtools.datapaths import readback
 from labtools.errors import InventoryError, LabError
+from labtools.experiments import sweep
 from labtools.hosts import ExecHost
 from labtools.lab import Lab
+from labtools.model import plan as plan_
+from labtools.model import services, topology
+from labtools.rigs import cluster, kube
 from tests.conftest import POD_IP, ROOT, emulated_vms_up
 from tests.test_kube import FakeApps, FakeCore
 
-OPENSTACK = ROOT / "lab" / "openstack-example.yml"
+OPENSTACK = ROOT / "labtools" / "inventories" / "openstack-example.yml"
 
 
 # ----------------------------------------------------------------------------- inventory
@@ -47,7 +52,9 @@ def test_the_example_inventory_describes_a_cluster():
     [
         (lambda d: d["cluster"].update(speed=1), r"unknown key 'speed' in cluster"),
         (
-            lambda d: d.update(yaml.safe_load((ROOT / "lab" / "thesis-netns.yml").read_text()), cluster={}),
+            lambda d: d.update(
+                yaml.safe_load((ROOT / "labtools" / "inventories" / "thesis-netns.yml").read_text()), cluster={}
+            ),
             r"cluster: needs backend: ssh",
         ),
         (lambda d: d["machines"].pop("master"), r"exactly one machine with role 'master'"),
@@ -65,15 +72,15 @@ def test_bad_cluster_sections_are_refused(edit, message):
 
 
 def test_datapath_order_switches_once_per_datapath_and_snakes_the_counts():
-    plan = sweep.Plan("x", ["iptables", "ebpf"], [1, 10, 100], ["crr"], ["last"], repeats=2, order="datapath")
+    plan = plan_.Plan("x", ["iptables", "ebpf"], [1, 10, 100], ["crr"], ["last"], repeats=2, order="datapath")
     outer = list(dict.fromkeys((d, c, r) for c, r, d, _, _ in plan.points()))
     assert outer == [("iptables", c, r) for c in (1, 10, 100) for r in (0, 1)] + [
         ("ebpf", c, r) for c in (100, 10, 1) for r in (0, 1)
     ]
-    assert len(plan.points()) == len(sweep.Plan("x", ["iptables", "ebpf"], [1, 10, 100], ["crr"], ["last"],
+    assert len(plan.points()) == len(plan_.Plan("x", ["iptables", "ebpf"], [1, 10, 100], ["crr"], ["last"],
                                                 repeats=2).points())  # fmt: skip
     with pytest.raises(LabError, match="order must be one of"):
-        sweep.Plan("x", ["ebpf"], [1], ["crr"], ["last"], order="random").validate()
+        plan_.Plan("x", ["ebpf"], [1], ["crr"], ["last"], order="random").validate()
 
 
 def test_cluster_dry_run_shows_every_switch_and_api_change():
@@ -84,9 +91,9 @@ def test_cluster_dry_run_shows_every_switch_and_api_change():
     )  # fmt: skip
     assert res.returncode == 0, res.stderr
     out = res.stdout
-    params = sweep.profile_params("testbed")["sweeps"]
+    params = plan_.profile_params("testbed")["sweeps"]
     for name, spec in params.items():
-        plan = sweep.plans({name: spec}, "tb")[0]
+        plan = plan_.plans({name: spec}, "tb")[0]
         section = out.split(f"# ==== tb-{name}:")[1].split("# ==== ")[0]
         assert section.count("\nmeasure ") == len(plan.points())
         switches = [ln for ln in section.splitlines() if ln.startswith("# switch the cluster")]
@@ -177,7 +184,7 @@ class StandInCluster:
                 self.polls += 1
                 if self.polls <= outer.lag:
                     return set()
-                return kube.frontends(k8s.V1Service.model_validate(d) for d in outer.core.store.values())
+                return readback.frontends(k8s.V1Service.model_validate(d) for d in outer.core.store.values())
 
         return Probe()
 
@@ -277,8 +284,8 @@ class EmulatedNode:
             self.switcher.use(datapath, services.service_ports(w, self.node.name))
             self.synced = (datapath, n)
         if datapath == "iptables":
-            return kube.IptablesProbe(self.worker).programmed()
-        return kube.frontends(w.services)  # the eBPF maps hold what was just programmed
+            return readback.IptablesReadback(self.worker).programmed()
+        return readback.frontends(w.services)  # the eBPF maps hold what was just programmed
 
 
 @pytest.fixture(scope="module")
@@ -325,7 +332,7 @@ def test_cluster_sweep_end_to_end_on_emulated_vms(emulated_cluster, tmp_path):
         cl_lab, 100, kube_client=k, switch=state.switch, probe=emu.probe, progress=False,
         pod=lambda name: ExecHost(name, cl_lab.host("master"), ["ip", "netns", "exec", pod_ns]),
     )  # fmt: skip
-    plan = sweep.Plan("emu", ["iptables", "ebpf"], [1, 100], ["crr", "udp-pps"],
+    plan = plan_.Plan("emu", ["iptables", "ebpf"], [1, 100], ["crr", "udp-pps"],
                       {"crr": ["last", "pod"], "udp-pps": ["last"]}, repeats=1, crr_transactions=300,
                       udp_packets=2000, order="datapath")  # fmt: skip
     try:
@@ -362,7 +369,7 @@ def test_real_cluster_sweep(tmp_path):
         pytest.skip("needs a real cluster: set KUBECONFIG and LABTOOLS_TESTBED (an inventory with `cluster:`); "
                     "it switches the cluster's Cilium mode")  # fmt: skip
     lab = Lab(inv)
-    plan = sweep.Plan("cluster-test", ["iptables", "ebpf"], [1, 100], ["crr"], ["last", "pod"], repeats=1,
+    plan = plan_.Plan("cluster-test", ["iptables", "ebpf"], [1, 100], ["crr"], ["last", "pod"], repeats=1,
                       crr_transactions=300, order="datapath")  # fmt: skip
     csv, new = sweep.run(lab, plan, tmp_path, progress=False)
     df = pd.read_csv(csv)

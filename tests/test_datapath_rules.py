@@ -6,17 +6,17 @@ import struct
 
 import pytest
 
-from labtools import services
 from labtools.datapaths import ebpf, iptables, nftables
 from labtools.datapaths.base import Node
-from labtools.services import Endpoint, ServicePort, _categorize
+from labtools.model import services
+from labtools.model.services import Backend, ServicePort, _categorize
 from tests import kubeproxy_fixtures as fx
 
 NODE = Node("worker", "2001:db8:1234:5678::2", "ens3", "2001:db8:1234:5678:8:2::/104", "2001:db8:1234:5678:8:3::/112")
 
 
 def port(ns, name, port_name, cip, p, node_port, eps, etp_local=True) -> ServicePort:
-    endpoints = sorted((Endpoint(ip, p_, node, True, True, False) for ip, p_, node in eps), key=str)
+    endpoints = sorted((Backend(ip, p_, node, True, True, False) for ip, p_, node in eps), key=str)
     cluster, local = _categorize(endpoints, "worker")
     return ServicePort(ns, name, port_name, "tcp", cip, p, node_port, etp_local, False, tuple(endpoints),
                        cluster, local)  # fmt: skip

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from labtools import datapaths, netns, probe, services
-from labtools.lab import Lab
+from labtools import datapaths
+from labtools.hosts import namespaces
+from labtools.lab import Lab, reachability
+from labtools.model import services
 from tests.conftest import IS_ROOT
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root: brings the lab up")
@@ -19,17 +21,17 @@ def dlab():
     lab.down()
     lab.up(progress=False)
     node = datapaths.node_of(lab.inventory)
-    with probe.EchoServer(lab.ns("pod"), services.IPERF_PORT) as echo:
+    with reachability.EchoServer(lab.ns("pod"), services.IPERF_PORT) as echo:
         yield lab, node, echo
     lab.down()
-    assert not netns.lab_namespaces("pyd")
+    assert not namespaces.lab_namespaces("pyd")
 
 
 def outcome(lab: Lab, node, port: int, timeout: float = 2.5) -> str:
     # > 1 s: an ICMP error that races the connect() call is only a soft error (TcpExtLockDroppedIcmps);
     # the SYN retransmitted after 1 s then gets the hard error.
     try:
-        got = probe.tcp_echo(lab.ns("client"), node.ip, port, b"ping", timeout=timeout)
+        got = reachability.tcp_echo(lab.ns("client"), node.ip, port, b"ping", timeout=timeout)
     except ConnectionRefusedError:
         return "refused"
     except TimeoutError:
@@ -47,7 +49,7 @@ def test_nodeport_reaches_the_pod_and_keeps_the_client_address(dlab, datapath, c
     for which in ("first", "middle", "last"):
         node_port = workload.target(which).spec.ports[0].node_port
         payload = f"{datapath}/{count}/{which}".encode() * 100  # several segments: checksums must hold
-        assert probe.tcp_echo(lab.ns("client"), node.ip, node_port, payload) == payload
+        assert reachability.tcp_echo(lab.ns("client"), node.ip, node_port, payload) == payload
         assert echo.peers[-1] == CLIENT_IP  # eTP=Local: no SNAT
 
 
@@ -93,7 +95,7 @@ def test_nodeport_and_direct_connections_reusing_client_ports(dlab, datapath):
     A stale reverse-NAT entry of an old NodePort connection must not hijack the replies of a new
     direct one (this once broke the eBPF datapath's conntrack).
     """
-    from labtools import measure
+    from labtools.lab import traffic
 
     lab, node, _ = dlab
     workload = services.build(3)
@@ -102,7 +104,7 @@ def test_nodeport_and_direct_connections_reusing_client_ports(dlab, datapath):
     # The module's echo server answers on the pod's port 5201, so it serves both paths.
     for _ in range(2):
         for name in ("last", "pod"):
-            raw = measure.crr(client, measure.target(lab, workload, name), transactions=1500)
+            raw = traffic.crr(client, traffic.target(lab, workload, name), transactions=1500)
             assert raw["failed"] == 0, (name, raw)
 
 

@@ -1,4 +1,4 @@
-"""labtools.kube: Services and the iperf3 Deployment through the `kubernetes` client, and the programming probes.
+"""labtools.rigs.kube: Services and the iperf3 Deployment through the `kubernetes` client, and the programming probes.
 
 Without a cluster the client calls go to an in-memory fake API server that answers like the real one
 (409 on duplicates, 404 on missing, label selectors, paging). The end-to-end test needs a real cluster.
@@ -12,13 +12,15 @@ import os
 import pytest
 from kubernetes import client as k8s
 
-from labtools import kube, services
+from labtools.datapaths import readback
 from labtools.errors import LabError
 from labtools.hosts import Result
+from labtools.model import services
+from labtools.rigs import kube
 
 
 class FakeCore:
-    """The parts of CoreV1Api that labtools.kube uses, with the API server's answers."""
+    """The parts of CoreV1Api that labtools.rigs.kube uses, with the API server's answers."""
 
     def __init__(self, fail_first: int = 0):
         self.store: dict[str, dict] = {}
@@ -210,14 +212,14 @@ table ip6 kube-proxy {
 def test_frontends_in_tool_output():
     """(cluster IP, protocol, port) from each datapath's own listing, IPv6 written as Python writes it."""
     svc = ("2001:db8:1234:5678:8:3:0:d92d", "tcp", 5201)
-    assert kube.iptables_frontends(IPTABLES_SAVE) == {svc, ("2001:db8:1234:5678:8:3:0:1", "tcp", 443)}
-    assert kube.nft_frontends(NFT_MAP) == {svc, (svc[0], "udp", 5201)}
-    cil = kube.cilium_frontends(CILIUM_LIST)
+    assert readback.iptables_frontends(IPTABLES_SAVE) == {svc, ("2001:db8:1234:5678:8:3:0:1", "tcp", 443)}
+    assert readback.nft_frontends(NFT_MAP) == {svc, (svc[0], "udp", 5201)}
+    cil = readback.cilium_frontends(CILIUM_LIST)
     assert svc in cil and ("2001:db8:1234:5678:8:3:0:1", "tcp", 443) in cil
-    assert kube.cilium_frontends("[2001:DB8::1]:80") == {("2001:db8::1", "any", 80)}  # no protocol printed
-    assert kube.present({("2001:db8::1", "any", 80)}, [("2001:db8::1", "udp", 80)]) == {("2001:db8::1", "udp", 80)}
+    assert readback.cilium_frontends("[2001:DB8::1]:80") == {("2001:db8::1", "any", 80)}  # no protocol printed
+    assert readback.present({("2001:db8::1", "any", 80)}, [("2001:db8::1", "udp", 80)]) == {("2001:db8::1", "udp", 80)}
     w = services.build(10, udp_targets=True)
-    f = kube.frontends(w.services)
+    f = readback.frontends(w.services)
     assert len(f) == 10 + 3  # TCP on every Service, UDP on the first, middle and last
     assert (w.services[0].spec.cluster_ip, "udp", 5201) in f
 
@@ -238,7 +240,7 @@ class ScriptedHost:
 
 def test_iptables_probe_counts_only_kube_services_cluster_ips():
     h = ScriptedHost({"ip6tables-save -t nat": (0, IPTABLES_SAVE)})
-    found = kube.IptablesProbe(h, sudo=True).programmed()
+    found = readback.IptablesReadback(h, sudo=True).programmed()
     assert found == {("2001:db8:1234:5678:8:3:0:d92d", "tcp", 5201), ("2001:db8:1234:5678:8:3:0:1", "tcp", 443)}
     assert h.calls == [["sudo", "-n", "ip6tables-save", "-t", "nat"]]
 
@@ -252,12 +254,12 @@ def test_cilium_probe_finds_the_worker_agent_and_falls_back_to_old_cli():
             "cilium service list": (0, CILIUM_LIST),
         }
     )
-    p = kube.CiliumProbe(h, node_ip="2001:0db8:1234:5678:0::2")
+    p = readback.CiliumReadback(h, node_ip="2001:0db8:1234:5678:0::2")
     assert ("2001:db8:1234:5678:8:3:0:d92d", "tcp", 5201) in p.programmed()
     assert p.pod() == "cilium-bbbb" and any("cilium-bbbb" in c for c in h.calls[-1])
     assert h.calls[0][:3] == ["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf"]
     with pytest.raises(LabError, match="no Cilium agent pod runs on the node with address"):
-        kube.CiliumProbe(ScriptedHost({"get pods": (0, pods)}), node_ip="2001:db8::9").programmed()
+        readback.CiliumReadback(ScriptedHost({"get pods": (0, pods)}), node_ip="2001:db8::9").programmed()
 
 
 class GrowingProbe:
@@ -272,19 +274,19 @@ class GrowingProbe:
 
 
 def test_wait_programmed_measures_the_latency():
-    fronts = kube.frontends(services.build(10).services)
+    fronts = readback.frontends(services.build(10).services)
     ticks = itertools.count(step=0.5)
-    rec = kube.wait_programmed(GrowingProbe(fronts, 4), fronts, since=0.0, interval=0, clock=lambda: next(ticks))
+    rec = readback.wait_programmed(GrowingProbe(fronts, 4), fronts, since=0.0, interval=0, clock=lambda: next(ticks))
     assert rec["ok"] and rec["programmed"] == 10 and rec["polls"] == 3
     assert rec["sli"] == "network_programming_latency" and rec["latency_s"] > 0
     assert [n for _, n in rec["timeline"]] == [4, 8, 10]
     ticks = itertools.count(step=1.0)
-    rec = kube.wait_programmed(GrowingProbe(fronts, 1), fronts, timeout=3, interval=0, clock=lambda: next(ticks))
+    rec = readback.wait_programmed(GrowingProbe(fronts, 1), fronts, timeout=3, interval=0, clock=lambda: next(ticks))
     assert not rec["ok"] and rec["latency_s"] is None and rec["programmed"] < 10
 
 
 def test_wait_programmed_waits_for_deleted_frontends_to_go():
-    fronts = sorted(kube.frontends(services.build(4).services))
+    fronts = sorted(readback.frontends(services.build(4).services))
 
     class Shrinking:
         name = "fake"
@@ -294,7 +296,7 @@ def test_wait_programmed_waits_for_deleted_frontends_to_go():
             self.polls += 1
             return set(fronts if self.polls < 3 else fronts[:2])
 
-    rec = kube.wait_programmed(Shrinking(), fronts[:2], absent=fronts[2:], interval=0)
+    rec = readback.wait_programmed(Shrinking(), fronts[:2], absent=fronts[2:], interval=0)
     assert rec["ok"] and rec["polls"] == 3 and rec["lingering"] == 0
 
 

@@ -10,9 +10,9 @@ import time
 
 import pytest
 
-from labtools import netns, probe
 from labtools.errors import HostUnreachable, LabError, PrerequisiteError
-from labtools.lab import Lab
+from labtools.hosts import namespaces
+from labtools.lab import Lab, reachability
 from labtools.prereqs import require_tools
 from tests.conftest import POD_IP, ROOT, needs_root
 
@@ -20,23 +20,23 @@ CLI = [sys.executable, "-m", "labtools"]
 
 
 def test_client_pings_pod_through_router_and_worker(lab):
-    r = probe.ping(lab.host("client"), POD_IP)
+    r = reachability.ping(lab.host("client"), POD_IP)
     assert r.ok, r.error
     assert r.hop_limit == 62  # two forwarders (router, worker), as in the thesis' captures
 
 
 def test_tcp_client_to_pod_and_pod_sees_client(lab):
-    r = probe.iperf3_tcp(lab.host("client"), lab.host("pod"), POD_IP, seconds=1)
+    r = reachability.iperf3_tcp(lab.host("client"), lab.host("pod"), POD_IP, seconds=1)
     assert r.bytes > 0
     assert r.seen_source == "2001:db8:1234:5679::1"
 
 
 def test_jumbo_packet_with_dont_fragment_passes(lab):
-    ok = probe.ping(lab.host("client"), POD_IP, packet_bytes=8900, dont_fragment=True)
+    ok = reachability.ping(lab.host("client"), POD_IP, packet_bytes=8900, dont_fragment=True)
     assert ok.ok and ok.packet_bytes == 8900, ok.error
     # 8950 is the largest packet every link passes; one byte more cannot leave the client.
-    assert probe.ping(lab.host("client"), POD_IP, packet_bytes=8950, dont_fragment=True).ok
-    too_big = probe.ping(lab.host("client"), POD_IP, packet_bytes=8951, dont_fragment=True)
+    assert reachability.ping(lab.host("client"), POD_IP, packet_bytes=8950, dont_fragment=True).ok
+    too_big = reachability.ping(lab.host("client"), POD_IP, packet_bytes=8951, dont_fragment=True)
     assert not too_big.ok and "mtu: 8950" in too_big.error
 
 
@@ -57,10 +57,10 @@ def test_status_reports_every_interface(lab):
 
 
 def test_up_is_idempotent(lab):
-    before = sorted(netns.lab_namespaces("pyt"))
+    before = sorted(namespaces.lab_namespaces("pyt"))
     lab.up(progress=False)
-    assert sorted(netns.lab_namespaces("pyt")) == before
-    assert probe.ping(lab.host("client"), POD_IP).ok
+    assert sorted(namespaces.lab_namespaces("pyt")) == before
+    assert reachability.ping(lab.host("client"), POD_IP).ok
 
 
 def test_host_errors_name_host_command_and_stderr(lab):
@@ -92,13 +92,13 @@ def test_two_labs_with_different_prefixes_coexist(lab):
     other = Lab(prefix="pyt2")
     try:
         other.up(progress=False)
-        assert probe.ping(other.host("client"), POD_IP).ok
-        assert probe.ping(lab.host("client"), POD_IP).ok
+        assert reachability.ping(other.host("client"), POD_IP).ok
+        assert reachability.ping(lab.host("client"), POD_IP).ok
     finally:
         removed = other.down()
     assert all(n.startswith("pyt2-") for n in removed)
-    assert not netns.lab_namespaces("pyt2")
-    assert len(netns.lab_namespaces("pyt")) == 6
+    assert not namespaces.lab_namespaces("pyt2")
+    assert len(namespaces.lab_namespaces("pyt")) == 6
 
 
 @needs_root
@@ -108,29 +108,29 @@ def test_down_leaves_nothing_even_after_up_is_killed_halfway():
         up = subprocess.Popen([*CLI, "lab", "up", "-q", "--prefix", "pyk"], env=env, cwd=ROOT)
         # Kill it hard as soon as it has made something, so that nothing of its own can clean up.
         deadline = time.monotonic() + 10
-        while not netns.lab_namespaces("pyk") and up.poll() is None and time.monotonic() < deadline:
+        while not namespaces.lab_namespaces("pyk") and up.poll() is None and time.monotonic() < deadline:
             time.sleep(0.002)
         time.sleep(0.01 * attempt)
         up.send_signal(signal.SIGKILL)
         up.wait()
-        if up.returncode == -signal.SIGKILL and netns.lab_namespaces("pyk"):
+        if up.returncode == -signal.SIGKILL and namespaces.lab_namespaces("pyk"):
             break
-    assert netns.lab_namespaces("pyk"), "could not catch `lab up` halfway"
+    assert namespaces.lab_namespaces("pyk"), "could not catch `lab up` halfway"
     # A process of the half-made lab, to prove `down` ends those too.
-    sleeper = subprocess.Popen(["ip", "netns", "exec", netns.lab_namespaces("pyk")[0], "sleep", "60"])
+    sleeper = subprocess.Popen(["ip", "netns", "exec", namespaces.lab_namespaces("pyk")[0], "sleep", "60"])
     time.sleep(0.1)
     res = subprocess.run([*CLI, "lab", "down", "--prefix", "pyk"], env=env, cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stderr
     assert sleeper.wait(5) == -signal.SIGTERM
-    assert not netns.lab_namespaces("pyk")
-    assert not [n for n in netns.list_namespaces() if n.startswith("pyk")]
+    assert not namespaces.lab_namespaces("pyk")
+    assert not [n for n in namespaces.list_namespaces() if n.startswith("pyk")]
 
 
 @needs_root
 def test_sigterm_during_up_cleans_up():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     up = subprocess.Popen([*CLI, "lab", "up", "-q", "--prefix", "pyk"], env=env, cwd=ROOT, stderr=subprocess.PIPE)
-    while not netns.lab_namespaces("pyk") and up.poll() is None:
+    while not namespaces.lab_namespaces("pyk") and up.poll() is None:
         time.sleep(0.002)
     up.send_signal(signal.SIGTERM)
     _, err = up.communicate(timeout=30)
@@ -138,7 +138,7 @@ def test_sigterm_during_up_cleans_up():
         Lab(prefix="pyk").down()
         pytest.skip("lab up finished before SIGTERM arrived")
     assert up.returncode == 130, err
-    assert not netns.lab_namespaces("pyk")
+    assert not namespaces.lab_namespaces("pyk")
 
 
 @needs_root
@@ -153,7 +153,7 @@ def test_not_root_is_a_clear_error(capsys):
     assert rc == 2
     err = capsys.readouterr().err
     assert "labtools lab up needs root" in err and "run it as root" in err
-    assert not netns.lab_namespaces("pyn")
+    assert not namespaces.lab_namespaces("pyn")
 
 
 def test_missing_tool_names_the_package():

@@ -5,9 +5,12 @@ from __future__ import annotations
 import json
 import sys
 
+import pandas as pd
 import pytest
 
-from labtools import datapaths, measure, services
+from labtools import datapaths
+from labtools.lab import traffic
+from labtools.model import services
 from tests.conftest import IS_ROOT, ROOT
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root: brings the lab up")
@@ -25,19 +28,19 @@ def programmed(lab):
 
 def test_crr_through_a_nodeport_and_to_the_pod(lab, programmed):
     client, pod = lab.host("client"), lab.host("pod")
-    srv = measure.start_crr_server(pod, services.IPERF_PORT)
+    srv = traffic.start_crr_server(pod, services.IPERF_PORT)
     try:
         for name in ("last", "pod"):
-            t = measure.target(lab, programmed, name)
-            raw = measure.crr(client, t, transactions=500)
+            t = traffic.target(lab, programmed, name)
+            raw = traffic.crr(client, t, transactions=500)
             assert raw["transactions"] == 500 and raw["failed"] == 0
             assert 0 < raw["min_us"] <= raw["p50_us"] <= raw["p90_us"] <= raw["p99_us"] <= raw["max_us"]
-            recs = measure.records("crr", raw, {"datapath": "ebpf", "services": 10, "target": name, "repeat": 0})
+            recs = traffic.records("crr", raw, {"datapath": "ebpf", "services": 10, "target": name, "repeat": 0})
             assert [r["metric"] for r in recs] == ["crr_p50", "crr_p90", "crr_p99", "crr_rate"]
             assert all(set(r) == KEYS for r in recs)
     finally:
         srv.stop()
-    t = measure.target(lab, programmed, "last")
+    t = traffic.target(lab, programmed, "last")
     assert t.address == "2001:db8:1234:5678::2" and t.port == programmed.target("last").spec.ports[0].node_port
 
 
@@ -45,10 +48,10 @@ def test_throughput_keeps_the_raw_iperf3_json(lab, programmed):
     pod = lab.host("pod")
     srv = pod.start(["iperf3", "-s", "-p", str(services.IPERF_PORT)])
     try:
-        raw = measure.throughput(lab.host("client"), pod, measure.target(lab, programmed, "first"), seconds=1)
+        raw = traffic.throughput(lab.host("client"), traffic.target(lab, programmed, "first"), seconds=1)
     finally:
         srv.stop()
-    (rec,) = measure.records("throughput", raw, {"datapath": "ebpf", "services": 10, "target": "first", "repeat": 0})
+    (rec,) = traffic.records("throughput", raw, {"datapath": "ebpf", "services": 10, "target": "first", "repeat": 0})
     assert rec["unit"] == "Gbit/s" and rec["value"] == raw["end"]["sum_received"]["bits_per_second"] / 1e9 > 0
 
 
@@ -61,11 +64,11 @@ def test_udp_pps_sends_only_new_flows(lab):
     datapaths.switch(lab.host(node.name), node, "iptables", services.service_ports(workload, node.name))
     try:
         for name in ("last", "pod"):
-            raw = measure.sample(lab, "udp-pps", measure.target(lab, workload, name), packets=3000)
+            raw = traffic.sample(lab, "udp-pps", traffic.target(lab, workload, name), packets=3000)
             assert raw["sent"] == 3000 and raw["errors"] == 0
             assert raw["delivered"] >= 2970, raw  # a veth backlog may drop a few, never most
             assert raw["conntrack_entries"] >= raw["delivered"], raw  # one new entry per packet
-            recs = measure.records("udp-pps", raw, {"datapath": "iptables", "services": 10, "target": name,
+            recs = traffic.records("udp-pps", raw, {"datapath": "iptables", "services": 10, "target": name,
                                                     "repeat": 0})  # fmt: skip
             assert recs[0]["metric"] == "udp_pps" and recs[0]["value"] == raw["delivered"] / raw["elapsed_s"]
     finally:
@@ -80,12 +83,19 @@ def test_cli_measure_writes_records_with_provenance(lab, tmp_path):
                          cwd=ROOT, capture_output=True, text=True)  # fmt: skip
     assert res.returncode == 0, res.stderr
     res = subprocess.run([*env_cmd, "measure", "-p", "pyt", "-m", "crr", "-t", "middle", "-r", "2", "-o",
-                          str(tmp_path)], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+                          str(tmp_path), "--run-id", "m1"], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
     assert res.returncode == 0, res.stderr
-    recs = [json.loads(x) for x in (tmp_path / "records.jsonl").read_text().splitlines()]
+    assert "[2001:db8:1234:5678::2]:" in res.stdout and "run m1" in res.stdout  # says what it measured
+    recs = pd.read_csv(tmp_path / "processed" / "m1.csv").to_dict("records")
     assert len(recs) == 8 and {r["repeat"] for r in recs} == {0, 1}
     assert recs[0]["datapath"] == "iptables-legacy" and recs[0]["services"] == 5
-    assert {"kernel", "git_commit", "iperf3", "time"} <= set(recs[0]["provenance"])
+    prov = json.loads((tmp_path / "raw" / "m1" / "manifest.json").read_text())["provenance"]
+    assert {"kernel", "git_commit", "iperf3", "time", "cpu_model", "clocksource", "git_dirty"} <= set(prov)
+    # --json: the tidy records themselves
+    res = subprocess.run([*env_cmd, "measure", "-p", "pyt", "-m", "crr", "-t", "pod", "--json", "-o",
+                          str(tmp_path)], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert {r["metric"] for r in json.loads(res.stdout)} == {"crr_p50", "crr_p90", "crr_p99", "crr_rate"}
     res = subprocess.run([*env_cmd, "services", "apply", "-p", "pyt", "-d", "none"], cwd=ROOT,
                          capture_output=True, text=True)  # fmt: skip
     res = subprocess.run([*env_cmd, "measure", "-p", "pyt", "-t", "last"], cwd=ROOT, capture_output=True, text=True)

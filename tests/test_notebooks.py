@@ -6,7 +6,7 @@ import nbformat
 import papermill as pm
 import pytest
 
-from labtools import netns
+from labtools.hosts import namespaces
 from tests.conftest import IS_ROOT, ROOT
 
 NOTEBOOKS = ROOT / "notebooks"
@@ -24,7 +24,7 @@ def test_testbed_setup_notebook_runs_headless(tmp_path):
     out = tmp_path / "00.ipynb"
     try:
         pm.execute_notebook(
-            str(NOTEBOOKS / "00-testbed-setup.ipynb"),
+            str(NOTEBOOKS / "00-lab-setup.ipynb"),
             str(out),
             parameters={"prefix": "pynb", "teardown": True},
             cwd=str(NOTEBOOKS),
@@ -32,10 +32,10 @@ def test_testbed_setup_notebook_runs_headless(tmp_path):
             progress_bar=False,
         )
     finally:
-        netns.teardown("pynb")
+        namespaces.teardown("pynb")
     nb = nbformat.read(out, as_version=4)
     assert nb.metadata.papermill.parameters == {"prefix": "pynb", "teardown": True}
     text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
     assert "echo checks and the TCP transfer passed" in text
     assert "removed: ['pynb-client'" in text
-    assert not netns.lab_namespaces("pynb")
+    assert not namespaces.lab_namespaces("pynb")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
+import sys
 import tomllib
+from pathlib import Path
 
 import pytest
 import yaml
@@ -31,3 +34,50 @@ def test_design_card_packages_are_dependencies():
 def test_ruff_is_clean():
     res = subprocess.run(["ruff", "check", "labtools", "tests"], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_import_contracts_are_kept():
+    """The house's layers (pyproject's [tool.importlinter]): every module imports only from below."""
+    lint = Path(sys.executable).with_name("lint-imports")
+    res = subprocess.run([str(lint)], cwd=ROOT, capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout[-3000:] + res.stderr
+    assert "2 kept, 0 broken" in res.stdout
+
+
+def test_outputs_load_neither_ssh_nor_kubernetes():
+    heavy = ("paramiko", "kubernetes", "labtools.hosts", "labtools.lab")
+    code = ("import sys, labtools.analysis, labtools.figures, labtools.paper; "
+            f"print(sorted(m for m in {heavy!r} if m in sys.modules))")  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "[]"
+
+
+def test_a_non_editable_install_runs_from_a_copy_of_the_project(tmp_path):
+    """`pip install .` (not -e): the package finds its own resources, and the project folder it runs in."""
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    # The dependencies come from the project's environment (no downloads); labtools itself is installed.
+    deps = next(p for p in map(Path, sys.path) if p.name == "site-packages" and (p / "pandas").exists())
+    (site / "labtools-deps.pth").write_text(f"{deps}\n")
+    build = tmp_path / "src"
+    shutil.copytree(ROOT, build, ignore=shutil.ignore_patterns(".git", ".venv", "build", "data", "paper", "*.ipynb"))
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+                    str(build)], check=True, capture_output=True)  # fmt: skip
+    project = tmp_path / "project"
+    for part in ("params", "notebooks", "data", "paper"):
+        shutil.copytree(ROOT / part, project / part, ignore=shutil.ignore_patterns("build", ".ipynb_checkpoints"))
+    labtools = str(venv / "bin" / "labtools")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LABTOOLS_")}
+    where = subprocess.run([str(venv / "bin" / "python"), "-c", "import labtools; print(labtools.__file__)"],
+                           cwd=project, env=env, capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert str(venv) in where, where  # the installed copy, not this checkout
+    assert subprocess.run([labtools, "--help"], cwd=project, env=env, capture_output=True).returncode == 0
+    inv = subprocess.run([str(venv / "bin" / "python"), "-c",
+                          "from labtools.model import topology; print(topology.load().path)"],
+                         cwd=project, env=env, capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert str(venv) in inv and Path(inv.strip()).exists()  # the default inventory ships in the package
+    res = subprocess.run([labtools, "figures"], cwd=project, env=env, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
+    assert (project / "paper" / "manifest.json").exists()
+    assert "figures and tables regenerated" in res.stdout

@@ -7,10 +7,9 @@ import subprocess
 
 import pytest
 
-from labtools import figures, paper
-from labtools.topology import REPO_ROOT
+from labtools import figures, paper, paths
 
-PAPER = REPO_ROOT / "paper"
+PAPER = paths.project_root() / "paper"
 MANIFEST = PAPER / "manifest.json"
 
 

@@ -6,15 +6,19 @@ import json
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from scapy.layers.inet import TCP
 from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6, IPv6ExtHdrSegmentRouting
 from scapy.utils import rdpcap
 
-from labtools import capture, cli, netns, prereqs, srv6, topology
+from labtools import cli, paths, prereqs
+from labtools.datapaths import srv6
 from labtools.errors import LabError, PrerequisiteError
-from labtools.hosts import NetnsHost
-from labtools.lab import Lab
+from labtools.experiments import captures, matrix
+from labtools.hosts import NetnsHost, namespaces
+from labtools.lab import Lab, capture
+from labtools.model import topology
 from tests.conftest import HAS_SEG6, IS_ROOT, POD_IP, fresh_lab, needs_seg6
 
 PREFIX = "psr"
@@ -105,7 +109,7 @@ def test_bad_mode_and_equal_sids_are_refused(inv):
     with pytest.raises(LabError, match="unknown capture point"):
         capture.points(inv, ["client", "switch"])
     with pytest.raises(LabError, match="invalid run id"):
-        capture.check_run_id("../x")
+        paths.check_run_id("../x")
 
 
 def test_missing_tools_are_named(monkeypatch):
@@ -190,13 +194,13 @@ def echo(pcap, kind):
 def test_ping_through_the_tunnel_looks_like_the_thesis_figures(slab, tmp_path):
     srv6.up(slab, "end-dt6")
     try:
-        m = capture.run(slab, "srv6-icmp", scenarios=["icmp"], count=3, root=tmp_path)
+        m = captures.run(slab, "srv6-icmp", scenarios=["icmp"], count=3, root=tmp_path)
     finally:
         srv6.down(slab)
     (c,) = m["captures"]
     assert c["ok"], c["output"]
     assert c["command"][:2] == ["ping", "-6"] and "-s" in c["command"]
-    run = tmp_path / "srv6-icmp"
+    run = tmp_path / "raw" / "srv6-icmp"
     on_disk = json.loads((run / "manifest.json").read_text())
     assert on_disk["srv6_mode"] == "end-dt6" and on_disk["snaplen"] >= 9000
     assert set(on_disk["points"]) == set(capture.POINTS)
@@ -237,8 +241,8 @@ def test_ping_through_the_tunnel_looks_like_the_thesis_figures(slab, tmp_path):
     assert hl[("client", "ICMPv6EchoRequest")] == {64} and hl[("pod", "ICMPv6EchoReply")] == {64}
     assert hl[("pod", "ICMPv6EchoRequest")] == {63} and hl[("client", "ICMPv6EchoReply")] == {63}
     # nothing left behind: no tcpdump, no temporary pcaps
-    for ns in netns.lab_namespaces(PREFIX):
-        assert not [p for p in netns.pids(ns) if "tcpdump" in Path(f"/proc/{p}/comm").read_text()]
+    for ns in namespaces.lab_namespaces(PREFIX):
+        assert not [p for p in namespaces.pids(ns) if "tcpdump" in Path(f"/proc/{p}/comm").read_text()]
     assert not [f for f in os.listdir("/tmp") if f.startswith("labtools-capture-")]
 
 
@@ -247,13 +251,13 @@ def test_ping_through_the_tunnel_looks_like_the_thesis_figures(slab, tmp_path):
 def test_tcp_to_the_pod_passes_the_tunnel_the_nodeport_does_not(slab, tmp_path):
     srv6.up(slab, "end-dt6")
     try:
-        m = capture.run(slab, "srv6-tcp", scenarios=["tcp-pod", "tcp-nodeport"], datapath="nftables", count=1,
+        m = captures.run(slab, "srv6-tcp", scenarios=["tcp-pod", "tcp-nodeport"], datapath="nftables", count=1,
                         timeout=1.0, root=tmp_path)  # fmt: skip
     finally:
         srv6.down(slab)
     pod_run, np_run = m["captures"]
     assert pod_run["ok"] and not np_run["ok"]
-    run = tmp_path / "srv6-tcp"
+    run = tmp_path / "raw" / "srv6-tcp"
     syn_at_worker = [p for p in rdpcap(str(run / "tcp-pod" / "worker.pcap")) if p.haslayer(TCP) and p[TCP].flags == "S"]
     assert syn_at_worker and all(layers(p)[1] is not None for p in syn_at_worker)
     syn_at_pod = [p for p in rdpcap(str(run / "tcp-pod" / "pod.pcap")) if p.haslayer(TCP) and p[TCP].flags == "S"]
@@ -268,8 +272,8 @@ def test_tcp_to_the_pod_passes_the_tunnel_the_nodeport_does_not(slab, tmp_path):
 
 @needs_root
 @needs_seg6
-def test_reachability_matrix(slab):
-    rows = srv6.matrix(slab)
+def test_reachability_matrix(slab, tmp_path):
+    rows = pd.read_csv(matrix.run(slab, "m", root=tmp_path, progress=False)).to_dict("records")
     got = {(r["mode"], r["datapath"], r["target"]): r["reachable"] for r in rows}
     print("\n" + "\n".join(f"{k}: {v}" for k, v in got.items()))
     assert len(rows) == (1 + len(srv6.MODES)) * 3 * 2

@@ -7,8 +7,11 @@ from scapy.layers.inet import TCP
 from scapy.layers.inet6 import IPv6, IPv6ExtHdrSegmentRouting
 from scapy.utils import rdpcap
 
-from labtools import capture, datapaths, services, srv6
+from labtools import datapaths
+from labtools.datapaths import srv6
+from labtools.experiments import captures
 from labtools.lab import Lab
+from labtools.model import services
 from tests.conftest import IS_ROOT, POD_IP, fresh_lab, needs_seg6
 
 PREFIX = "psn"
@@ -39,7 +42,7 @@ def test_nodeport_through_the_tunnel(nlab, tmp_path, mode, datapath):
     # capture.run brings the tunnel up *before* it programs the datapath: in mode ebpf the NodePort program
     # takes the SID over from the encapsulation program (labtools-bpf-load --decap).
     try:
-        m = capture.run(nlab, "np", scenarios=["tcp-nodeport"], mode=mode, datapath=datapath, count=1, timeout=2.0,
+        m = captures.run(nlab, "np", scenarios=["tcp-nodeport"], mode=mode, datapath=datapath, count=1, timeout=2.0,
                         point_names=["router-cluster", "worker", "pod"], root=tmp_path)  # fmt: skip
         assert f"pref {srv6.TC_PREF}" in egress_filters(nlab)
     finally:
@@ -49,7 +52,7 @@ def test_nodeport_through_the_tunnel(nlab, tmp_path, mode, datapath):
     (c,) = m["captures"]
     assert c["ok"], c["output"]
     np_port = c["port"]
-    run = tmp_path / "np" / "tcp-nodeport"
+    run = tmp_path / "raw" / "np" / "tcp-nodeport"
     at_worker = tcp(run / "worker.pcap")
     syn = [p for p in at_worker if p[TCP].flags == "S"]
     synack = [p for p in at_worker if p[TCP].flags == "SA"]

@@ -8,10 +8,9 @@ import subprocess
 import paramiko
 import pytest
 
-from labtools import probe
 from labtools.errors import HostKeyError, HostUnreachable, LabError
 from labtools.hosts import SSHConfig, SSHHost
-from labtools.lab import Lab, ssh_config
+from labtools.lab import Lab, reachability, ssh_config
 from tests.conftest import IS_ROOT, POD_IP, emulated_vms_up
 
 pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root: sshd in network namespaces")
@@ -38,17 +37,17 @@ def test_topology_configured_over_ssh_carries_traffic(vms, ssh_lab):
     assert ssh_lab.backend == "ssh"
     # Before: the VMs have no data-path addresses, so the client cannot reach the pod.
     netns_lab = vms.lab
-    assert not probe.ping(netns_lab.host("client"), POD_IP, timeout=0.5).ok
+    assert not reachability.ping(netns_lab.host("client"), POD_IP, timeout=0.5).ok
     ssh_lab.up(progress=False)  # the very commands the netns backend runs, now through paramiko
-    r = probe.ping(ssh_lab.host("client"), POD_IP)
+    r = reachability.ping(ssh_lab.host("client"), POD_IP)
     assert r.ok and r.hop_limit == 62, r.error
-    assert probe.ping(ssh_lab.host("client"), POD_IP, packet_bytes=8900, dont_fragment=True).ok
+    assert reachability.ping(ssh_lab.host("client"), POD_IP, packet_bytes=8900, dont_fragment=True).ok
     fwd = ssh_lab.host("router").run(["sysctl", "-n", "net.ipv6.conf.all.forwarding"]).stdout.strip()
     assert fwd == "1"
     rows = {(s.machine, s.interface): s for s in ssh_lab.status()}
     assert rows[("worker", "ens3")].mtu == 8950
     # TCP through the SSH-started iperf3 server in the pod.
-    t = probe.iperf3_tcp(ssh_lab.host("client"), ssh_lab.host("pod"), POD_IP)
+    t = reachability.iperf3_tcp(ssh_lab.host("client"), ssh_lab.host("pod"), POD_IP)
     assert t.bytes > 0 and t.seen_source == "2001:db8:1234:5679::1"
 
 
@@ -130,8 +129,8 @@ def test_exec_host_runs_in_the_pod_through_the_master(vms, ssh_lab, tmp_path):
     Here the "container" is the pod's namespace and the wrapper ``ip netns exec``: the same ExecHost,
     through a real sshd, with stdin, exit codes, file transfer and background servers.
     """
-    from labtools import measure
     from labtools.hosts import ExecHost
+    from labtools.lab import traffic
 
     ssh_lab.up(progress=False)
     pod = ExecHost("pod", ssh_lab.host("master"), ["ip", "netns", "exec", vms.lab.ns("pod")])
@@ -147,9 +146,9 @@ def test_exec_host_runs_in_the_pod_through_the_master(vms, ssh_lab, tmp_path):
     pod.run(["rm", "-f", "/tmp/labtools-test-blob"])
     # A server started in the pod this way carries real traffic, and stops.
     for _ in range(2):  # the port is free again after stop()
-        srv = measure.start_crr_server(pod, 5201)
+        srv = traffic.start_crr_server(pod, 5201)
         try:
-            raw = measure.crr(ssh_lab.host("client"), measure.Target("pod", POD_IP, 5201), transactions=200)
+            raw = traffic.crr(ssh_lab.host("client"), traffic.Target("pod", POD_IP, 5201), transactions=200)
             assert raw["transactions"] == 200 and raw["failed"] == 0
         finally:
             srv.stop()

@@ -11,8 +11,9 @@ import time
 import pandas as pd
 import pytest
 
-from labtools import sweep
 from labtools.errors import LabError
+from labtools.experiments import sweep
+from labtools.model import plan as plan_
 from tests.conftest import IS_ROOT, ROOT
 
 needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root: brings the lab up")
@@ -21,27 +22,27 @@ ARGS = ["--datapaths", "none,ebpf,iptables-legacy", "--counts", "1,10", "--metri
 
 
 def test_plan_interleaves_datapaths_within_a_repeat():
-    plan = sweep.Plan("x", ["none", "ebpf"], [1, 10], ["crr"], ["last", "pod"], repeats=2)
+    plan = plan_.Plan("x", ["none", "ebpf"], [1, 10], ["crr"], ["last", "pod"], repeats=2)
     pts = plan.points()
     assert pts[:3] == [(1, 0, "none", "crr", "pod"), (1, 0, "ebpf", "crr", "last"), (1, 0, "ebpf", "crr", "pod")]
     assert len(pts) == 2 * 2 * (1 + 2)  # `none` has no NodePort target
     with pytest.raises(LabError, match="unknown datapath"):
-        sweep.Plan("x", ["ipvs"], [1], ["crr"], ["pod"]).validate()
+        plan_.Plan("x", ["ipvs"], [1], ["crr"], ["pod"]).validate()
 
 
 def test_targets_per_metric_and_the_profiles():
-    plan = sweep.Plan("x", ["none", "ebpf"], [1], ["throughput", "crr"], {"throughput": ["last"], "crr": ["pod"]}, 1)
+    plan = plan_.Plan("x", ["none", "ebpf"], [1], ["throughput", "crr"], {"throughput": ["last"], "crr": ["pod"]}, 1)
     assert plan.points() == [(1, 0, "none", "throughput", "pod"), (1, 0, "none", "crr", "pod"),
                              (1, 0, "ebpf", "throughput", "last"), (1, 0, "ebpf", "crr", "pod")]  # fmt: skip
     with pytest.raises(LabError, match=r"udp-pps \(in targets, not in metrics\)"):
-        sweep.Plan("x", ["ebpf"], [1], ["crr"], {"udp-pps": ["last"]}).validate()
-    quick = sweep.plans(sweep.profile_params("quick")["sweeps"], "r")
+        plan_.Plan("x", ["ebpf"], [1], ["crr"], {"udp-pps": ["last"]}).validate()
+    quick = plan_.plans(plan_.profile_params("quick")["sweeps"], "r")
     assert [p.run_id for p in quick] == ["r-quick"] and max(quick[0].counts) == 10000
-    full = sweep.plans(sweep.profile_params("full")["sweeps"], "r")
+    full = plan_.plans(plan_.profile_params("full")["sweeps"], "r")
     assert [max(p.counts) for p in full] == [1000, 10000] and all(p.repeats == 5 for p in full)
     assert set(full[0].datapaths) == {"none", "iptables", "iptables-legacy", "nftables", "ebpf"}
     with pytest.raises(LabError, match="no profile 'huge'"):
-        sweep.profile_params("huge")
+        plan_.profile_params("huge")
 
 
 @needs_root
@@ -58,7 +59,7 @@ class FailingRig:
         return {"rig": "failing"}
 
     def workload(self, count, seed):
-        from labtools import services
+        from labtools.model import services
 
         return services.build(count, seed=seed)
 
@@ -79,7 +80,7 @@ def test_a_failed_sweep_cleans_up_and_reports_its_own_error(tmp_path, capsys, cl
     from labtools.lab import Lab
 
     rig = FailingRig(close_fails)
-    plan = sweep.Plan("fail", ["ebpf"], [1], ["crr"], ["last"], repeats=1)
+    plan = plan_.Plan("fail", ["ebpf"], [1], ["crr"], ["last"], repeats=1)
     with pytest.raises(LabError, match="the datapath broke"):  # not the cleanup's error
         sweep.run(Lab(), plan, tmp_path, progress=False, rig=rig)
     assert rig.closed

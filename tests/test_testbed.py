@@ -14,14 +14,17 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from labtools import cli, datapaths, kube, prereqs, probe, services, testbed, topology
+from labtools import cli, datapaths, prereqs
+from labtools.datapaths import readback
 from labtools.errors import LabError
 from labtools.hosts import Result
-from labtools.lab import Lab
-from labtools.testbed import cilium, kubeadm, netplan
+from labtools.lab import Lab, reachability
+from labtools.model import services, topology
+from labtools.rigs import kube, testbed
+from labtools.rigs.testbed import cilium, kubeadm, netplan
 from tests.conftest import HAS_SEG6, POD_IP, ROOT, emulated_vms_up
 
-OPENSTACK = ROOT / "lab" / "openstack-example.yml"
+OPENSTACK = ROOT / "labtools" / "inventories" / "openstack-example.yml"
 
 # thesis lines 1174-1230: the VMs' netplan files (match/set-name pinned the NIC by MAC on OpenStack).
 THESIS_NETPLAN = {
@@ -338,7 +341,7 @@ def test_srv6_hook(inv, monkeypatch):
     steps = testbed.plan(inv, testbed.Options(stages=["srv6"], srv6_mode="fc00::1"))
     assert [(s.machine, s.argv) for s in steps] == [("router", ("ip", "-6", "sr", "tunsrc", "set", "fc00::1"))]
     monkeypatch.setattr(testbed, "srv6_plan", lambda i, mode: None)
-    with pytest.raises(LabError, match=r"labtools.srv6.plan"):
+    with pytest.raises(LabError, match=r"labtools.datapaths.srv6.plan"):
         testbed.plan(inv, testbed.Options(stages=["srv6"]))
     notes = [s for s in testbed.plan(inv) if s.stage == "srv6"]  # not asked for by name: a note, no failure
     assert len(notes) == 1 and notes[0].argv == () and "left out" in notes[0].why
@@ -392,7 +395,7 @@ def test_appendix_applied_over_ssh_on_emulated_vms(vms, tmp_path):
     ssh_lab = Lab(vms.ssh_inventory())
     try:
         inv = ssh_lab.inventory
-        assert not probe.ping(vms.lab.host("client"), POD_IP, timeout=0.5).ok  # bare VMs: no data path yet
+        assert not reachability.ping(vms.lab.host("client"), POD_IP, timeout=0.5).ok  # bare VMs: no data path yet
         with pytest.raises(LabError, match=r"shares its /etc: refusing"):  # would write the host's /etc
             testbed.apply(ssh_lab, testbed.plan(inv, testbed.Options(stages=["network"])), dry_run=False)
         opts = testbed.Options(stages=["network"], files_root=str(tmp_path))
@@ -409,7 +412,7 @@ def test_appendix_applied_over_ssh_on_emulated_vms(vms, tmp_path):
         assert ssh_lab.host("client").run(["sysctl", "-n", "net.ipv6.conf.all.forwarding"]).stdout.strip() == "0"
         rows = {(s.machine, s.interface): s for s in ssh_lab.status()}
         assert rows[("router", "ens7")].mtu == 8950 and "2001:db8:1234:5678::3/64" in rows[("router", "ens7")].addresses
-        r = probe.ping(ssh_lab.host("client"), POD_IP, packet_bytes=8900, dont_fragment=True)
+        r = reachability.ping(ssh_lab.host("client"), POD_IP, packet_bytes=8900, dont_fragment=True)
         assert r.ok and r.hop_limit == 62, r.error
         testbed.apply(ssh_lab, steps, dry_run=False)  # idempotent: a second run changes nothing and does not fail
 
@@ -417,19 +420,19 @@ def test_appendix_applied_over_ssh_on_emulated_vms(vms, tmp_path):
         worker = ssh_lab.host("worker")
         node = datapaths.node_of(inv)
         workload = services.build(200)
-        fronts = kube.frontends(workload.services)
+        fronts = readback.frontends(workload.services)
         for name, pr in (
-            ("iptables", kube.IptablesProbe(worker)),
-            ("nftables", kube.NftablesProbe(worker)),
+            ("iptables", readback.IptablesReadback(worker)),
+            ("nftables", readback.NftablesReadback(worker)),
         ):
             since = time.monotonic()
             datapaths.switch(worker, node, name, services.service_ports(workload, node.name))
-            rec = kube.wait_programmed(pr, fronts, since=since, timeout=30)
+            rec = readback.wait_programmed(pr, fronts, since=since, timeout=30)
             assert rec["ok"] and rec["programmed"] == 200 and rec["probe"] == name, rec
             assert 0 < rec["latency_s"] < 30
         datapaths.switch(worker, node, "none", [])
-        assert kube.IptablesProbe(worker).programmed() == set() == kube.NftablesProbe(worker).programmed()
-        # The appendix' SRv6 configuration (labtools.srv6), through the same apply over SSH: last, as it
+        assert readback.IptablesReadback(worker).programmed() == set() == readback.NftablesReadback(worker).programmed()
+        # The appendix' SRv6 configuration (labtools.datapaths.srv6), through the same apply over SSH: last, as it
         # needs a kernel with SRv6 routes (the emulated VMs share this machine's kernel).
         if not HAS_SEG6:
             pytest.skip(prereqs.SEG6_MISSING)
@@ -438,7 +441,7 @@ def test_appendix_applied_over_ssh_on_emulated_vms(vms, tmp_path):
         testbed.apply(ssh_lab, sr_steps, dry_run=False)
         route = ssh_lab.host("router").run(["ip", "-6", "route", "get", POD_IP]).stdout
         assert "encap seg6" in route and "fc00::2" in route, route
-        assert probe.ping(ssh_lab.host("client"), POD_IP).ok  # the pod is reachable through the tunnel
+        assert reachability.ping(ssh_lab.host("client"), POD_IP).ok  # the pod is reachable through the tunnel
 
     finally:
         ssh_lab.close()

@@ -7,8 +7,8 @@ import textwrap
 
 import pytest
 
-from labtools import topology
 from labtools.errors import InventoryError
+from labtools.model import topology
 from tests.conftest import POD_IP, ROOT
 
 
@@ -40,7 +40,7 @@ links:
 
 
 def test_thesis_inventory_has_the_thesis_addresses():
-    inv = topology.load(ROOT / "lab" / "thesis-netns.yml")
+    inv = topology.load(ROOT / "labtools" / "inventories" / "thesis-netns.yml")
     assert list(inv.machines) == ["client", "router", "master", "worker", "pod"]
     assert {i.mtu for m in inv.machines.values() for i in m.interfaces.values()} == {8950}
     assert inv.machine("client").global_v6() == [ipaddress.ip_address("2001:db8:1234:5679::1")]
@@ -56,7 +56,7 @@ def test_thesis_inventory_has_the_thesis_addresses():
 
 
 def test_openstack_example_is_valid_and_ssh():
-    inv = topology.load(ROOT / "lab" / "openstack-example.yml")
+    inv = topology.load(ROOT / "labtools" / "inventories" / "openstack-example.yml")
     assert inv.backend == "ssh"
     assert inv.machine("worker").ssh["user"] == "ubuntu"  # from ssh_defaults
     assert inv.machine("worker").ssh["host"] == "192.0.2.13"

@@ -90,8 +90,10 @@ struct ct6_entry {
 	__u64 expires;		/* bpf_ktime_get_ns() deadline; an expired entry counts as absent */
 	__u32 backend_id;
 	__u16 rev_nat_index;
-	__u16 pad;
+	__u16 flags;		/* CT_CLOSING once a FIN or RST was seen */
 };
+
+#define CT_CLOSING 1
 
 /* Lifetimes as Cilium's defaults (CT_CONNECTION_LIFETIME_TCP/NONTCP, CT_CLOSE_TIMEOUT); an RST ends
  * a connection at once, so its entries only linger for stray packets. */
@@ -283,10 +285,10 @@ static __always_inline void ct_touch(struct ct6_entry *e, const struct l4 *l4)
 	__u64 deadline = bpf_ktime_get_ns() + lifetime(l4);
 
 	/* Once closing, a connection never goes back to the long lifetime. */
-	if (!(e->pad & 1) || deadline < e->expires)
+	if (!(e->flags & CT_CLOSING) || deadline < e->expires)
 		e->expires = deadline;
 	if (l4->fin || l4->rst)
-		e->pad |= 1;
+		e->flags |= CT_CLOSING;
 }
 
 /* Cilium's srv6_decapsulation for a packet to one of our SIDs: 0 if it is not SRv6 for us, 1 once the

@@ -1,4 +1,5 @@
-"""What every service datapath offers: render the desired state, apply it atomically, clear it."""
+"""What every service datapath offers: render the desired state, apply it (atomically where the datapath
+can; each says what is not), clear it."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from labtools.hosts import Host
-from labtools.services import ServicePort
+from labtools.model.services import ServicePort
 
 
 @dataclass(frozen=True)
@@ -50,7 +51,7 @@ class Datapath(ABC):
 
     @abstractmethod
     def apply(self, host: Host, rendered: object, node: Node) -> int:
-        """Replace whatever this datapath had on `host` with `rendered`, atomically. Returns objects written."""
+        """Replace whatever this datapath had on `host` with `rendered`. Returns the objects written."""
 
     @abstractmethod
     def clear(self, host: Host, node: Node) -> None:

@@ -11,7 +11,7 @@ fresh copy of the program with its maps, fills each map with one batch update, a
 programs onto the interfaces (tc filter replace) — traffic never sees half-filled maps. Nothing is pinned:
 the tc filters hold the programs, the programs hold the maps, and the namespace's end frees them.
 
-SRv6 (`labtools.srv6`, ingress mode ``ebpf``): ``from_netdev`` decapsulates packets to a SID of its
+SRv6 (`labtools.datapaths.srv6`, ingress mode ``ebpf``): ``from_netdev`` decapsulates packets to a SID of its
 ``srv6_sids`` map before the service lookup (Cilium's ``tail_srv6_decap``). The map is empty unless
 ``labtools-bpf-load --srv6-sid UPLINK add SID`` (run by ``srv6.up``) fills it, so the plain datapath is
 unchanged; re-programming carries the SIDs over from the program being replaced (or from the SRv6
@@ -28,15 +28,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from labtools import paths
 from labtools.datapaths.base import Datapath, Node
 from labtools.errors import LabError, PrerequisiteError
 from labtools.hosts import Host
-from labtools.services import ServicePort
+from labtools.model.services import ServicePort
 
-BPF_DIR = Path(__file__).resolve().parents[1] / "bpf"
-SOURCE = BPF_DIR / "nodeport.c"
-OBJECT = BPF_DIR / "nodeport.o"
-LOADER = BPF_DIR / "labtools-bpf-load"
+SOURCE = paths.BPF / "nodeport.c"
+OBJECT = paths.BPF / "nodeport.o"
+LOADER = paths.BPF / "labtools-bpf-load"
 PROTO = {"tcp": 6, "udp": 17}
 # lb6_service flags (bpf/lib/common.h)
 SVC_FLAG_NODEPORT = 1 << 1
@@ -137,7 +137,7 @@ def render(ports: Sequence[ServicePort], node: Node) -> MapEntries:
 
 def require_built() -> tuple[Path, Path]:
     """The compiled program and loader; `make setup` builds them with clang and gcc (libbpf)."""
-    for built, src in ((OBJECT, SOURCE), (LOADER, BPF_DIR / "loader.c")):
+    for built, src in ((OBJECT, SOURCE), (LOADER, paths.BPF / "loader.c")):
         if not built.exists() or built.stat().st_mtime < src.stat().st_mtime:
             raise PrerequisiteError(f"{built} is missing or older than {src.name}: run `make setup`")
     return OBJECT, LOADER

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from labtools.datapaths.base import Datapath, Node
 from labtools.hosts import Host
-from labtools.services import ServicePort
+from labtools.model.services import ServicePort
 
 LARGE_CLUSTER_ENDPOINTS_THRESHOLD = 1000
 MASQUERADE_MARK = "0x%08x" % (1 << 14)  # Go's "%#08x" of the default masquerade bit 14: 0x00004000

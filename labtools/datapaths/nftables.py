@@ -1,4 +1,4 @@
-"""kube-proxy's nftables mode for an IPv6 node: table `ip6 kube-proxy`, verdict maps, one `nft -f`.
+"""kube-proxy's nftables mode for an IPv6 node: table `ip6 kube-proxy`, verdict maps, applied with `nft -f`.
 
 Reference: kubernetes `pkg/proxy/nftables/proxier.go` as of v1.34/v1.35 — `setupNFTables` (base chains,
 sets and maps, the masquerading chains, the NodePort dispatch), `syncProxyRules` (per-service chains and
@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from labtools.datapaths.base import Datapath, Node
 from labtools.datapaths.iptables import MASQUERADE_MARK
 from labtools.hosts import Host
-from labtools.services import ServicePort
+from labtools.model.services import ServicePort
 
 TABLE = "ip6 kube-proxy"
 CHAIN_NAME_BASE_MAX = 240  # knftables.NameLengthMax (256) - chainNamePrefixLengthMax (16)
@@ -196,7 +196,15 @@ def render(ports: Sequence[ServicePort], node: Node, opt: Options | None = None)
 
 
 class NftablesDatapath(Datapath):
-    """kube-proxy nftables mode, applied with one `nft -f` transaction."""
+    """kube-proxy nftables mode.
+
+    What is atomic, exactly: the new table is created and filled in one `nft -f` transaction, so no
+    packet sees half of it. A *re*-apply is two transactions: the old table is deleted first, in one of
+    its own, and for the milliseconds between the two the node has no service rules. kube-proxy instead
+    syncs in a single transaction; deleting and re-adding a table with thousands of anonymous sets in one
+    transaction makes the kernel walk the old table's sets for every new one
+    (``nf_tables_set_alloc_name``), which is what the separate delete avoids.
+    """
 
     name = "nftables"
     tools = ("nft",)

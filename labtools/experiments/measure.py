@@ -1,0 +1,54 @@
+"""Single measurements (`labtools measure`) through the programmed datapath, recorded like any run.
+
+The worker's datapath and Services are what `labtools services apply` left (the lab's state); each
+repeat is one point of the run ``data/raw/<run-id>/``, so a measurement is resumable, carries
+provenance and has a tidy table, as the sweeps do.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from labtools.errors import LabError
+from labtools.experiments import provenance
+from labtools.experiments.recorder import Recorder
+from labtools.lab import Lab, traffic
+from labtools.lab.state import ServicesState
+from labtools.model import services
+
+
+def default_run_id(metric: str) -> str:
+    return f"measure-{metric}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+
+
+def run(lab: Lab, metric: str, target: str, *, repeats: int = 1, run_id: str | None = None,
+        root: Path | None = None) -> tuple[Recorder, list[dict], traffic.Target]:  # fmt: skip
+    """Measure `metric` at `target` `repeats` times; returns the run, its records and where traffic went."""
+    if target != "pod" and not lab.is_up() and lab.backend == "netns":
+        raise LabError(f"the lab {lab.prefix} is down: run `labtools lab up --prefix {lab.prefix}` first")
+    state = lab.state.get(ServicesState)
+    if state is None and target != "pod":
+        raise LabError("no Services are programmed (or an apply was interrupted): run `labtools services apply` "
+                       "first, or use --target pod")  # fmt: skip
+    if state and state.datapath == "none" and target != "pod":
+        raise LabError("the datapath is `none`, so there is no NodePort: use --target pod")
+    workload = services.build(**state.workload) if state else None
+    t = traffic.target(lab, workload, target)
+    if metric == "udp-pps" and workload and not (workload.params.get("udp_targets") or target == "pod"
+                                                 or "UDP" in workload.params["protocols"]):  # fmt: skip
+        raise LabError("udp-pps to a NodePort needs UDP ports: `labtools services apply --udp-targets` (or --udp)")
+    base = {"datapath": state.datapath if state else "none", "services": state.services if state else 0,
+            "target": target}  # fmt: skip
+    rec = Recorder(run_id or default_run_id(metric), kind="measure",
+                   params={**base, "metric": metric, "repeats": repeats, "address": t.address, "port": t.port},
+                   root=root).open(lambda: provenance.collect(lab.backend))  # fmt: skip
+    for r in range(repeats):
+        key = f"{metric}-{target}-r{r}"
+        if rec.done(key):
+            continue
+        raw = traffic.sample(lab, metric, t)
+        rec.write(key, traffic.records(metric, raw, {**base, "repeat": r}), raw=raw)
+    rec.table()
+    records = [x for p in rec.all_points().values() for x in p["records"]]
+    return rec, records, t

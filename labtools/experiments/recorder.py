@@ -1,0 +1,154 @@
+"""The one recorder every measurement writes through: a run folder with a manifest, atomic point files,
+resume, and the tidy table.
+
+``data/raw/<run-id>/``
+    ``manifest.json`` — what kind of run, its parameters (a rerun with other parameters is refused),
+    provenance (`experiments.provenance.collect`), when it started, plus run-level facts an experiment
+    adds (`Recorder.note`); ``points/<key>.json`` — one finished measurement each: its tidy records and
+    whatever raw output and context the experiment keeps; other files an experiment writes (pcaps) live
+    beside them (`Recorder.path`).
+``data/processed/<run-id>.csv``
+    every record of every point, one value per row (`Recorder.table`).
+
+A point file is written to a temporary name and renamed, so a crash leaves a whole point or none; a
+point that does not parse (a truncated or emptied file) is named, moved aside to ``points/broken/`` and
+measured again. Re-running the same run id with the same parameters measures only what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pandas as pd
+
+from labtools import paths
+from labtools.errors import LabError
+
+_KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,150}$")
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary file and a rename: readers see all or nothing."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _plain(value: object) -> object:
+    return json.loads(json.dumps(value, default=str))
+
+
+class Recorder:
+    """One run: ``Recorder(run_id, kind=..., params=...)``, then `open()`, `done()`, `write()`, `table()`."""
+
+    def __init__(self, run_id: str, *, kind: str, params: dict, root: Path | None = None,
+                 warn: Callable[[str], None] | None = None):  # fmt: skip
+        self.run_id = paths.check_run_id(run_id)
+        self.kind, self.params = kind, _plain(params)
+        self.root = Path(root) if root is not None else paths.data_root()
+        self.dir = self.root / "raw" / self.run_id
+        self.points = self.dir / "points"
+        self.manifest_path = self.dir / "manifest.json"
+        self.warn = warn or (lambda msg: print(f"labtools: warning: {msg}", file=sys.stderr))
+
+    # -- the run
+
+    def open(self, provenance: Callable[[], dict]) -> Recorder:
+        """Create the run, or check that an existing one was made with the same parameters.
+
+        `provenance` is called only for a new run (it is read once per run, not per point).
+        """
+        if self.manifest_path.exists():
+            old = self.manifest()
+            if old.get("kind", self.kind) != self.kind or old.get("params") != self.params:
+                raise LabError(
+                    f"run {self.run_id} exists with other parameters ({self.manifest_path}): use a new run id, "
+                    f"or the same parameters to resume it.\n  there: {json.dumps(old.get('params'))}\n"
+                    f"  now:   {json.dumps(self.params)}"
+                )
+            return self
+        self.points.mkdir(parents=True, exist_ok=True)
+        write_atomic(self.manifest_path, json.dumps({"run_id": self.run_id, "kind": self.kind, "params": self.params,
+                                                     "provenance": _plain(provenance()), "started": time.time()},
+                                                    indent=1))  # fmt: skip
+        return self
+
+    def manifest(self) -> dict:
+        try:
+            return json.loads(self.manifest_path.read_text())
+        except (OSError, ValueError) as e:
+            raise LabError(f"{self.manifest_path} is unreadable ({e}): move it aside or use a new run id") from None
+
+    def note(self, **facts: object) -> None:
+        """Add run-level facts to the manifest (e.g. the SRv6 mode a capture ran in)."""
+        man = self.manifest()
+        man.update(_plain(facts))
+        write_atomic(self.manifest_path, json.dumps(man, indent=1))
+
+    def path(self, *parts: str) -> Path:
+        """A file or folder inside the run (pcaps, raw tool output)."""
+        return self.dir.joinpath(*parts)
+
+    # -- points
+
+    def _point(self, key: str) -> Path:
+        if not _KEY.match(key):
+            raise LabError(f"invalid point key {key!r}")
+        return self.points / f"{key}.json"
+
+    def _read(self, path: Path) -> dict | None:
+        """A point's content, or None after moving a broken one aside (and saying so)."""
+        try:
+            point = json.loads(path.read_text())
+            if not isinstance(point, dict) or not isinstance(point.get("records"), list):
+                raise ValueError("no 'records' list")
+            return point
+        except (OSError, ValueError) as e:
+            broken = self.points / "broken"
+            broken.mkdir(exist_ok=True)
+            target = broken / f"{path.name}.{int(time.time())}"
+            os.replace(path, target)
+            self.warn(f"point file {path} is broken ({e}): moved to {target}; it will be measured again")
+            return None
+
+    def done(self, key: str) -> bool:
+        path = self._point(key)
+        return path.exists() and self._read(path) is not None
+
+    def pending(self, keys: Iterable[str]) -> list[str]:
+        return [k for k in keys if not self.done(k)]
+
+    def write(self, key: str, records: list[dict], **extra: object) -> Path:
+        """Record one finished point: its tidy records and anything else worth keeping."""
+        path = self._point(key)
+        write_atomic(path, json.dumps({"records": records, **extra}, default=str))
+        return path
+
+    def read(self, key: str) -> dict | None:
+        path = self._point(key)
+        return self._read(path) if path.exists() else None
+
+    def all_points(self) -> dict[str, dict]:
+        out = {}
+        for path in sorted(self.points.glob("*.json")):
+            point = self._read(path)
+            if point is not None:
+                out[path.stem] = point
+        return out
+
+    def table(self, row: Callable[[dict, dict], dict] | None = None) -> Path:
+        """Every record of every point as ``data/processed/<run-id>.csv``; `row(record, point)` may add columns."""
+        rows = [row(rec, p) if row else rec for p in self.all_points().values() for rec in p["records"]]
+        out = self.root / "processed" / f"{self.run_id}.csv"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out.with_name(f".{out.name}.tmp")
+        pd.DataFrame(rows).to_csv(tmp, index=False)
+        os.replace(tmp, out)
+        return out

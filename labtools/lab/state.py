@@ -1,0 +1,75 @@
+"""What a lab is programmed with, kept between commands: one typed record per concern, owned here.
+
+`labtools services apply` leaves the worker with a datapath and N Services, `labtools srv6 up` with a
+tunnel mode; `measure`, `capture` and `srv6 down` read that back. The records live under
+``/run/labtools/<prefix>/`` (`paths.STATE_ROOT`), go with `lab down`, and are written atomically and
+only after the change they describe has succeeded: a change in progress first removes the old record,
+so an interrupted apply leaves "unknown" rather than a record the worker no longer matches.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+from typing import TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from labtools import paths
+
+
+class ServicesState(BaseModel):
+    """The worker's service datapath and the workload it was programmed with."""
+
+    datapath: str
+    services: int
+    render_s: float
+    apply_s: float
+    objects: int
+    workload: dict  # services.build() keyword arguments: the same Services can be rebuilt from it
+
+
+class Srv6State(BaseModel):
+    """The SRv6 tunnel's ingress mode and SIDs."""
+
+    mode: str
+    router_sid: str
+    worker_sid: str
+
+
+M = TypeVar("M", bound=BaseModel)
+_FILES: dict[type[BaseModel], str] = {ServicesState: "services.json", Srv6State: "srv6.json"}
+
+
+class LabState:
+    """The state folder of one lab (by prefix, or inventory name on the SSH backend)."""
+
+    def __init__(self, name: str):
+        self.dir: Path = paths.state_dir(name)
+
+    def get(self, kind: type[M]) -> M | None:
+        path = self.dir / _FILES[kind]
+        try:
+            return kind.model_validate_json(path.read_text())
+        except FileNotFoundError:
+            return None
+        except (OSError, ValidationError):
+            path.unlink(missing_ok=True)  # unreadable: as good as unknown
+            return None
+
+    def put(self, record: BaseModel) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / _FILES[type(record)]
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(record.model_dump_json(indent=1))
+        os.replace(tmp, path)
+
+    def forget(self, kind: type[BaseModel]) -> None:
+        """The record no longer describes the lab (a change is under way, or was undone)."""
+        with contextlib.suppress(FileNotFoundError):
+            (self.dir / _FILES[kind]).unlink()
+
+    def clear(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)

@@ -1,0 +1,219 @@
+"""Measurements through the worker's service datapath, one tidy record per value.
+
+Metrics: `throughput` (iperf3 TCP, as the thesis measured; the iperf3 JSON is kept raw), `crr`
+(connection setup: a new TCP connection per transaction, thousands per sample, timed by the C client
+`labtools-crr`; p50/p90/p99 and the rate) and `udp-pps` (new UDP flows per second: `labtools-udp-flood`
+sends datagrams each from a never-used source address and port, so every packet is a new conntrack
+entry; the rate is what reaches the pod's interface per second of sending, and the worker's conntrack
+entries for the target port are deleted before and counted (deleted) after each sample, to show the
+packets really were new flows).
+
+Targets: the first, middle or last created NodePort
+Service (worker address : node port), or `pod` (the pod IP directly — the baseline without service
+translation, and the collateral cost that iptables' KUBE-SERVICES walk puts on non-service traffic).
+
+Where the traffic comes from and goes to is a `TrafficEnds`: the lab's namespaces (`ends(lab)`),
+or on a real cluster the client and worker VMs over SSH and the iperf3 pod through ``kubectl exec``
+(`labtools.rigs.cluster`). The measuring code is the same for both.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from labtools import paths
+from labtools.errors import LabError, PrerequisiteError
+from labtools.hosts import Host, Process
+from labtools.lab import Lab
+from labtools.model import plan, services
+from labtools.waiting import Timeout, until
+
+CRR = paths.TOOLS / "labtools-crr"
+UDP_FLOOD = paths.TOOLS / "labtools-udp-flood"
+METRICS = plan.METRICS
+TARGETS = plan.TARGETS
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    address: str
+    port: int
+
+
+@dataclass
+class TrafficEnds:
+    """The machines a sample involves and the addresses it uses."""
+
+    client: Host  # runs the load tools
+    pod: Host  # runs the servers (iperf3, labtools-crr)
+    worker: Host  # the node whose datapath is measured: conntrack is read there
+    node_address: str  # the worker's address: NodePort targets
+    pod_address: str  # the `pod` target
+    pod_interface: str  # the pod's interface, where udp-pps counts what arrived
+    client_source: str  # an address of the client's /64 (the udp flood varies the rest)
+
+
+def ends(lab: Lab) -> TrafficEnds:
+    """The TrafficEnds of a lab whose inventory has client, worker and pod machines."""
+    inv = lab.inventory
+    pod = inv.by_role("pod")
+    return TrafficEnds(
+        client=lab.host(inv.by_role("client").name),
+        pod=lab.host(pod.name),
+        worker=lab.host(inv.by_role("worker").name),
+        node_address=str(inv.by_role("worker").global_v6()[0]),
+        pod_address=str(pod.global_v6()[0]),
+        pod_interface=next(i.name for i in pod.interfaces.values() if i.addresses),
+        client_source=str(inv.by_role("client").global_v6()[0]),
+    )
+
+
+def _ends(where: Lab | TrafficEnds) -> TrafficEnds:
+    return where if isinstance(where, TrafficEnds) else ends(where)
+
+
+def target(where: Lab | TrafficEnds, workload: services.Workload | None, name: str) -> Target:
+    """Where traffic for target `name` goes: a NodePort of the workload, or the pod itself."""
+    ends = _ends(where)
+    if name == "pod":
+        return Target("pod", ends.pod_address, services.IPERF_PORT)
+    if name not in TARGETS:
+        raise LabError(f"target must be one of {', '.join(TARGETS)}, got {name!r}")
+    if workload is None:
+        raise LabError(f"target {name!r} needs programmed Services (`labtools services apply`)")
+    svc = workload.target(name)
+    return Target(name, ends.node_address, svc.spec.ports[0].node_port)
+
+
+def tool(host: Host, tool: Path = CRR) -> str:
+    if not tool.exists():
+        raise PrerequisiteError(f"{tool} is missing: run `make setup` (it compiles labtools/tools/*.c)")
+    return host.install(tool)
+
+
+def start_crr_server(server: Host, port: int) -> Process:
+    proc = server.start([tool(server), "serve", str(port)])
+    with contextlib.suppress(Timeout):  # an exited server ends the wait at once (its output says why)
+        until(lambda: "listening" in proc.output() or not proc.running(), timeout=5, interval=0.02)
+    if "listening" not in proc.output():
+        proc.stop()
+        raise LabError(f"[{server.name}] labtools-crr server did not start:\n{proc.output()}")
+    return proc
+
+
+def crr(client: Host, t: Target, transactions: int = 2000) -> dict:
+    """Connection setup latency and rate from `client` to `t` (a crr server must be running)."""
+    res = client.run([tool(client), "connect", t.address, str(t.port), str(transactions)], timeout=300)
+    return json.loads(res.stdout)
+
+
+def start_iperf3_server(server: Host, port: int) -> Process:
+    """``iperf3 -s`` on `port`; --forceflush puts its "Accepted connection" lines in the log at once."""
+    return server.start(["iperf3", "-s", "--forceflush", "-p", str(port)])
+
+
+def throughput(client: Host, t: Target, seconds: int = 2, retry_for: float = 5.0) -> dict:
+    """iperf3 TCP to `t` for `seconds`; the full iperf3 JSON (an iperf3 server must be running).
+
+    Retried for `retry_for` seconds while the server may still be starting."""
+    argv = ["iperf3", "-J", "-c", t.address, "-p", str(t.port), "-t", str(seconds)]
+    last: dict = {}
+
+    def attempt() -> dict | None:
+        res = client.run(argv, check=False, timeout=seconds + 30)
+        data = json.loads(res.stdout) if res.stdout.strip() else {}
+        last.update(error=data.get("error", res.stderr))
+        return data if res.ok and "sum_received" in data.get("end", {}) else None
+
+    try:  # the server may still be starting
+        return until(attempt, timeout=retry_for + seconds, interval=0.1)
+    except Timeout:
+        raise LabError(f"[{client.name}] iperf3 to [{t.address}]:{t.port} failed: {last.get('error')}") from None
+
+
+def _rx_packets(host: Host, ifname: str) -> int:
+    return int(host.run(["cat", f"/sys/class/net/{ifname}/statistics/rx_packets"]).stdout)
+
+
+_DELETED = re.compile(r"(\d+) flow entries have been deleted")
+
+
+def delete_udp_flows(worker: Host, port: int) -> int | None:
+    """Delete the worker's conntrack entries of UDP flows to `port`; how many there were.
+
+    Only the flood's own flows (by original destination port) go, never the whole table: on a real
+    node that would also drop the NAT state of the cluster's own connections.
+    """
+    res = worker.run(["conntrack", "-D", "-p", "udp", "--orig-port-dst", str(port)], check=False)  # rc 1: none
+    m = _DELETED.search(res.stderr + res.stdout)
+    return int(m.group(1)) if m else None
+
+
+def udp_pps(client: Host, pod: Host, pod_if: str, worker: Host, t: Target, source: str, packets: int = 50000) -> dict:
+    """New UDP flows per second from `client` to `t`, counted on the pod's interface `pod_if`.
+
+    `source` is any address of the client's /64 (the flood varies the rest). The worker's conntrack
+    entries for `t` are deleted before and after; the count deleted after is the flows the sample created.
+    """
+    delete_udp_flows(worker, t.port)
+    before = _rx_packets(pod, pod_if)
+    res = client.run([tool(client, UDP_FLOOD), source, t.address, str(t.port), str(packets)], timeout=300)
+    out = json.loads(res.stdout)
+    time.sleep(0.05)  # the last batch may still be in a softirq backlog
+    out["delivered"] = _rx_packets(pod, pod_if) - before
+    out["pps"] = out["delivered"] / out["elapsed_s"]
+    out["conntrack_entries"] = delete_udp_flows(worker, t.port)
+    return out
+
+
+def conntrack_entries(worker: Host) -> int | None:
+    """Entries in the worker's conntrack table (0 also when conntrack is not hooked in at all)."""
+    ct = worker.run(["conntrack", "-C"], check=False).stdout.strip()
+    return int(ct) if ct.isdigit() else None
+
+
+def sample(where: Lab | TrafficEnds, metric: str, t: Target, *, transactions: int = 2000, seconds: int = 2,
+           packets: int = 50000) -> dict:  # fmt: skip
+    """One raw measurement of `metric` from the client to `t`, with the matching server started in the pod."""
+    if metric not in METRICS:
+        raise LabError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
+    e = _ends(where)
+    if metric == "throughput":
+        srv = start_iperf3_server(e.pod, services.IPERF_PORT)
+    else:  # the crr server also sinks udp-pps datagrams
+        srv = start_crr_server(e.pod, services.IPERF_PORT)
+    try:
+        if metric == "udp-pps":
+            return udp_pps(e.client, e.pod, e.pod_interface, e.worker, t, e.client_source, packets)
+        raw = crr(e.client, t, transactions) if metric == "crr" else throughput(e.client, t, seconds)
+        # Whether the worker tracked these connections (kube-proxy needs conntrack; eBPF bypasses it).
+        return {**raw, "conntrack_entries": conntrack_entries(e.worker)}
+    finally:
+        srv.stop()
+
+
+def records(metric: str, raw: dict, base: dict) -> list[dict]:
+    """Tidy records (one value each) from a raw measurement; `base` carries the sample's coordinates."""
+    if metric == "crr":
+        fields = [("crr_p50", "p50_us", "us"), ("crr_p90", "p90_us", "us"), ("crr_p99", "p99_us", "us"),
+                  ("crr_rate", "rate_per_s", "1/s")]  # fmt: skip
+        return [{**base, "metric": m, "value": raw[k], "unit": u} for m, k, u in fields]
+    if metric == "throughput":
+        bps = raw["end"]["sum_received"]["bits_per_second"]
+        return [{**base, "metric": "throughput", "value": bps / 1e9, "unit": "Gbit/s"}]
+    if metric == "udp-pps":
+        delivered = raw["delivered"] / raw["sent"]
+        return [{**base, "metric": "udp_pps", "value": raw["pps"], "unit": "1/s"},
+                {**base, "metric": "udp_delivered_ratio", "value": delivered, "unit": "1"}]  # fmt: skip
+    raise LabError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
+
+
+def tools_present() -> bool:
+    return CRR.exists() and UDP_FLOOD.exists() and shutil.which("iperf3") is not None

@@ -1,0 +1,133 @@
+"""What to measure: a sweep's plan, and the profiles in params/<profile>.yaml that hold them.
+
+The vocabulary of the study lives here too (datapaths, metrics, targets), so that every layer above
+checks names against one list.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pydantic
+from pydantic import ConfigDict, Field
+from pydantic.dataclasses import dataclass
+
+from labtools import paths
+from labtools.errors import InventoryError, LabError
+from labtools.model import yamlsrc
+
+DATAPATHS = ("none", "iptables", "iptables-legacy", "nftables", "ebpf")
+METRICS = ("throughput", "crr", "udp-pps")
+TARGETS = ("first", "middle", "last", "pod")
+# "repeat": count > repeat > datapath (interleaved: drift spreads over all datapaths);
+# "datapath": datapath > count > repeat, counts up for one datapath and down for the next, so a
+# real cluster switches mode once per datapath and changes its Services as little as possible.
+ORDERS = ("repeat", "datapath")
+SWEEP_NOTEBOOK = "01-scale-sweep"
+
+Point = tuple[int, int, str, str, str]  # (count, repeat, datapath, metric, target)
+
+
+@dataclass(config=ConfigDict(extra="forbid"))
+class Plan:
+    """One sweep: datapaths x counts x metrics x targets x repeats, in a stated order."""
+
+    run_id: str
+    datapaths: list[str]
+    counts: list[int]
+    metrics: list[str]
+    targets: list[str] | dict[str, list[str]]  # the same for every metric, or per metric
+    repeats: int = 3
+    crr_transactions: int = 2000
+    throughput_seconds: int = 2
+    udp_packets: int = 50000
+    seed: int = 0
+    order: str = "repeat"
+    extra: dict[str, Any] = Field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        paths.check_run_id(self.run_id)
+        bad = [d for d in self.datapaths if d not in DATAPATHS]
+        bad += [m for m in self.metrics if m not in METRICS]
+        bad += [t for m in self.metrics for t in self.targets_of(m) if t not in TARGETS]
+        if isinstance(self.targets, dict):
+            bad += [f"{m} (in targets, not in metrics)" for m in self.targets if m not in self.metrics]
+        if bad:
+            raise LabError(f"unknown datapath/metric/target: {', '.join(bad)}")
+        if not self.datapaths or not self.metrics:
+            raise LabError("a plan needs at least one datapath and one metric")
+        if self.repeats < 1 or not self.counts or min(self.counts) < 1:
+            raise LabError("repeats and every count must be at least 1")
+        for name in ("crr_transactions", "throughput_seconds", "udp_packets"):
+            if getattr(self, name) < 1:
+                raise LabError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.order not in ORDERS:
+            raise LabError(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
+
+    def targets_of(self, metric: str) -> list[str]:
+        return list(self.targets.get(metric, [])) if isinstance(self.targets, dict) else list(self.targets)
+
+    def points(self) -> list[Point]:
+        """(count, repeat, datapath, metric, target) in measuring order; `none` is measured at the pod only."""
+        if self.order == "repeat":
+            outer = [(c, r, d) for c in self.counts for r in range(self.repeats) for d in self.datapaths]
+        else:
+            snake = [(d, self.counts if i % 2 == 0 else self.counts[::-1]) for i, d in enumerate(self.datapaths)]
+            outer = [(c, r, d) for d, counts in snake for c in counts for r in range(self.repeats)]
+        return [
+            (c, r, d, m, t)
+            for c, r, d in outer
+            for m in self.metrics
+            for t in (["pod"] if d == "none" else self.targets_of(m))
+        ]
+
+    def as_dict(self) -> dict[str, Any]:
+        return pydantic.RootModel[Plan](self).model_dump()
+
+
+def point_key(c: int, r: int, d: str, m: str, t: str) -> str:
+    return f"n{c:05d}-r{r}-{d}-{m}-{t}"
+
+
+def profile_path(profile: str) -> Path:
+    path = paths.params_dir() / f"{profile}.yaml"
+    if not path.exists():
+        known = ", ".join(sorted(p.stem for p in paths.params_dir().glob("*.yaml")))
+        raise LabError(f"no profile {profile!r}: {path} does not exist (profiles: {known})")
+    return path
+
+
+def load_profile(profile: str) -> dict:
+    """params/<profile>.yaml: the papermill parameters of every notebook, by notebook."""
+    return yamlsrc.load(profile_path(profile), "profile") or {}
+
+
+def profile_params(profile: str, notebook: str = SWEEP_NOTEBOOK) -> dict:
+    """The parameters of `notebook` in params/<profile>.yaml."""
+    params = load_profile(profile)
+    if notebook not in params:
+        raise LabError(f"{profile_path(profile)} has no section {notebook!r}")
+    return params[notebook]
+
+
+def plans(sweeps: dict[str, dict], run_id: str, source: str | None = None) -> list[Plan]:
+    """One Plan per named sweep (run id `<run_id>-<name>`), from a profile's `sweeps` section.
+
+    Errors name the sweep, the field and, when the sweeps came from a file (`source`), its line.
+    """
+    out = []
+    for name, spec in sweeps.items():
+        try:
+            out.append(Plan(run_id=f"{run_id}-{name}", **spec))
+        except pydantic.ValidationError as e:
+            err = e.errors()[0]
+            field = ".".join(str(p) for p in err["loc"])
+            line = yamlsrc.line_of(spec, err["loc"])
+            raise InventoryError(f"sweep {name!r}: {field}: {err['msg']}", source, line) from None
+        except LabError as e:
+            raise InventoryError(f"sweep {name!r}: {e}", source, getattr(spec, "line", None)) from None
+    return out
