@@ -8,7 +8,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PROFILE ?= quick
-PREFIX ?= thesis
+# The lab's prefix: PREFIX=..., else $LABTOOLS_PREFIX, else thesis; the CLI and notebooks read it too.
+PREFIX ?= $(or $(LABTOOLS_PREFIX),thesis)
+export LABTOOLS_PREFIX := $(PREFIX)
+PORT ?= 8888
 export PATH := $(abspath $(BIN)):$(PATH)
 
 # System tools the lab drives (Debian 12 package names). TeX is added by the paper target.
@@ -16,10 +19,12 @@ APT_PACKAGES := iproute2 iptables nftables iperf3 tcpdump tshark clang llvm bpft
 	pkg-config openssh-server openssh-client iputils-ping procps conntrack python3-venv python3-pip
 # TeX for `make paper` only (Debian 12): pdflatex + latexmk, booktabs/caption/microtype, Latin Modern fonts.
 TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended lmodern
+# The browser test of JupyterLab (selenium drives Debian's Chromium; nothing is downloaded at test time).
+BROWSER_PACKAGES := chromium chromium-driver
 BPF := labtools/bpf
 MULTIARCH := $(shell gcc -dumpmachine 2>/dev/null)
 
-.PHONY: setup system-deps python-env bpf tools lab-up lab-down lab reproduce figures test lint clean tex-deps paper
+.PHONY: setup system-deps python-env bpf tools lab-up lab-down lab reproduce figures test lint clean tex-deps browser-deps paper
 
 setup: system-deps python-env bpf tools
 
@@ -62,6 +67,9 @@ system-deps:
 tex-deps:
 	$(call apt-install,$(TEX_PACKAGES),tex-deps)
 
+browser-deps:
+	$(call apt-install,$(BROWSER_PACKAGES),browser-deps)
+
 # The thesis PDF, paper/build/thesis.pdf, from whatever figures/tables exist (missing ones show as
 # placeholders); the provenance appendix and captions are rendered from paper/manifest.json first.
 paper: tex-deps python-env
@@ -70,7 +78,7 @@ paper: tex-deps python-env
 
 python-env: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml environment.yml
+$(VENV)/.installed: pyproject.toml environment.yml jupyter/overrides.json
 	@if command -v conda >/dev/null 2>&1; then \
 	  echo "make: creating the conda environment in $(VENV)"; \
 	  conda env create -q -p $(VENV) -f environment.yml --yes || conda env update -q -p $(VENV) -f environment.yml; \
@@ -78,6 +86,7 @@ $(VENV)/.installed: pyproject.toml environment.yml
 	  echo "make: creating the venv in $(VENV)"; \
 	  $(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q --upgrade pip && $(BIN)/pip install -q -e '.[dev]'; \
 	fi
+	@mkdir -p $(VENV)/share/jupyter/lab/settings && cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/
 	@touch $@
 
 lab-up: setup
@@ -87,10 +96,13 @@ lab-down: python-env
 	$(BIN)/labtools lab down --prefix $(PREFIX)
 
 # JupyterLab on the project's environment, with the lab running; the lab goes down when it exits.
+# JupyterLab at the repository root on http://localhost:$(PORT)/ (it prints the token); the lab goes down
+# on exit only if this target brought it up. On a remote machine: ssh -L 8888:localhost:8888 HOST.
 lab: setup
-	$(BIN)/labtools lab up --prefix $(PREFIX)
-	trap '$(BIN)/labtools lab down -q --prefix $(PREFIX)' EXIT; \
-	  $(BIN)/jupyter lab --allow-root --no-browser --notebook-dir=notebooks
+	@if $(BIN)/labtools lab status --prefix $(PREFIX) >/dev/null 2>&1; then up=0; \
+	  else $(BIN)/labtools lab up --prefix $(PREFIX) && up=1 || exit 1; fi; \
+	trap '[ $$up = 1 ] && $(BIN)/labtools lab down -q --prefix $(PREFIX)' EXIT; \
+	  $(BIN)/jupyter lab --allow-root --no-browser --ip=127.0.0.1 --port=$(PORT) --notebook-dir=.
 
 # Measure: lab up, notebooks in order with params/$(PROFILE).yaml (papermill, into build/notebooks/),
 # lab down (also on failure), then the paper from the new figures.
@@ -109,7 +121,7 @@ lint: python-env
 # The suite, then nbval on the notebooks that read committed data (their outputs are the reference;
 # generated files go to a scratch folder so that paper/ is not touched).
 NBVAL_NOTEBOOKS = $(wildcard notebooks/01-*.ipynb notebooks/02-*.ipynb)
-test: setup tex-deps
+test: setup tex-deps browser-deps
 	$(BIN)/pytest
 	scratch=$$(mktemp -d) && trap 'rm -rf $$scratch' EXIT && \
 	  LABTOOLS_PAPER=$$scratch $(BIN)/pytest -p no:cacheprovider --nbval-lax $(NBVAL_NOTEBOOKS)

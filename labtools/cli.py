@@ -1,8 +1,24 @@
-"""Command line: `labtools lab up|down|status [--inventory FILE] [--prefix P]`."""
+"""labtools: a reproducible lab for Kubernetes service datapaths (kube-proxy iptables/nftables, eBPF) and SRv6.
+
+commands:
+  lab up|down|status        the thesis testbed in network namespaces (or real VMs over SSH)
+  services apply|manifests|bench
+                            N Kubernetes Services into a datapath; YAML for a cluster; programming time
+  measure                   one metric through the programmed datapath (a recorded run)
+  sweep                     datapaths x counts x metrics x targets x repeats, resumable
+  srv6 up|down|status|matrix
+                            the thesis' SRv6 L3VPN, and which way through it reaches what
+  capture                   tcpdump at the thesis' five capture points around traffic
+  dissect                   one row per packet and header of a capture, tshark cross-check
+  reproduce, figures        the notebooks headless (measuring, or from committed data)
+  testbed                   render or apply the real testbed's set-up
+
+The lab needs root. Its prefix comes from --prefix, else $LABTOOLS_PREFIX, else the inventory."""
 
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -14,6 +30,59 @@ from rich.console import Console
 from rich.table import Table
 
 from labtools.errors import LabError
+from labtools.hosts import namespaces
+
+EXAMPLES = """examples:
+  sudo labtools lab up --prefix mylab
+  sudo labtools services apply --prefix mylab --datapath nftables --count 1000 --udp-targets
+  sudo labtools measure --prefix mylab --metric crr --target last --repeats 3
+  sudo labtools sweep --prefix mylab --run-id try1 --datapaths none,ebpf --counts 1,1000 --metrics crr
+  labtools dissect data/raw/reference-srv6/icmp/*.pcap --check-tshark
+  labtools figures
+  sudo labtools lab down --prefix mylab
+"""
+
+
+# --- argument types: bad input is a named error before any work, never a traceback
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def int_list(text: str) -> list[int]:
+    """Comma-separated positive whole numbers, e.g. 1,1000,10000."""
+    parts = text.split(",")
+    if any(not p.strip() for p in parts):
+        raise argparse.ArgumentTypeError(f"{text!r} has an empty item: give numbers separated by single commas")
+    return [positive_int(p.strip()) for p in parts]
+
+
+def name_list(choices: Sequence[str]):
+    def parse(text: str) -> list[str]:
+        parts = [p.strip() for p in text.split(",")]
+        if any(not p for p in parts):
+            raise argparse.ArgumentTypeError(f"{text!r} has an empty item: give names separated by single commas")
+        bad = [p for p in parts if p not in choices]
+        if bad:
+            raise argparse.ArgumentTypeError(f"unknown {', '.join(bad)} (choose from {', '.join(choices)})")
+        return parts
+
+    return parse
+
+
+def _needs_root(lab, what: str) -> None:
+    """The netns lab is kernel state: say so at once instead of failing deep inside."""
+    import os
+
+    if lab.backend == "netns" and os.geteuid() != 0:
+        raise LabError(f"`labtools {what}` needs root: the lab lives in network namespaces (run it with sudo)")
 
 
 def _fmt(v: object) -> str:
@@ -36,19 +105,29 @@ def cmd_lab(args: argparse.Namespace) -> int:
 
     lab = Lab(args.inventory, args.prefix)
     where = f"prefix {lab.prefix}" if lab.prefix else "ssh"
+    if args.action == "status" and lab.backend == "netns" and os.geteuid() != 0:
+        raise LabError(f"cannot see lab {lab.prefix} without root (its namespaces' interfaces are root's to read): "
+                       f"run `sudo labtools lab status{lab.hint}`")  # fmt: skip
     if args.action == "up":
         lab.up(progress=not args.quiet)
         print(f"lab {lab.inventory.name} is up ({where}): {', '.join(lab.inventory.machines)}")
     elif args.action == "down":
         removed = lab.down()
         print(f"lab {lab.inventory.name} is down ({where}); removed: {', '.join(removed) or 'nothing'}")
-    elif lab.backend == "netns" and not lab.is_up():
-        print(f"lab {lab.inventory.name} ({where}) is not up: run `labtools lab up`")
+    elif lab.backend == "netns" and not namespaces.lab_namespaces(lab.prefix or ""):
+        print(f"lab {lab.inventory.name} ({where}) is not up: run `labtools lab up{lab.hint}`")
         return 1
     else:
-        rows = [(s.machine, s.interface, s.state, s.mtu, s.link, " ".join(s.addresses) or "-") for s in lab.status()]
+        status = lab.status()
+        rows = [(s.machine, s.interface, s.state, s.mtu, s.link, " ".join(s.addresses) or "-") for s in status]
         print(f"lab {lab.inventory.name} ({where})")
         print(_table(rows, ["machine", "iface", "state", "mtu", "link", "addresses"]))
+        broken = [f"{s.machine}:{s.interface} {s.state}" for s in status if s.state not in ("UP", "UNKNOWN")]
+        if lab.backend == "netns" and (broken or not lab.is_up()):
+            print(f"lab {lab.prefix} is incomplete ({', '.join(broken) or 'namespaces missing'}): "
+                  f"run `labtools lab up{lab.hint}` to finish it, or `labtools lab down{lab.hint}`")  # fmt: skip
+            lab.close()
+            return 1
     lab.close()
     return 0
 
@@ -73,9 +152,10 @@ def cmd_services(args: argparse.Namespace) -> int:
         from labtools.experiments import bench
 
         lab = Lab(args.inventory, args.prefix)
-        names = args.datapaths.split(",")
+        _needs_root(lab, "services bench")
+        names = args.datapaths
         run_id = args.run_id or time.strftime("bench-%Y%m%dT%H%M%SZ", time.gmtime())
-        rows = bench.run(lab, run_id, [int(c) for c in args.counts.split(",")], names, args.repeats)
+        rows = bench.run(lab, run_id, args.counts, names, args.repeats)
         if args.out:
             with open(args.out, "w") as fh:
                 json.dump({"rows": rows, "summary": bench.summary(rows)}, fh, indent=1)
@@ -90,6 +170,7 @@ def cmd_services(args: argparse.Namespace) -> int:
         sys.stdout.write(services.to_yaml(workload))
         return 0
     lab = Lab(args.inventory, args.prefix)
+    _needs_root(lab, "services apply")
     node = datapaths.node_of(lab.inventory)
     lab.state.forget(ServicesState)  # until the apply succeeds, the worker is in no known state
     done = datapaths.switch(lab.host(node.name), node, args.datapath, services.service_ports(workload, node.name))
@@ -117,6 +198,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
     from labtools.lab import Lab
 
     lab = Lab(args.inventory, args.prefix)
+    _needs_root(lab, "measure")
     rec, rows, t = measure.run(lab, args.metric, args.target, repeats=args.repeats, run_id=args.run_id,
                                root=Path(args.out) if args.out else None)  # fmt: skip
     if args.json:
@@ -138,10 +220,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from labtools.model import plan as plan_
     from labtools.rigs import cluster
 
-    def split(text: str) -> list[str]:
-        return [x for x in text.split(",") if x]
-
     lab = Lab(args.inventory, args.prefix)
+    if not args.dry_run:
+        _needs_root(lab, "sweep")
     if args.profile:
         if not args.run_id:
             raise LabError("--profile needs --run-id (each of the profile's sweeps becomes RUN-ID-<name>)")
@@ -156,10 +237,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
             raise LabError("give --profile P --run-id RUN, --out data/raw/RUN or --run-id RUN")
         root = out.parents[1] if out else None
         on_cluster = cluster.is_cluster(lab.inventory)
-        dps = args.datapaths or ("iptables,ebpf" if on_cluster else "none,iptables,iptables-legacy,nftables,ebpf")
+        dps = args.datapaths or (["iptables", "ebpf"] if on_cluster else list(plan_.DATAPATHS))
         order = args.order or ("datapath" if on_cluster else "repeat")  # a Cilium mode switch takes minutes
-        plans = [plan_.Plan(run_id=run_id, datapaths=split(dps), counts=[int(c) for c in split(args.counts)],
-                            metrics=split(args.metrics), targets=split(args.targets), repeats=args.repeats,
+        plans = [plan_.Plan(run_id=run_id, datapaths=dps, counts=args.counts,
+                            metrics=args.metrics, targets=args.targets, repeats=args.repeats,
                             crr_transactions=args.crr_transactions, throughput_seconds=args.throughput_seconds,
                             udp_packets=args.udp_packets, seed=args.seed, order=order)]  # fmt: skip
     if args.dry_run:
@@ -180,6 +261,22 @@ def cmd_dissect(args: argparse.Namespace) -> int:
 
     from labtools import dissect
 
+    pcaps = []
+    for given in map(Path, args.pcap):  # a folder stands for the captures in it (recursively, sorted)
+        if given.is_dir():
+            found = sorted(p for p in given.rglob("*") if p.suffix in (".pcap", ".pcapng"))
+            if not found:
+                raise LabError(f"{given} holds no .pcap or .pcapng file")
+            pcaps += found
+        else:
+            pcaps.append(given)
+    args.pcap = [str(p) for p in pcaps]
+    if args.csv:
+        parent = Path(args.csv).parent
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise LabError(f"cannot write {args.csv}: {e.strerror} ({parent})") from None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", dissect.DissectWarning)
         df = dissect.dissect(args.pcap)
@@ -253,6 +350,7 @@ def cmd_srv6(args: argparse.Namespace) -> int:
             raise LabError(f"--dry-run applies to up and down, not {args.action}")
         return 0
     lab = Lab(args.inventory, args.prefix)
+    _needs_root(lab, f"srv6 {args.action}")
     if args.action == "up":
         srv6.up(lab, args.mode, **sids)
         print(f"SRv6 L3VPN up in ingress mode {args.mode} ({sids['router_sid']} <-> {sids['worker_sid']})")
@@ -298,6 +396,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
     if command[:1] == ["--"]:
         command = command[1:]
     lab = Lab(args.inventory, args.prefix)
+    _needs_root(lab, "capture")
     manifest = captures.run(
         lab, run_id, scenarios=[s for s in args.scenarios.split(",") if s], mode=args.mode, datapath=args.datapath,
         point_names=[p for p in args.points.split(",") if p], count=args.count, timeout=args.timeout,
@@ -309,6 +408,10 @@ def cmd_capture(args: argparse.Namespace) -> int:
           f"{(out or paths.raw(run_id))}")  # fmt: skip
     print(_table(rows, ["scenario", "traffic", *manifest["points"]]))
     lab.close()
+    failed = [c["scenario"] for c in manifest["captures"] if not c["ok"]]
+    if failed:
+        print(f"labtools: the traffic of {', '.join(failed)} failed: see `output` in the manifest", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -376,98 +479,117 @@ def cmd_figures(args: argparse.Namespace) -> int:
     return 1 if problems else 0
 
 
+def _lab_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--inventory", "-i", help="inventory YAML (default: the thesis lab, "
+                        "labtools/inventories/thesis-netns.yml)")  # fmt: skip
+    parser.add_argument("--prefix", "-p", help="the lab's namespace prefix (default: $LABTOOLS_PREFIX, else the "
+                        "inventory's)")  # fmt: skip
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="labtools", description=__doc__)
-    sub = p.add_subparsers(dest="command", required=True)
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        ver = version("labtools")
+    except PackageNotFoundError:
+        from labtools import __version__ as ver
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog="labtools", description=__doc__, epilog=EXAMPLES, formatter_class=fmt)
+    p.add_argument("--version", action="version", version=f"labtools {ver}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    defaults = argparse.ArgumentDefaultsHelpFormatter
 
     lab = sub.add_parser("lab", help="bring the testbed up or down, or show it")
     lab.add_argument("action", choices=["up", "down", "status"])
-    lab.add_argument("--inventory", "-i", help="inventory YAML (default: labtools/inventories/thesis-netns.yml)")
-    lab.add_argument("--prefix", "-p", help="namespace prefix (netns backend; default: the inventory's)")
-    lab.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    _lab_options(lab)
+    lab.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     lab.set_defaults(func=cmd_lab)
 
     from labtools import datapaths
+    from labtools.lab import traffic
+    from labtools.model import plan as plan_
     from labtools.model import services
 
-    svc = sub.add_parser("services", help="program N Kubernetes Services into a datapath, or print manifests")
-    svc.add_argument(
-        "action",
-        choices=["apply", "manifests", "bench"],
-        help="apply: program the worker; manifests: YAML for a cluster; bench: programming latency",
-    )
-    svc.add_argument("--datapath", "-d", choices=datapaths.NAMES, default="iptables")
-    svc.add_argument("--count", "-n", type=int, default=1, help="number of Services (default 1)")
-    svc.add_argument(
-        "--mix", choices=services.MIXES, default="nodeport", help="all NodePort, or N-1 ClusterIP and one NodePort"
-    )
-    svc.add_argument("--udp", action="store_true", help="also UDP 5201 on every Service (for iperf3 -u)")
-    svc.add_argument("--udp-targets", action="store_true",
-                     help="also UDP on the first, middle and last NodePort (for the udp-pps metric)")  # fmt: skip
-    svc.add_argument(
-        "--node-port-range",
-        default=None,
-        help=f"API server's service-node-port-range (default {services.DEFAULT_NODE_PORT_RANGE}, "
-        f"or {services.WIDE_NODE_PORT_RANGE} when more NodePorts are needed)",
-    )
-    svc.add_argument("--seed", type=int, default=0, help="seed of the cluster IP / node port allocator")
-    svc.add_argument("--inventory", "-i")
-    svc.add_argument("--prefix", "-p")
-    svc.add_argument("--json", action="store_true", help="print the record as JSON")
-    svc.add_argument("--counts", default="1000,10000", help="bench: comma-separated service counts")
-    svc.add_argument("--datapaths", default="iptables,iptables-legacy,nftables,ebpf", help="bench: datapaths")
-    svc.add_argument("--repeats", type=int, default=3, help="bench: repeats per datapath and count")
-    svc.add_argument("--out", help="bench: also write every sample and the summary as JSON here")
-    svc.add_argument("--run-id", help="bench: the run under data/raw/ (default: bench-<UTC time>)")
-    svc.set_defaults(func=cmd_services)
+    svc = sub.add_parser("services", help="program N Kubernetes Services into a datapath; manifests; bench")
+    ssub = svc.add_subparsers(dest="action", required=True, metavar="ACTION")
+    apply_ = ssub.add_parser("apply", help="program the worker's datapath with N Services", formatter_class=defaults)
+    man = ssub.add_parser("manifests", help="the same Services as YAML for a real cluster", formatter_class=defaults)
+    for sp in (apply_, man):
+        sp.add_argument("--count", "-n", type=positive_int, default=1, help="number of Services")
+        sp.add_argument("--mix", choices=services.MIXES, default="nodeport",
+                        help="all NodePort, or N-1 ClusterIP and one NodePort")  # fmt: skip
+        sp.add_argument("--udp", action="store_true", help="also UDP 5201 on every Service (for iperf3 -u)")
+        sp.add_argument("--udp-targets", action="store_true",
+                        help="also UDP on the first, middle and last NodePort (for the udp-pps metric)")  # fmt: skip
+        sp.add_argument("--node-port-range", default=None, metavar="LO-HI",
+                        help=f"the API server's service-node-port-range (default {services.DEFAULT_NODE_PORT_RANGE}, "
+                             f"or {services.WIDE_NODE_PORT_RANGE} when more NodePorts are needed)")  # fmt: skip
+        sp.add_argument("--seed", type=int, default=0, help="seed of the cluster IP / node port allocator")
+        sp.set_defaults(func=cmd_services)
+    apply_.add_argument("--datapath", "-d", choices=datapaths.NAMES, default="iptables")
+    apply_.add_argument("--json", action="store_true", help="print the record as JSON")
+    _lab_options(apply_)
+    bench = ssub.add_parser("bench", help="programming time of N Services per datapath", formatter_class=defaults)
+    bench.add_argument("--counts", type=int_list, default="1000,10000", metavar="N,N,...",
+                       help="comma-separated Service counts")  # fmt: skip
+    bench.add_argument("--datapaths", type=name_list([d for d in datapaths.NAMES if d != "none"]),
+                       default="iptables,iptables-legacy,nftables,ebpf", metavar="D,D,...")  # fmt: skip
+    bench.add_argument("--repeats", type=positive_int, default=3, help="repeats per datapath and count")
+    bench.add_argument("--run-id", help="the run under data/raw/ (default: bench-<UTC time>)")
+    bench.add_argument("--out", help="also write every sample and the summary as JSON here")
+    _lab_options(bench)
+    bench.set_defaults(func=cmd_services)
 
-    from labtools.lab import traffic
-
-    me = sub.add_parser("measure", help="measure through the programmed datapath (client -> target)")
+    me = sub.add_parser("measure", help="measure through the programmed datapath (client -> target)",
+                        formatter_class=defaults)  # fmt: skip
     me.add_argument("--metric", "-m", choices=traffic.METRICS, default="crr")
-    me.add_argument("--target", "-t", choices=traffic.TARGETS, default="last")
-    me.add_argument("--repeats", "-r", type=int, default=1)
+    me.add_argument("--target", "-t", choices=traffic.TARGETS, default="last",
+                    help="the first, middle or last created NodePort Service, or the pod IP")  # fmt: skip
+    me.add_argument("--repeats", "-r", type=positive_int, default=1)
     me.add_argument("--run-id", help="the run under data/raw/ (default: measure-METRIC-<UTC time>)")
     me.add_argument("--out", "-o", help="a data folder instead of data/ (the run goes to OUT/raw/RUN-ID)")
     me.add_argument("--json", action="store_true", help="print the records as a JSON list")
-    me.add_argument("--inventory", "-i")
-    me.add_argument("--prefix", "-p")
+    _lab_options(me)
     me.set_defaults(func=cmd_measure)
 
-    sw = sub.add_parser("sweep", help="datapaths x counts x metrics x targets x repeats, resumable")
-    sw.add_argument("--datapaths", help="default: none,iptables,iptables-legacy,nftables,ebpf; on a real cluster "
-                                         "(inventory with `cluster:`): iptables,ebpf")  # fmt: skip
-    sw.add_argument("--counts", default="1,1000,10000")
-    sw.add_argument("--metrics", default="throughput,crr,udp-pps")
-    sw.add_argument("--targets", default="last,pod")
-    sw.add_argument("--repeats", type=int, default=3)
-    sw.add_argument("--crr-transactions", type=int, default=2000)
-    sw.add_argument("--throughput-seconds", type=int, default=2)
-    sw.add_argument("--udp-packets", type=int, default=50000, help="udp-pps: new flows per sample")
+    sw = sub.add_parser("sweep", help="datapaths x counts x metrics x targets x repeats, resumable",
+                        formatter_class=defaults)  # fmt: skip
+    sw.add_argument("--datapaths", type=name_list(datapaths.NAMES), metavar="D,D,...",
+                    help="comma-separated; default: none,iptables,iptables-legacy,nftables,ebpf; on a real cluster "
+                         "(inventory with `cluster:`): iptables,ebpf")  # fmt: skip
+    sw.add_argument("--counts", type=int_list, default="1,1000,10000", metavar="N,N,...",
+                    help="comma-separated Service counts")  # fmt: skip
+    sw.add_argument("--metrics", type=name_list(traffic.METRICS), default="throughput,crr,udp-pps",
+                    metavar="M,M,...", help=f"comma-separated, of {', '.join(traffic.METRICS)}")  # fmt: skip
+    sw.add_argument("--targets", type=name_list(traffic.TARGETS), default="last,pod", metavar="T,T,...",
+                    help=f"comma-separated, of {', '.join(traffic.TARGETS)} (none is measured at the pod)")  # fmt: skip
+    sw.add_argument("--repeats", type=positive_int, default=3, help="repeats of every point")
+    sw.add_argument("--crr-transactions", type=positive_int, default=2000, help="crr: connections per sample")
+    sw.add_argument("--throughput-seconds", type=positive_int, default=2, help="throughput: iperf3 -t")
+    sw.add_argument("--udp-packets", type=positive_int, default=50000, help="udp-pps: new flows per sample")
     sw.add_argument("--profile", help="take the sweeps of params/PROFILE.yaml (quick, full) instead of the flags")
-    sw.add_argument("--seed", type=int, default=0)
-    sw.add_argument("--order", choices=("repeat", "datapath"),
+    sw.add_argument("--seed", type=int, default=0, help="seed of the cluster IP / node port allocator")
+    sw.add_argument("--order", choices=plan_.ORDERS,
                     help="repeat (default on the lab): interleave datapaths within every repeat; datapath (default on "
                          "a cluster): one datapath after the other, one Cilium mode switch each")  # fmt: skip
     sw.add_argument("--dry-run", action="store_true", help="print what the sweep would change and measure, in order")
     sw.add_argument("--out", help="data/raw/RUN: the run's directory (its name is the run id)")
-    sw.add_argument("--run-id", help="run id under data/ (instead of --out)")
-    sw.add_argument("--inventory", "-i")
-    sw.add_argument("--prefix", "-p")
+    sw.add_argument("--run-id", help="run id under data/raw/ (instead of --out)")
+    _lab_options(sw)
     sw.set_defaults(func=cmd_sweep)
 
     rp = sub.add_parser("reproduce", help="bring the lab up, run every notebook measuring (papermill), take it down")
     rp.add_argument("--profile", default="quick", help="params/PROFILE.yaml (quick, full)")
     rp.add_argument("--run-id", help="default: PROFILE-<UTC time>; an existing run id is resumed")
-    rp.add_argument("--prefix", "-p", help="namespace prefix of the lab (default: the profile's)")
+    rp.add_argument("--prefix", "-p", help="namespace prefix of the lab (default: $LABTOOLS_PREFIX, else thesis)")
     rp.set_defaults(func=cmd_reproduce)
 
     fg = sub.add_parser("figures", help="regenerate figures and tables from committed data (no root, no lab)")
     fg.set_defaults(func=cmd_figures)
 
     dx = sub.add_parser("dissect", help="one row per packet and header layer of captures (scapy), tshark cross-check")
-    dx.add_argument("pcap", nargs="+", help="pcap / pcapng files")
-    dx.add_argument("--csv", help="also write the tidy table as CSV here")
+    dx.add_argument("pcap", nargs="+", help="pcap / pcapng files, or folders holding them")
+    dx.add_argument("--csv", help="also write the tidy table as CSV here (its folder is created)")
     dx.add_argument("--check-tshark", action="store_true", help="compare with tshark; exit 1 on any disagreement")
     dx.set_defaults(func=cmd_dissect)
     from labtools.rigs import testbed

@@ -71,7 +71,7 @@ def reproduce(name: str, *, run_id: str | None = None, prefix: str | None = None
 
     params = load_profile(name)
     run_id = run_id or f"{name}-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
-    prefix = prefix or params.get("00-lab-setup", {}).get("prefix", "thesis")
+    prefix = prefix or os.environ.get("LABTOOLS_PREFIX") or params.get("00-lab-setup", {}).get("prefix", "thesis")
     build = paths.build_dir() / "notebooks"
     build.mkdir(parents=True, exist_ok=True)
     lab = Lab(None, prefix)

@@ -161,7 +161,7 @@ def test_ebpf_maps_are_cilium_shaped():
 
 
 def test_node_port_range_must_hold_every_node_port():
-    with pytest.raises(Exception, match="widen it"):
+    with pytest.raises(Exception, match="give a range of at least"):
         services.build(3000, node_port_range=services.DEFAULT_NODE_PORT_RANGE)
     w = services.build(3000)  # widened automatically, and recorded
     assert w.params["node_port_range"] == services.WIDE_NODE_PORT_RANGE

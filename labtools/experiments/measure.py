@@ -25,12 +25,12 @@ def default_run_id(metric: str) -> str:
 def run(lab: Lab, metric: str, target: str, *, repeats: int = 1, run_id: str | None = None,
         root: Path | None = None) -> tuple[Recorder, list[dict], traffic.Target]:  # fmt: skip
     """Measure `metric` at `target` `repeats` times; returns the run, its records and where traffic went."""
-    if target != "pod" and not lab.is_up() and lab.backend == "netns":
-        raise LabError(f"the lab {lab.prefix} is down: run `labtools lab up --prefix {lab.prefix}` first")
+    if lab.backend == "netns" and not lab.is_up():
+        raise LabError(f"the lab {lab.prefix} is down: run `labtools lab up{lab.hint}` first")
     state = lab.state.get(ServicesState)
     if state is None and target != "pod":
-        raise LabError("no Services are programmed (or an apply was interrupted): run `labtools services apply` "
-                       "first, or use --target pod")  # fmt: skip
+        raise LabError("no Services are programmed (or an apply was interrupted): run `labtools services apply"
+                       f"{lab.hint}` first, or use --target pod")  # fmt: skip
     if state and state.datapath == "none" and target != "pod":
         raise LabError("the datapath is `none`, so there is no NodePort: use --target pod")
     workload = services.build(**state.workload) if state else None

@@ -48,7 +48,8 @@ class NetnsHost(Host):
     def _prefix(self) -> list[str]:
         if not namespaces.exists(self.ns):
             raise HostUnreachable(
-                f"[{self.name}] network namespace {self.ns} does not exist: is the lab up? (`labtools lab up`)"
+                f"[{self.name}] network namespace {self.ns} does not exist: is the lab up? "
+                f"(`labtools lab up --prefix {self.ns.split('-')[0]}`)"
             )
         return ["ip", "netns", "exec", self.ns]
 
@@ -68,6 +69,7 @@ class NetnsHost(Host):
     def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, log: str | None = None) -> Process:
         argv = [str(a) for a in argv]
         if log is None:
+            self.logdir.mkdir(parents=True, exist_ok=True)
             log = str(self.logdir / f"labtools-{self.ns}-{Path(argv[0]).name}-{time.monotonic_ns()}.log")
         with open(log, "wb") as fh:
             popen = subprocess.Popen(

@@ -141,7 +141,12 @@ class Capture:
         stamp = time.time_ns()
         try:
             for name, p in self.points.items():
-                remote = f"/tmp/labtools-capture-{stamp}-{name}.pcap"
+                # In a namespace (this filesystem) tcpdump writes into the run folder itself, so a killed run
+                # leaves nothing in /tmp; a VM writes to its own /tmp, removed after the copy.
+                if isinstance(self.hosts[p.machine], NetnsHost):
+                    remote = str(self.outdir / f".{name}.pcap.part")
+                else:
+                    remote = f"/tmp/labtools-capture-{stamp}-{name}.pcap"
                 argv = tcpdump_argv(p.interface, remote, self.snaplen, self.filter)
                 self.results[name] = PointCapture(p, argv, remote)
                 self.procs[name] = self.hosts[p.machine].start(argv)

@@ -9,10 +9,11 @@ their interfaces and processes with them, so it also cleans up after a crash.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from labtools.errors import LabError
+from labtools.errors import HostUnreachable, InventoryError, LabError
 from labtools.hosts import Host, NetnsHost, SSHConfig, SSHHost, namespaces
 from labtools.lab.state import LabState
 from labtools.model import topology
@@ -31,16 +32,24 @@ class InterfaceState:
     link: str
 
 
+PREFIX_ENV = "LABTOOLS_PREFIX"  # the lab's prefix for the CLI, make and the notebooks
+
+
 class Lab:
     """A testbed described by an inventory. Use as a context manager to tear it down on exit."""
 
     def __init__(self, inventory: Inventory | str | Path | None = None, prefix: str | None = None):
         self.inventory = inventory if isinstance(inventory, Inventory) else topology.load(inventory)
         self.backend = self.inventory.backend
-        self.prefix = (
-            namespaces.check_prefix(prefix or self.inventory.prefix or "") if self.backend == "netns" else None
-        )
+        if prefix is None:  # unset: $LABTOOLS_PREFIX, then the inventory's ('' is refused, never a fallback)
+            prefix = os.environ.get(PREFIX_ENV) or self.inventory.prefix
+        self.prefix = namespaces.check_prefix(prefix or "") if self.backend == "netns" else None
         self._hosts: dict[str, Host] = {}
+
+    @property
+    def hint(self) -> str:
+        """How to name this lab on the command line (so that a hint brings the user back to it)."""
+        return f" --prefix {self.prefix}" if self.prefix else f" --inventory {self.inventory.path}"
 
     # -- hosts
 
@@ -52,8 +61,8 @@ class Lab:
         """The `Host` that runs commands on `machine`."""
         if machine not in self._hosts:
             m = self.inventory.machine(machine)
-            if self.backend == "netns":
-                self._hosts[machine] = NetnsHost(machine, self.ns(machine))
+            if self.backend == "netns":  # server logs live with the lab's state: `down` removes them
+                self._hosts[machine] = NetnsHost(machine, self.ns(machine), logdir=self.state.dir / "logs")
             else:
                 self._hosts[machine] = SSHHost(machine, ssh_config(m.ssh or {}, self.inventory))
         return self._hosts[machine]
@@ -80,7 +89,16 @@ class Lab:
         if self.backend == "netns":
             require_root("labtools lab up")
             require_tools("ip", "sysctl")
+        self.check_roles()
         fresh = self.backend == "netns" and not namespaces.lab_namespaces(self.prefix or "")
+        if self.backend == "netns" and not fresh:
+            drift = self.drift()
+            if drift:
+                raise LabError(
+                    f"lab {self.prefix} is up with another configuration than {self.inventory.path}:\n  "
+                    + "\n  ".join(drift)
+                    + f"\nTake it down first (`labtools lab down{self.hint}`), or use another prefix."
+                )
         try:
             if self.backend == "netns":
                 self.provision()
@@ -93,6 +111,31 @@ class Lab:
             if fresh:
                 self.down()
             raise
+
+    def check_roles(self) -> None:
+        """The lab's roles: exactly one client, router and worker; at most one pod (the measurements need them)."""
+        inv = self.inventory
+        for role, allowed in (("client", {1}), ("router", {1}), ("worker", {1}), ("pod", {0, 1})):
+            found = [m for m in inv.machines.values() if m.role == role]
+            if len(found) not in allowed:
+                where = ", ".join(f"{m.name} (line {m.line})" for m in found) or "none"
+                raise InventoryError(f"the lab needs {'at most' if 0 in allowed else 'exactly'} one machine with role "
+                                     f"{role!r}, found {len(found)}: {where}", inv.path)  # fmt: skip
+
+    def drift(self) -> list[str]:
+        """How the running lab differs from the inventory (MTUs, addresses), one line each; [] if it matches."""
+        out = []
+        for st in self.status():
+            want = self.inventory.machines[st.machine].interfaces[st.interface]
+            if st.state == "ABSENT":
+                continue  # an unfinished `up`: completing it is what `up` is for
+            if st.mtu != want.mtu:
+                out.append(f"{st.machine}:{st.interface} MTU {st.mtu} -> {want.mtu}")
+            have = {a for a in st.addresses if not a.startswith("fe80:")}
+            wanted = {str(a) for a in want.addresses if not a.ip.is_link_local}
+            if wanted - have:
+                out.append(f"{st.machine}:{st.interface} addresses {sorted(have)} -> {sorted(wanted)}")
+        return out
 
     def wait_settled(self, timeout: float = 10.0) -> None:
         """Wait until IPv6 duplicate address detection is over on every machine.
@@ -121,8 +164,9 @@ class Lab:
         if self.backend == "netns":
             require_root("labtools lab down")
             self.close()
+            removed = namespaces.teardown(self.prefix or "")  # its processes first: they write into the state
             self.state.clear()
-            return namespaces.teardown(self.prefix or "")
+            return removed
         for name, m in self.inventory.machines.items():
             for argv in topology.unconfigure_commands(m):
                 self.host(name).run(argv, check=False)
@@ -173,8 +217,11 @@ class Lab:
         """One row per machine interface: state, MTU, addresses and the link it is wired to."""
         rows = []
         for name, m in self.inventory.machines.items():
-            res = self.host(name).run(["ip", "-j", "addr", "show"], check=False)
-            live = {d["ifname"]: d for d in json.loads(res.stdout or "[]")} if res.ok else {}
+            try:
+                res = self.host(name).run(["ip", "-j", "addr", "show"], check=False)
+                live = {d["ifname"]: d for d in json.loads(res.stdout or "[]")} if res.ok else {}
+            except HostUnreachable:  # its namespace is missing: every interface is absent
+                live = {}
             for ifname in m.interfaces:
                 d = live.get(ifname)
                 lk = self.inventory.link_of(topology.InterfaceRef(name, ifname))

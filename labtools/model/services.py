@@ -147,10 +147,15 @@ def build(
         node_port_range = DEFAULT_NODE_PORT_RANGE if n_nodeport <= default.size else WIDE_NODE_PORT_RANGE
     ports = PortRange.parse(node_port_range)
     if n_nodeport > ports.size:
-        raise LabError(
-            f"{n_nodeport} NodePort Services do not fit the node port range {ports} ({ports.size} ports): "
-            f"widen it, e.g. node_port_range={WIDE_NODE_PORT_RANGE!r} (kubeadm: service-node-port-range)"
-        )
+        if n_nodeport > 65535 - 1024 + 1:
+            hint = ("no port range holds that many (ports above 1023 number 64,512): use --mix clusterip+1nodeport, "
+                    "N-1 ClusterIP Services and one NodePort")  # fmt: skip
+        else:
+            lo = 30000 if n_nodeport <= 65536 - 30000 else 65536 - n_nodeport
+            hint = (f"give a range of at least {n_nodeport} ports, e.g. --node-port-range {lo}-{lo + n_nodeport - 1} "
+                    "(the API server's service-node-port-range)")  # fmt: skip
+        raise LabError(f"{n_nodeport} NodePort Services do not fit the node port range {ports} ({ports.size} ports): "
+                       f"{hint}")
     ip_size = SERVICE_CIDR.num_addresses - 1  # the subnet-router anycast address (::) is never handed out
     if count + 2 > ip_size:
         raise LabError(f"{count} Services do not fit the service CIDR {SERVICE_CIDR}")

@@ -57,6 +57,7 @@ class Interface:
     name: str
     addresses: list[IPInterface]
     mtu: int
+    line: int | None = None  # of its addresses in the inventory file
 
 
 @dataclass
@@ -213,7 +214,7 @@ def _parse_machine(ctx: _Ctx, name: str, raw: Any, line: int | None, default_mtu
             raise ctx.fail(
                 f"{iwhere}: mtu must be an integer 1280..65535 (IPv6 minimum), got {mtu!r}", _line(im, "mtu")
             )
-        ifaces[str(ifname)] = Interface(str(ifname), addrs, mtu)
+        ifaces[str(ifname)] = Interface(str(ifname), addrs, mtu, _line(im, "addresses") or iline)
 
     routes = []
     raw_routes = m.get("routes", []) or []
@@ -372,7 +373,7 @@ def parse(data: Any, path: str | None = None) -> Inventory:
                     )
     dup = _duplicate_addresses(machines)
     if dup:
-        raise ctx.fail(f"address {dup[0]} is used by both {dup[1]} and {dup[2]}", None)
+        raise ctx.fail(f"address {dup[0]} is used by both {dup[1]} and {dup[2]}", dup[3])
     cluster = _parse_cluster(ctx, top, backend, machines) if "cluster" in top else None
     return Inventory(
         str(top.get("name", Path(path).stem if path else "lab")),
@@ -430,7 +431,8 @@ def _parse_cluster(ctx: _Ctx, top: LineMap, backend: str, machines: dict[str, Ma
     return {**spec.model_dump(), "node": spec.node or worker}
 
 
-def _duplicate_addresses(machines: dict[str, Machine]) -> tuple[str, str, str] | None:
+def _duplicate_addresses(machines: dict[str, Machine]) -> tuple[str, str, str, int | None] | None:
+    """The first address used twice: (address, first owner, second owner, the second's line)."""
     owner: dict[str, str] = {}
     for m in machines.values():
         for i in m.interfaces.values():
@@ -439,7 +441,7 @@ def _duplicate_addresses(machines: dict[str, Machine]) -> tuple[str, str, str] |
                     continue
                 key, me = str(a.ip), f"{m.name}:{i.name}"
                 if key in owner:
-                    return key, owner[key], me
+                    return key, owner[key], me, i.line or m.line
                 owner[key] = me
     return None
 
