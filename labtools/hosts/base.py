@@ -43,6 +43,10 @@ class Process(ABC):
     def running(self) -> bool: ...
 
     @abstractmethod
+    def interrupt(self) -> None:
+        """SIGINT the process group, as Ctrl-C would (tcpdump then flushes, a probe reports)."""
+
+    @abstractmethod
     def stop(self, timeout: float = 5.0) -> None:
         """SIGTERM the process group, then SIGKILL it if it is still there after `timeout`."""
 
@@ -137,6 +141,9 @@ class ShellProcess(Process):
     def signal(self, sig: str) -> None:
         # The group (setsid made the process its leader), else the process alone (no setsid there).
         self.host.run(["sh", "-c", f"kill -{sig} -- -{self.pid} 2>/dev/null || kill -{sig} {self.pid}"], check=False)
+
+    def interrupt(self) -> None:
+        self.signal("INT")
 
     def stop(self, timeout: float = 5.0) -> None:
         for sig in ("TERM", "KILL"):

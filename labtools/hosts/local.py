@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -23,6 +24,10 @@ class NetnsProcess(Process):
 
     def running(self) -> bool:
         return self.popen.poll() is None
+
+    def interrupt(self) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGINT)
 
     def stop(self, timeout: float = 5.0) -> None:
         for sig in (signal.SIGTERM, signal.SIGKILL):

@@ -15,10 +15,7 @@ tied to its parent by ``Host.start``), so nothing survives a crash.
 
 from __future__ import annotations
 
-import contextlib
-import os
 import re
-import signal
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -28,7 +25,7 @@ from scapy.error import Scapy_Exception
 from scapy.utils import PcapReader
 
 from labtools.errors import LabError, PrerequisiteError
-from labtools.hosts import Host, NetnsHost, NetnsProcess, Process, ShellProcess
+from labtools.hosts import Host, NetnsHost, Process
 from labtools.model.topology import Inventory, Machine
 from labtools.prereqs import require_tools
 from labtools.waiting import Timeout, until
@@ -73,20 +70,12 @@ def points(inv: Inventory, names: Sequence[str] = POINTS) -> dict[str, Point]:
     return {n: every[n] for n in names}
 
 
-def tcpdump_argv(iface: str, path: str, snaplen: int = SNAPLEN, bpf_filter: str | None = None) -> list[str]:
+def tcpdump_argv(iface: str, path: str, snaplen: int = SNAPLEN, bpf_filter: str | None = None,
+                 nano: bool = False) -> list[str]:  # fmt: skip
+    """tcpdump writing `path`; `nano`: nanosecond timestamps (a timing cross-check needs them)."""
     argv = ["tcpdump", "-i", iface, "-n", "-U", "--immediate-mode", "-s", str(snaplen), "-Z", "root", "-w", path]
+    argv += ["--time-stamp-precision", "nano"] if nano else []
     return argv + ([bpf_filter] if bpf_filter else [])
-
-
-def interrupt(proc: Process) -> None:
-    """SIGINT a background process' group (tcpdump then flushes its file and prints its statistics)."""
-    if isinstance(proc, NetnsProcess):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.popen.pid, signal.SIGINT)
-    elif isinstance(proc, ShellProcess):
-        proc.signal("INT")
-    else:
-        proc.stop()
 
 
 def pcap_count(path: str | Path) -> int:
@@ -124,9 +113,10 @@ class Capture:
         snaplen: int = SNAPLEN,
         bpf_filter: str | None = None,
         ready_timeout: float = 10.0,
+        nano: bool = False,
     ):
         self.hosts, self.points, self.outdir = hosts, dict(pts), Path(outdir)
-        self.snaplen, self.filter, self.ready_timeout = snaplen, bpf_filter, ready_timeout
+        self.snaplen, self.filter, self.ready_timeout, self.nano = snaplen, bpf_filter, ready_timeout, nano
         self.procs: dict[str, Process] = {}
         self.results: dict[str, PointCapture] = {}
 
@@ -147,7 +137,7 @@ class Capture:
                     remote = str(self.outdir / f".{name}.pcap.part")
                 else:
                     remote = f"/tmp/labtools-capture-{stamp}-{name}.pcap"
-                argv = tcpdump_argv(p.interface, remote, self.snaplen, self.filter)
+                argv = tcpdump_argv(p.interface, remote, self.snaplen, self.filter, self.nano)
                 self.results[name] = PointCapture(p, argv, remote)
                 self.procs[name] = self.hosts[p.machine].start(argv)
             waiting = set(self.procs)
@@ -179,7 +169,7 @@ class Capture:
         time.sleep(settle)  # let the last packets of the traffic reach every point
         try:
             for proc in self.procs.values():
-                interrupt(proc)
+                proc.interrupt()
             for name, proc in self.procs.items():
                 try:
                     proc.wait(5.0)

@@ -27,11 +27,15 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from labtools import paths
+import numpy as np
+
+from labtools import distribution, paths
 from labtools.errors import LabError, PrerequisiteError
 from labtools.hosts import Host, Process
 from labtools.lab import Lab
+from labtools.lab.transit import TransitProbe
 from labtools.model import plan, services
+from labtools.model.topology import InterfaceRef
 from labtools.waiting import Timeout, until
 
 CRR = paths.TOOLS / "labtools-crr"
@@ -58,12 +62,19 @@ class TrafficEnds:
     pod_address: str  # the `pod` target
     pod_interface: str  # the pod's interface, where udp-pps counts what arrived
     client_source: str  # an address of the client's /64 (the udp flood varies the rest)
+    worker_uplink: str | None = None  # where the transit probe stamps the request in and the reply out
+    worker_pod_interface: str | None = None  # the pod's veth on the worker: the other end of the transit
 
 
 def ends(lab: Lab) -> TrafficEnds:
     """The TrafficEnds of a lab whose inventory has client, worker and pod machines."""
     inv = lab.inventory
-    pod = inv.by_role("pod")
+    pod, worker = inv.by_role("pod"), inv.by_role("worker")
+    node_ip = worker.global_v6()[0]
+    uplink = next(i.name for i in worker.interfaces.values() if any(a.ip == node_ip for a in i.addresses))
+    pod_if = next(i.name for i in pod.interfaces.values() if i.addresses)
+    link = inv.link_of(InterfaceRef(pod.name, pod_if))
+    veth = next((m.interface for m in (link.members if link else []) if m.machine == worker.name), None)
     return TrafficEnds(
         client=lab.host(inv.by_role("client").name),
         pod=lab.host(pod.name),
@@ -72,6 +83,8 @@ def ends(lab: Lab) -> TrafficEnds:
         pod_address=str(pod.global_v6()[0]),
         pod_interface=next(i.name for i in pod.interfaces.values() if i.addresses),
         client_source=str(inv.by_role("client").global_v6()[0]),
+        worker_uplink=uplink,
+        worker_pod_interface=veth,
     )
 
 
@@ -106,6 +119,27 @@ def start_crr_server(server: Host, port: int) -> Process:
         proc.stop()
         raise LabError(f"[{server.name}] labtools-crr server did not start:\n{proc.output()}")
     return proc
+
+
+def handshake(client: Host, t: Target, connects: int = 2000) -> dict:
+    """connect() latency alone (SYN out, SYN-ACK back), every sample kept, and the distribution's modes."""
+    res = client.run([tool(client), "handshake", t.address, str(t.port), str(connects)], timeout=300)
+    out = json.loads(res.stdout)
+    out["modes"] = distribution.modes(out["samples_ns"])
+    return out
+
+
+def transit(e: TrafficEnds, t: Target, connects: int = 2000, established: bool = False) -> dict:
+    """The worker's transit time of each new connection's SYN and SYN-ACK, stamped in the kernel.
+
+    The traffic is `connects` crr transactions from the client to `t` (a crr server must be running).
+    """
+    if not (e.worker_uplink and e.worker_pod_interface):
+        raise LabError("transit needs the worker's uplink and the pod's veth on it: the emulated lab has both; "
+                       "a real cluster's pod veth is Cilium's")  # fmt: skip
+    with TransitProbe(e.worker, e.worker_uplink, e.worker_pod_interface, established) as probe:
+        traffic = crr(e.client, t, connects)
+    return {**probe.result, "crr": traffic}
 
 
 def crr(client: Host, t: Target, transactions: int = 2000) -> dict:
@@ -192,7 +226,14 @@ def sample(where: Lab | TrafficEnds, metric: str, t: Target, *, transactions: in
     try:
         if metric == "udp-pps":
             return udp_pps(e.client, e.pod, e.pod_interface, e.worker, t, e.client_source, packets)
-        raw = crr(e.client, t, transactions) if metric == "crr" else throughput(e.client, t, seconds)
+        if metric == "transit":
+            return transit(e, t, transactions)
+        if metric == "handshake":
+            raw = handshake(e.client, t, transactions)
+        elif metric == "crr":
+            raw = crr(e.client, t, transactions)
+        else:
+            raw = throughput(e.client, t, seconds)
         # Whether the worker tracked these connections (kube-proxy needs conntrack; eBPF bypasses it).
         return {**raw, "conntrack_entries": conntrack_entries(e.worker)}
     finally:
@@ -208,6 +249,25 @@ def records(metric: str, raw: dict, base: dict) -> list[dict]:
     if metric == "throughput":
         bps = raw["end"]["sum_received"]["bits_per_second"]
         return [{**base, "metric": "throughput", "value": bps / 1e9, "unit": "Gbit/s"}]
+    if metric == "handshake":
+        fields = [("handshake_p50", "p50_us", "us"), ("handshake_p90", "p90_us", "us"),
+                  ("handshake_p99", "p99_us", "us")]  # fmt: skip
+        main = max(raw["modes"], key=lambda m: m["share"])
+        return [*({**base, "metric": m, "value": raw[k], "unit": u} for m, k, u in fields),
+                {**base, "metric": "handshake_modes", "value": len(raw["modes"]), "unit": "1"},
+                {**base, "metric": "handshake_main_mode_share", "value": main["share"], "unit": "1"}]  # fmt: skip
+    if metric == "transit":
+        out = []
+        for direction in ("request", "reply"):
+            ns = np.asarray(raw[f"{direction}_ns"], dtype=float)
+            for q in (50, 90, 99):
+                value = float(np.percentile(ns, q)) if len(ns) else float("nan")
+                out.append({**base, "metric": f"transit_{direction}_p{q}", "value": value, "unit": "ns"})
+            out.append({**base, "metric": f"transit_{direction}_packets", "value": len(ns), "unit": "packets"})
+        c = raw["counters"]
+        out.append({**base, "metric": "transit_unmatched", "value": c["unmatched_request"] + c["unmatched_reply"],
+                    "unit": "packets"})  # fmt: skip
+        return out
     if metric == "udp-pps":
         delivered = raw["delivered"] / raw["sent"]
         return [{**base, "metric": "udp_pps", "value": raw["pps"], "unit": "1/s"},

@@ -8,6 +8,9 @@
  *   labtools-crr connect ADDR PORT COUNT    COUNT times: socket, connect, send 1 byte, receive 1 byte,
  *                                           close with RST (SO_LINGER 0: no TIME_WAIT, no port exhaustion);
  *                                           prints one JSON object with the latency percentiles
+ *   labtools-crr handshake ADDR PORT COUNT  COUNT times: socket, connect, close with RST; only connect() is
+ *                                           timed (SYN out, SYN-ACK back: answered by the kernel, no server
+ *                                           wakeup); the JSON also holds every sample ("samples_ns")
  *
  * The client is C so that its own cost per transaction stays in the low microseconds; the
  * harness overhead is measured against the `none` datapath (straight to the pod IP).
@@ -66,7 +69,7 @@ static int serve(int port)
 	}
 }
 
-static int client(const char *addr, int port, long count)
+static int client(const char *addr, int port, long count, int handshake_only)
 {
 	struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons(port)};
 	struct linger lg = {.l_onoff = 1, .l_linger = 0};
@@ -88,7 +91,8 @@ static int client(const char *addr, int port, long count)
 		/* A lost transaction counts as failed after 2 s instead of hanging (bounds connect() too). */
 		setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
 		setsockopt(s, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-		if (connect(s, (struct sockaddr *)&a, sizeof(a)) || write(s, &b, 1) != 1 || read(s, &b, 1) != 1) {
+		if (connect(s, (struct sockaddr *)&a, sizeof(a)) ||
+		    (!handshake_only && (write(s, &b, 1) != 1 || read(s, &b, 1) != 1))) {
 			failed++;
 			if (failed > count / 10 + 10) {
 				fprintf(stderr, "labtools-crr: too many failures, last: %s\n", strerror(errno));
@@ -108,12 +112,18 @@ static int client(const char *addr, int port, long count)
 		fprintf(stderr, "labtools-crr: no transaction completed\n");
 		return 1;
 	}
+	if (handshake_only) {	/* every sample, in measuring order, before sorting */
+		printf("{\"samples_ns\": [");
+		for (long i = 0; i < ok; i++)
+			printf("%s%llu", i ? ", " : "", (unsigned long long)lat[i]);
+		printf("], ");
+	}
 	qsort(lat, ok, sizeof(*lat), cmp_u64);
 #define P(q) lat[(long)((q) * (ok - 1))]
-	printf("{\"transactions\": %ld, \"failed\": %ld, \"elapsed_s\": %.6f, \"rate_per_s\": %.1f, "
+	printf("%s\"transactions\": %ld, \"failed\": %ld, \"elapsed_s\": %.6f, \"rate_per_s\": %.1f, "
 	       "\"mean_us\": %.3f, \"min_us\": %.3f, \"p50_us\": %.3f, \"p90_us\": %.3f, \"p99_us\": %.3f, "
 	       "\"max_us\": %.3f}\n",
-	       ok, failed, elapsed, ok / elapsed, sum / 1e3 / ok, lat[0] / 1e3, P(0.50) / 1e3, P(0.90) / 1e3,
+	       handshake_only ? "" : "{", ok, failed, elapsed, ok / elapsed, sum / 1e3 / ok, lat[0] / 1e3, P(0.50) / 1e3, P(0.90) / 1e3,
 	       P(0.99) / 1e3, lat[ok - 1] / 1e3);
 	return 0;
 }
@@ -123,7 +133,9 @@ int main(int argc, char **argv)
 	if (argc == 3 && !strcmp(argv[1], "serve"))
 		return serve(atoi(argv[2]));
 	if (argc == 5 && !strcmp(argv[1], "connect"))
-		return client(argv[2], atoi(argv[3]), atol(argv[4]));
-	fprintf(stderr, "usage: %s serve PORT | connect ADDR PORT COUNT\n", argv[0]);
+		return client(argv[2], atoi(argv[3]), atol(argv[4]), 0);
+	if (argc == 5 && !strcmp(argv[1], "handshake"))
+		return client(argv[2], atoi(argv[3]), atol(argv[4]), 1);
+	fprintf(stderr, "usage: %s serve PORT | connect ADDR PORT COUNT | handshake ADDR PORT COUNT\n", argv[0]);
 	return 2;
 }

@@ -1,0 +1,169 @@
+// SPDX-License-Identifier: GPL-2.0
+/* labtools-transit: attach transit.o's four stamps on the worker, wait, then report what they measured.
+ *
+ * usage: labtools-transit OBJECT UPLINK POD_IFACE [--established]
+ *
+ * Run inside the worker's network namespace. It attaches
+ *   in_request  at UPLINK's ingress and in_reply at POD_IFACE's ingress as tcx links (kernel 6.6+): they
+ *               run before every classic tc filter, so before the datapath's own tc programs, and tc
+ *               ingress runs before netfilter's PREROUTING;
+ *   out_request at POD_IFACE's egress and out_reply at UPLINK's egress as classic tc filters at the last
+ *               priority (PROBE_PREF): after POSTROUTING and after the datapath's tc programs there.
+ * prints "attached" once all four are in place, and waits. On SIGINT or SIGTERM it detaches everything
+ * and prints one JSON object: the matched transit times in ns per direction and the counters.
+ * If it is killed outright, the links go with the process and the two classic filters stay until the
+ * next run replaces them (same priority and handle) or the namespace goes.
+ *
+ * libbpf 1.1 (Debian 12) predates tcx, so the links are made with bpf_link_create and the UAPI numbers.
+ */
+#include <errno.h>
+#include <net/if.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <bpf/bpf.h>
+#include <bpf/libbpf.h>
+
+#define TCX_INGRESS 46	/* enum bpf_attach_type: BPF_TCX_INGRESS (linux 6.6) */
+#define PROBE_PREF 0xfff0	/* the last classic tc priority the lab uses */
+#define MAX_SAMPLES 65536
+
+static const char *COUNTERS[] = {"in_request", "in_reply", "matched_request", "matched_reply",
+				 "unmatched_request", "unmatched_reply", "dropped_samples"};
+static volatile sig_atomic_t done;
+
+static void on_signal(int sig)
+{
+	(void)sig;
+	done = 1;
+}
+
+static int die(const char *what, int err)
+{
+	fprintf(stderr, "labtools-transit: %s: %s\n", what, strerror(err < 0 ? -err : err));
+	exit(1);
+}
+
+static unsigned int ifindex_of(const char *dev)
+{
+	unsigned int i = if_nametoindex(dev);
+
+	if (!i)
+		die(dev, errno);
+	return i;
+}
+
+static int prog_fd(struct bpf_object *obj, const char *name)
+{
+	struct bpf_program *p = bpf_object__find_program_by_name(obj, name);
+
+	if (!p)
+		die(name, ENOENT);
+	return bpf_program__fd(p);
+}
+
+static int tcx_attach(int fd, unsigned int ifindex, const char *what)
+{
+	int link = bpf_link_create(fd, (int)ifindex, TCX_INGRESS, NULL);
+
+	if (link < 0)
+		die(what, errno);
+	return link;
+}
+
+static void egress_attach(int fd, unsigned int ifindex, const char *what)
+{
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_EGRESS);
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = PROBE_PREF, .priority = PROBE_PREF, .prog_fd = fd,
+		    .flags = BPF_TC_F_REPLACE);
+	int err = bpf_tc_hook_create(&hook);
+
+	if (err && err != -EEXIST)
+		die("clsact qdisc", err);
+	err = bpf_tc_attach(&hook, &opts);
+	if (err)
+		die(what, err);
+}
+
+static void egress_detach(unsigned int ifindex)
+{
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_EGRESS);
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = PROBE_PREF, .priority = PROBE_PREF);
+
+	bpf_tc_detach(&hook, &opts);
+}
+
+static __u64 counter(int fd, __u32 i)
+{
+	__u64 v = 0;
+
+	bpf_map_lookup_elem(fd, &i, &v);
+	return v;
+}
+
+static void print_samples(const char *name, int fd, __u64 n)
+{
+	printf("\"%s\": [", name);
+	if (n > MAX_SAMPLES)
+		n = MAX_SAMPLES;
+	for (__u32 i = 0; i < n; i++) {
+		__u64 v = 0;
+
+		bpf_map_lookup_elem(fd, &i, &v);
+		printf("%s%llu", i ? ", " : "", (unsigned long long)v);
+	}
+	printf("]");
+}
+
+int main(int argc, char **argv)
+{
+	struct bpf_object *obj;
+	unsigned int uplink, pod;
+	int links[2], counters, err;
+	__u32 zero = 0, all;
+
+	if (argc < 4 || (argc == 5 && strcmp(argv[4], "--established")) || argc > 5) {
+		fprintf(stderr, "usage: %s OBJECT UPLINK POD_IFACE [--established]\n", argv[0]);
+		return 2;
+	}
+	all = argc == 5;
+	libbpf_set_strict_mode(LIBBPF_STRICT_ALL);
+	uplink = ifindex_of(argv[2]);
+	pod = ifindex_of(argv[3]);
+	obj = bpf_object__open_file(argv[1], NULL);
+	if (!obj)
+		die(argv[1], errno);
+	err = bpf_object__load(obj);
+	if (err)
+		die("load (verifier)", err);
+	if (bpf_map_update_elem(bpf_map__fd(bpf_object__find_map_by_name(obj, "config")), &zero, &all, BPF_ANY))
+		die("config", errno);
+	counters = bpf_map__fd(bpf_object__find_map_by_name(obj, "counters"));
+	signal(SIGINT, on_signal);
+	signal(SIGTERM, on_signal);
+	/* Exits first, so that no packet is stamped in without a way to be stamped out. */
+	egress_attach(prog_fd(obj, "out_request"), pod, "out_request");
+	egress_attach(prog_fd(obj, "out_reply"), uplink, "out_reply");
+	links[0] = tcx_attach(prog_fd(obj, "in_request"), uplink, "in_request (tcx: kernel 6.6+)");
+	links[1] = tcx_attach(prog_fd(obj, "in_reply"), pod, "in_reply (tcx: kernel 6.6+)");
+	printf("attached\n");
+	fflush(stdout);
+	while (!done)
+		pause();
+	close(links[0]);
+	close(links[1]);
+	egress_detach(pod);
+	egress_detach(uplink);
+	printf("{");
+	print_samples("request_ns", bpf_map__fd(bpf_object__find_map_by_name(obj, "request_ns")), counter(counters, 2));
+	printf(", ");
+	print_samples("reply_ns", bpf_map__fd(bpf_object__find_map_by_name(obj, "reply_ns")), counter(counters, 3));
+	printf(", \"counters\": {");
+	for (__u32 i = 0; i < sizeof(COUNTERS) / sizeof(*COUNTERS); i++)
+		printf("%s\"%s\": %llu", i ? ", " : "", COUNTERS[i], (unsigned long long)counter(counters, i));
+	printf("}, \"established\": %s}\n", all ? "true" : "false");
+	bpf_object__close(obj);
+	return 0;
+}

@@ -1,0 +1,66 @@
+"""The worker's own transit time per packet, from BPF stamps at its uplink and its pod veth.
+
+`TransitProbe` runs ``labtools-transit`` (``labtools/bpf/transit-load.c``) in the worker's namespace for
+the length of a `with` block: the request is stamped at the uplink's ingress and the pod veth's egress,
+the reply at the pod veth's ingress and the uplink's egress, and each packet matched by the client's
+address and port and its TCP sequence number (see ``labtools/bpf/transit.c``). The entry stamps are tcx
+links, which run before every classic tc program (the eBPF datapath's) and tc ingress runs before
+netfilter; the exit stamps are classic tc filters at the last priority, after POSTROUTING and after
+the datapath's programs there. By default only the handshake is stamped (SYN, SYN-ACK): the packets
+that walk the service rules.
+
+Through an SRv6 ingress mode the uplink sees the outer packet: the probe matches the inner one, so the
+request's transit includes the worker's decapsulation and the reply's its encapsulation (where the
+worker encapsulates in tc: after the probe's exit stamp, which then times the reply before encapsulation
+by ``srv6_egress`` only if that program ran first — it does, at a lower priority).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+
+from labtools import paths
+from labtools.errors import LabError, PrerequisiteError
+from labtools.hosts import Host, Process
+from labtools.waiting import Timeout, until
+
+LOADER = paths.BPF / "labtools-transit"
+OBJECT = paths.BPF / "transit.o"
+
+
+class TransitProbe:
+    """``with TransitProbe(worker, uplink, pod_veth) as probe: ...``; then ``probe.result``."""
+
+    def __init__(self, worker: Host, uplink: str, pod_interface: str, established: bool = False):
+        for built in (LOADER, OBJECT):
+            if not built.exists():
+                raise PrerequisiteError(f"{built} is missing: run `make setup` (it builds labtools/bpf)")
+        self.worker, self.uplink, self.pod_interface, self.established = worker, uplink, pod_interface, established
+        self.proc: Process | None = None
+        self.result: dict | None = None
+
+    def __enter__(self) -> TransitProbe:
+        argv = [self.worker.install(LOADER), self.worker.install(OBJECT), self.uplink, self.pod_interface]
+        self.proc = self.worker.start([*argv, *(["--established"] if self.established else [])])
+        with contextlib.suppress(Timeout):
+            until(lambda: "attached" in self.proc.output() or not self.proc.running(), timeout=10, interval=0.02)
+        if "attached" not in self.proc.output():
+            self.proc.stop()
+            raise LabError(f"[{self.worker.name}] the transit probe did not attach:\n{self.proc.output()}")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self.proc is not None
+        self.proc.interrupt()
+        try:
+            self.proc.wait(15)
+        finally:
+            self.proc.stop()
+        out = self.proc.output().strip().splitlines()
+        self.worker.run(["rm", "-f", self.proc.log], check=False)
+        try:
+            self.result = json.loads(out[-1])
+        except (IndexError, ValueError):
+            if exc[0] is None:
+                raise LabError(f"[{self.worker.name}] the transit probe reported nothing:\n{out}") from None
