@@ -24,7 +24,7 @@ BROWSER_PACKAGES := chromium chromium-driver
 BPF := labtools/bpf
 MULTIARCH := $(shell gcc -dumpmachine 2>/dev/null)
 
-.PHONY: setup system-deps python-env bpf tools lab-up lab-down lab reproduce figures test lint clean tex-deps browser-deps paper
+.PHONY: lock setup system-deps python-env bpf tools lab-up lab-down lab reproduce figures test lint clean tex-deps browser-deps paper
 
 setup: system-deps python-env bpf tools
 
@@ -40,12 +40,16 @@ labtools/tools/labtools-udp-flood: labtools/tools/udpflood.c | system-deps
 	gcc -O2 -Wall -static -o $@ $<
 
 # The eBPF NodePort datapath: the tc program (clang, BPF target) and its libbpf loader.
-bpf: $(BPF)/nodeport.o $(BPF)/labtools-bpf-load
+# The transit probe: stamps at the worker's uplink and pod veth (transit.c) and its loader.
+bpf: $(BPF)/nodeport.o $(BPF)/labtools-bpf-load $(BPF)/transit.o $(BPF)/labtools-transit
 
-$(BPF)/nodeport.o: $(BPF)/nodeport.c | system-deps
+$(BPF)/%.o: $(BPF)/%.c | system-deps
 	clang -O2 -g -Wall -target bpf -I/usr/include/$(MULTIARCH) -c $< -o $@
 
 $(BPF)/labtools-bpf-load: $(BPF)/loader.c | system-deps
+	gcc -O2 -Wall -o $@ $< $$(pkg-config --cflags --libs libbpf)
+
+$(BPF)/labtools-transit: $(BPF)/transit-load.c | system-deps
 	gcc -O2 -Wall -o $@ $< $$(pkg-config --cflags --libs libbpf)
 
 # $(call apt-install,PACKAGES,TARGET): install the Debian packages that are missing (only as root).
@@ -72,20 +76,28 @@ browser-deps:
 
 # The thesis PDF, paper/build/thesis.pdf, from whatever figures/tables exist (missing ones show as
 # placeholders); the provenance appendix and captions are rendered from paper/manifest.json first.
+# PAPER_DIR=build/paper: the paper of the last `make reproduce` run (with a banner naming it).
+PAPER_DIR ?= paper
 paper: tex-deps python-env
-	$(BIN)/python -m labtools.paper
-	cd paper && latexmk -pdf -interaction=nonstopmode -halt-on-error -outdir=build thesis.tex
+	$(BIN)/python -m labtools.paper --paper $(PAPER_DIR)
+	@mkdir -p $(PAPER_DIR)/build && cd $(PAPER_DIR) && \
+	  latexmk -pdf -interaction=batchmode -halt-on-error -outdir=build thesis.tex >build/latexmk.out 2>&1 \
+	  || { grep -A8 '^!' build/thesis.log >&2 || tail -40 build/latexmk.out >&2; \
+	       echo "make: LaTeX failed; see $(PAPER_DIR)/build/thesis.log" >&2; exit 1; }
+	@echo "$(PAPER_DIR)/build/thesis.pdf"
 
 python-env: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml environment.yml jupyter/overrides.json
+$(VENV)/.installed: pyproject.toml environment.yml requirements.lock jupyter/overrides.json
 	@if command -v conda >/dev/null 2>&1; then \
 	  echo "make: creating the conda environment in $(VENV)"; \
 	  conda env create -q -p $(VENV) -f environment.yml --yes || conda env update -q -p $(VENV) -f environment.yml; \
 	else \
 	  echo "make: creating the venv in $(VENV)"; \
-	  $(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q --upgrade pip && $(BIN)/pip install -q -e '.[dev]'; \
+	  $(PYTHON) -m venv $(VENV) && $(BIN)/pip install -q --upgrade pip; \
 	fi
+	@echo "make: installing the pinned versions of requirements.lock (hash-checked)"
+	$(BIN)/pip install -q -r requirements.lock && $(BIN)/pip install -q --no-deps -e .
 	@mkdir -p $(VENV)/share/jupyter/lab/settings && cp jupyter/overrides.json $(VENV)/share/jupyter/lab/settings/
 	@touch $@
 
@@ -106,13 +118,21 @@ lab: setup
 
 # Measure: lab up, notebooks in order with params/$(PROFILE).yaml (papermill, into build/notebooks/),
 # lab down (also on failure), then the paper from the new figures.
+# Writes data/raw/<new run>/, build/notebooks/ and build/paper/ (never a tracked file).
 reproduce: setup
 	$(BIN)/labtools reproduce --profile $(PROFILE) --prefix $(PREFIX)
-	$(MAKE) paper
+	$(MAKE) paper PAPER_DIR=build/paper
 
 # No root, no lab: every figure and table (and the notebooks' outputs) from the committed data/.
 figures: python-env
 	$(BIN)/labtools figures
+
+# Refresh the lock after changing a dependency range in pyproject.toml (and environment.yml, which the tests
+# check against it): exact versions with their hashes, for Python 3.11 on x86_64 Linux.
+lock: python-env
+	$(BIN)/pip install -q uv
+	$(BIN)/uv pip compile pyproject.toml --extra dev --generate-hashes --python-version 3.11 \
+	  --python-platform x86_64-unknown-linux-gnu -o requirements.lock
 
 lint: python-env
 	$(BIN)/ruff check labtools tests
@@ -127,5 +147,5 @@ test: setup tex-deps browser-deps
 	  LABTOOLS_PAPER=$$scratch $(BIN)/pytest -p no:cacheprovider --nbval-lax $(NBVAL_NOTEBOOKS)
 
 clean:
-	rm -rf build paper/build .pytest_cache .ruff_cache $(BPF)/nodeport.o $(BPF)/labtools-bpf-load labtools/tools/labtools-crr labtools/tools/labtools-udp-flood
+	rm -rf build paper/build .pytest_cache .ruff_cache $(BPF)/*.o $(BPF)/labtools-bpf-load $(BPF)/labtools-transit labtools/tools/labtools-crr labtools/tools/labtools-udp-flood
 	find . -name __pycache__ -prune -exec rm -rf {} +

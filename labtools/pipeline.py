@@ -12,7 +12,9 @@ Two ways to run them:
 
 from __future__ import annotations
 
+import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -74,6 +76,8 @@ def reproduce(name: str, *, run_id: str | None = None, prefix: str | None = None
     prefix = prefix or os.environ.get("LABTOOLS_PREFIX") or params.get("00-lab-setup", {}).get("prefix", "thesis")
     build = paths.build_dir() / "notebooks"
     build.mkdir(parents=True, exist_ok=True)
+    paper = new_paper(run_id, name)
+    os.environ["LABTOOLS_PAPER"] = str(paper)  # the notebooks (kernels inherit it) write there, not in paper/
     lab = Lab(None, prefix)
     outs = []
     try:
@@ -86,8 +90,22 @@ def reproduce(name: str, *, run_id: str | None = None, prefix: str | None = None
             outs.append(_execute(nb, build / f"{nb}.ipynb", p))
     finally:
         lab.down()
-    print(f"run {run_id}: {len(outs)} notebooks in {build}")
+    print(f"run {run_id}: {len(outs)} notebooks in {build}; figures and tables in {paper} (make paper "
+          f"PAPER_DIR={paper.relative_to(paths.project_root())} builds its PDF)")  # fmt: skip
     return outs
+
+
+def new_paper(run_id: str, profile: str) -> Path:
+    """build/paper: the thesis' sources, without any generated file, for a new run's figures and tables.
+
+    The committed paper/ changes only through `figures()` from the reference runs; a new run gets its own
+    copy, marked with the run (the PDF then carries a banner that names it).
+    """
+    src, dst = paths.project_root() / "paper", paths.build_dir() / "paper"
+    shutil.rmtree(dst, ignore_errors=True)
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns("build", "figures", "tables", "manifest.json"))
+    (dst / "run.json").write_text(json.dumps({"run_id": run_id, "profile": profile}) + "\n")
+    return dst
 
 
 def figures() -> list[Path]:

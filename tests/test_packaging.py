@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -62,7 +63,7 @@ def test_a_non_editable_install_runs_from_a_copy_of_the_project(tmp_path):
     (site / "labtools-deps.pth").write_text(f"{deps}\n")
     build = tmp_path / "src"
     shutil.copytree(ROOT, build, ignore=shutil.ignore_patterns(".git", ".venv", "build", "data", "paper", "*.ipynb"))
-    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--no-deps",
                     str(build)], check=True, capture_output=True)  # fmt: skip
     project = tmp_path / "project"
     for part in ("params", "notebooks", "data", "paper"):
@@ -81,3 +82,19 @@ def test_a_non_editable_install_runs_from_a_copy_of_the_project(tmp_path):
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     assert (project / "paper" / "manifest.json").exists()
     assert "figures and tables regenerated" in res.stdout
+
+
+def test_the_lock_pins_every_dependency_within_its_range():
+    """requirements.lock (uv pip compile --generate-hashes) satisfies pyproject's ranges, with hashes."""
+    from packaging.requirements import Requirement
+
+    lock = (ROOT / "requirements.lock").read_text()
+    pinned = dict(re.findall(r"^([A-Za-z0-9_.-]+)==([^\s\\]+)", lock, flags=re.M))
+    pinned = {k.lower().replace("_", "-"): v for k, v in pinned.items()}
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    for dep in [*project["dependencies"], *project["optional-dependencies"]["dev"]]:
+        req = Requirement(dep)
+        name = req.name.lower().replace("_", "-")
+        assert name in pinned, f"{name} is not in requirements.lock: run `make lock`"
+        assert req.specifier.contains(pinned[name], prereleases=True), (name, pinned[name], str(req.specifier))
+    assert lock.count("--hash=sha256:") >= len(pinned)  # every pin has its hashes

@@ -122,3 +122,16 @@ def test_paper_builds(tmp_path):
     _build(part)
     assert r"\MissingFile" in (part / "build" / "srv6-matrix.tex").read_text()
     assert "figures/sweep-crr" in (part / "build" / "captions.tex").read_text()
+
+
+def test_a_new_runs_paper_is_kept_apart_and_says_which_run_it_is(tmp_path, monkeypatch):
+    from labtools import pipeline
+
+    monkeypatch.setattr(paths, "build_dir", lambda: tmp_path)
+    dst = pipeline.new_paper("quick-20261204T000000Z", "quick")
+    assert dst == tmp_path / "paper" and (dst / "thesis.tex").exists() and (dst / "sections").is_dir()
+    assert not (dst / "figures").exists() and not (dst / "manifest.json").exists()  # nothing of the reference
+    banner = paper.render_banner(dst)
+    assert r"\RunBanner{" in banner and "quick-20261204T000000Z" in banner and "profile quick" in banner
+    assert r"\RunBanner" not in paper.render_banner(PAPER)  # the committed paper is the reference
+    assert r"\IfFileExists{build/banner.tex}" in (PAPER / "thesis.tex").read_text()

@@ -88,7 +88,7 @@ def test_good_inventory_and_commands(tmp_path):
         ("forwarding: true", "forwarding: yes please", 13, "forwarding must be true or false"),
         ("backend: netns", "backend: docker", 1, "backend must be one of"),
         ("    role: client", "    role: client\n    colour: red", 7, "unknown key 'colour'"),
-        ('"2001:db8::2/64"', '"2001:db8::1/64"', None, "is used by both a:eth0 and b:eth0"),
+        ('"2001:db8::2/64"', '"2001:db8::1/64"', 15, "is used by both a:eth0 and b:eth0"),
     ],
 )
 def test_bad_inventories_name_the_line(tmp_path, old, new, line, message):
