@@ -97,7 +97,8 @@ def slope_table(df: pd.DataFrame, target: str = "last", metric: str = "crr_p50")
     """Per datapath: ns per Service of `metric` at `target`, and its ratio to `none` at the largest N.
 
     The slope and `r2` come from a line through every repeat; `r2_medians` is the same fit through the
-    per-N medians, which a few outlying repeats of a noisy machine do not dominate.
+    per-N medians, which a few outlying repeats of a noisy machine do not dominate; `ns_ci_lo`/`ns_ci_hi`
+    and `trend` are `trend()`'s 95% CI and verdict word.
     """
     nmax = int(df["services"].max())
     base = baseline(df, metric, nmax, required=False)
@@ -114,7 +115,10 @@ def slope_table(df: pd.DataFrame, target: str = "last", metric: str = "crr_p50")
             .median()
         )
         fm = fit(med.assign(datapath=d, metric=metric, target=target), d, metric, target)  # outliers weigh less
-        rows.append({"datapath": d, "ns_per_service": f.slope * 1e3, "r2": f.r2, "r2_medians": fm.r2, "services": nmax,
+        tr = trend(df, d, metric, target)
+        rows.append({"datapath": d, "ns_per_service": f.slope * 1e3, "ns_ci_lo": tr.ci_lo * 1e3,
+                     "ns_ci_hi": tr.ci_hi * 1e3, "trend": tr.word, "repeats": tr.repeats,
+                     "r2": f.r2, "r2_medians": fm.r2, "services": nmax,
                      "median_us": float(at.median()), "ratio_to_none": float(at.median()) / base,
                      "pod_ratio_to_none": float(pod.median()) / base if len(pod) else float("nan")})  # fmt: skip
     return pd.DataFrame(rows)
@@ -140,3 +144,91 @@ def within(df: pd.DataFrame, datapath: str, target: str, metric: str = "crr_p50"
     ):
         worst = max(worst, float(sub["value"].median()) / baseline(df, metric, int(n)))
     return worst
+
+
+# ----------------------------------------------------------------------------- uncertainty
+
+CONFIDENCE = 0.95
+BOOTSTRAP = 2000  # resamples; percentile intervals, seeded so that a table is a function of its data
+FLAT_BAND = 0.05  # "flat": the whole CI of the change over the N range lies within ±5% of the median
+LINEAR_R2 = 0.9  # "grows linearly": a positive slope CI and R² >= this through the per-N medians
+
+
+def median_ci(values, *, seed: int = 0) -> tuple[float, float, float]:
+    """The median of `values` (the repeats of one point) and its 95% percentile-bootstrap interval."""
+    x = np.asarray(values, dtype=float)
+    x = x[~np.isnan(x)]
+    if len(x) == 0:
+        return float("nan"), float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    boots = np.median(rng.choice(x, size=(BOOTSTRAP, len(x)), replace=True), axis=1)
+    a = (1 - CONFIDENCE) / 2
+    return float(np.median(x)), float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
+
+
+def paired_ratio_ci(df: pd.DataFrame, metric: str, num: str, den: str, num_target: str,
+                    den_target: str | None = None) -> pd.DataFrame:  # fmt: skip
+    """`num`/`den` per services count, paired within each repeat (measured minutes apart in the same run):
+    the median ratio with its 95% bootstrap CI over repeats, and the repeats behind it."""
+    den_target = den_target or num_target
+    sub = df[df["metric"] == metric]
+    a = sub[(sub["datapath"] == num) & (sub["target"] == num_target)].set_index(["services", "repeat"])["value"]
+    b = sub[(sub["datapath"] == den) & (sub["target"] == den_target)].set_index(["services", "repeat"])["value"]
+    r = (a / b).dropna().rename("ratio").reset_index()
+    rows = []
+    for n, g in r.groupby("services"):
+        med, lo, hi = median_ci(g["ratio"])
+        rows.append({"services": n, "median": med, "ci_lo": lo, "ci_hi": hi, "repeats": len(g)})
+    return pd.DataFrame(rows, columns=["services", "median", "ci_lo", "ci_hi", "repeats"])
+
+
+@dataclass(frozen=True)
+class Trend:
+    """A slope against N with its 95% CI (cluster bootstrap: the repeats of each N resampled) and its word."""
+
+    slope: float  # value units per Service, least squares through every repeat
+    ci_lo: float
+    ci_hi: float
+    r2_medians: float  # of the same line through the per-N medians
+    change: tuple[float, float]  # the CI of the fitted change over the N range, relative to the median
+    repeats: int  # per N (the smallest)
+    word: str  # "grows linearly", "grows", "falls", "flat", "no significant trend"
+
+
+def trend(df: pd.DataFrame, datapath: str, metric: str, target: str, *, seed: int = 0) -> Trend:
+    """How `metric` at `target` changes with N for `datapath`, and what may be said of it.
+
+    The verdict follows the CI, never the point estimate: *grows linearly* when the slope's CI lies above
+    0 and the per-N medians fit the line (R² >= 0.9); *grows* or *falls* when the CI excludes 0 without
+    that fit; *flat* when the CI of the change over the whole N range stays within ±5% of the median;
+    *no significant trend* otherwise.
+    """
+    sub = df[(df["datapath"] == datapath) & (df["metric"] == metric) & (df["target"] == target)]
+    groups = [g["value"].to_numpy(float) for _, g in sub.groupby("services")]
+    ns = np.array(sorted(sub["services"].unique()), dtype=float)
+    if len(ns) < 2:
+        raise LabError(f"{datapath}/{metric}/{target}: a slope needs at least two service counts")
+    slope = fit(df, datapath, metric, target).slope
+    meds = np.array([np.median(g) for g in groups])
+    line = np.polyfit(ns, meds, 1)
+    ss = ((meds - meds.mean()) ** 2).sum()
+    r2m = float(1 - ((meds - np.polyval(line, ns)) ** 2).sum() / ss) if ss else 1.0
+    rng = np.random.default_rng(seed)
+    xs = np.concatenate([np.full(len(g), n) for n, g in zip(ns, groups, strict=True)])
+    boots = np.empty(BOOTSTRAP)
+    for b in range(BOOTSTRAP):
+        ys = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
+        boots[b] = np.polyfit(xs, ys, 1)[0]
+    a = (1 - CONFIDENCE) / 2
+    lo, hi = float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
+    span, median = ns.max() - ns.min(), float(sub["value"].median())
+    change = (lo * span / median, hi * span / median) if median else (float("nan"), float("nan"))
+    if lo > 0:
+        word = "grows linearly" if r2m >= LINEAR_R2 else "grows"
+    elif hi < 0:
+        word = "falls"
+    elif change[0] >= -FLAT_BAND and change[1] <= FLAT_BAND:
+        word = "flat"
+    else:
+        word = "no significant trend"
+    return Trend(slope, lo, hi, r2m, change, min(len(g) for g in groups), word)

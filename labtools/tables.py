@@ -44,18 +44,32 @@ def _blank(v: object) -> str:
 # -- notebook 01 ------------------------------------------------------------------------------------------------
 
 
+def _with_ci(v: object, lo: object, hi: object, fmt: str = ".2f") -> str:
+    """A median and its 95% CI in brackets, or an empty cell."""
+    if _number(v, fmt) == EMPTY:
+        return EMPTY
+    return f"{_number(v, fmt)} [{_number(lo, fmt)}, {_number(hi, fmt)}]"
+
+
 def sweep_summary(table: pd.DataFrame) -> str:
     """The sweep summary (``sweep-summary.tex``) from `verdicts.summary_table`: per datapath the slope in ns per
-    Service, R² over every repeat and over the per-N medians, the p50 at the largest N, and the ratios to
-    `none` (NodePort, pod IP and, when measured, udp-pps); two decimals, ``--`` where there is no `none`."""
+    Service with its 95% CI and verdict word, R² through the per-N medians, the p50 at the largest N, and
+    the ratios to `none` paired within repeats, with 95% CIs (NodePort, pod IP; udp-pps when measured)."""
     nmax = int(table["services"].max())
-    cols = {"datapath": "datapath", "ns_per_service": "ns/Service", "r2": "$R^2$", "r2_medians": "$R^2$ med.",
-            "median_us": tex_escape(f"p50 at {nmax:,} (µs)"), "ratio_to_none": tex_escape("÷ none"),
-            "pod_ratio_to_none": tex_escape("pod ÷ none")}  # fmt: skip
-    if "udp_pps_ratio_to_none" in table:
-        cols["udp_pps_ratio_to_none"] = tex_escape("udp-pps ÷ none")
-    rows = [[r["datapath"], *(_number(r[c]) for c in list(cols)[1:])] for _, r in table.iterrows()]
-    return tabular(list(cols.values()), rows, "l" + "r" * (len(cols) - 1))
+    has = {"udp_pps_ratio_to_none": "udp_pps_ratio_to_none" in table}
+    header = ["datapath", "ns/Service [95\\% CI]", "trend", "$R^2$ med.", tex_escape(f"p50 at {nmax:,} (µs)"),
+              tex_escape("÷ none [95% CI]"), tex_escape("pod ÷ none [95% CI]")]  # fmt: skip
+    if has["udp_pps_ratio_to_none"]:
+        header.append(tex_escape("udp-pps ÷ none"))
+    rows = []
+    for _, r in table.iterrows():
+        row = [r["datapath"], _with_ci(r["ns_per_service"], r["ns_ci_lo"], r["ns_ci_hi"], ".1f"), r["trend"],
+               _number(r["r2_medians"]), _number(r["median_us"], ".1f"),
+               *(_with_ci(r[c], r.get(f"{c}_lo"), r.get(f"{c}_hi")) for c in ("ratio_to_none", "pod_ratio_to_none"))]
+        if has["udp_pps_ratio_to_none"]:
+            row.append(_number(r["udp_pps_ratio_to_none"]))
+        rows.append(row)
+    return tabular(header, rows, "l" + "r" * (len(header) - 1))
 
 
 # -- notebook 02 ------------------------------------------------------------------------------------------------

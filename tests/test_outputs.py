@@ -32,26 +32,22 @@ needs_srv6 = pytest.mark.skipif(not HAVE_SRV6, reason="no committed reference SR
 
 # What notebook 01 printed from the reference run before its logic moved into labtools.verdicts.
 STATEMENTS = [
-    "reference-s1: iptables throughput is flat in N (fitted change over N = 1..1000: +1.4%).",
-    "reference-s1: iptables-legacy throughput is flat in N (fitted change over N = 1..1000: +3.0%).",
-    "reference-s1: nftables throughput is flat in N (fitted change over N = 1..1000: +2.4%).",
-    "reference-s1: ebpf throughput is flat in N (fitted change over N = 1..1000: +4.1%).",
-    "reference-s2: iptables throughput is flat in N (fitted change over N = 1..10000: -1.3%).",
-    "reference-s2: iptables-legacy throughput is flat in N (fitted change over N = 1..10000: -2.1%).",
-    "reference-s2: nftables throughput is flat in N (fitted change over N = 1..10000: +5.2%).",
-    "reference-s2: ebpf throughput is flat in N (fitted change over N = 1..10000: -1.2%).",
-    "ebpf: connection setup does NOT stay within 15% of none up to 10,000 (worst median ratio 1.20, ratio at "
-    "10,000 0.95; slope 0.37 ns per Service).",
-    "ebpf: non-service traffic (pod IP) pays 1.00 × none at 10,000.",
-    "iptables: connection setup does NOT grow linearly with N: 168.0 ns per Service (R² 0.74 over every repeat, "
-    "0.98 over the per-N medians); 18.81 × none at 10,000.",
-    "iptables: non-service traffic (pod IP) pays 6.60 × none at 10,000.",
-    "iptables-legacy: connection setup grows linearly with N: 65.9 ns per Service (R² 0.96 over every repeat, "
-    "0.99 over the per-N medians); 8.62 × none at 10,000.",
-    "iptables-legacy: non-service traffic (pod IP) pays 1.60 × none at 10,000.",
-    "nftables: connection setup does NOT stay within 15% of none up to 10,000 (worst median ratio 1.23, ratio at "
-    "10,000 1.06; slope -0.15 ns per Service).",
-    "nftables: non-service traffic (pod IP) pays 1.07 × none at 10,000.",
+    'reference-s1: iptables throughput shows no significant trend in N (fitted change over N = 1..1000: 95% CI -2.5% to +5.5%; flat means within ±5%).',
+    'reference-s1: iptables-legacy throughput shows no significant trend in N (fitted change over N = 1..1000: 95% CI -0.6% to +7.0%; flat means within ±5%).',
+    'reference-s1: nftables throughput shows no significant trend in N (fitted change over N = 1..1000: 95% CI -1.3% to +6.3%; flat means within ±5%).',
+    'reference-s1: ebpf throughput grows in N (fitted change over N = 1..1000: 95% CI +0.0% to +8.3%; flat means within ±5%).',
+    'reference-s2: iptables throughput shows no significant trend in N (fitted change over N = 1..10000: 95% CI -5.1% to +2.3%; flat means within ±5%).',
+    'reference-s2: iptables-legacy throughput shows no significant trend in N (fitted change over N = 1..10000: 95% CI -5.9% to +1.3%; flat means within ±5%).',
+    'reference-s2: nftables throughput grows in N (fitted change over N = 1..10000: 95% CI +1.2% to +9.3%; flat means within ±5%).',
+    'reference-s2: ebpf throughput is flat in N (fitted change over N = 1..10000: 95% CI -4.3% to +2.0%; flat means within ±5%).',
+    'ebpf: connection setup shows no significant trend: 0.4 ns per Service (95% CI -0.3 to 1.0, bootstrap over 5 repeats per N; R² 0.11 through the per-N medians); 0.90 × none at 10,000 (95% CI 0.73 to 1.07); it is not resolved against 1.15 × none: the 95% CI of the paired ratio reaches 1.36 at N = 8,000.',
+    'ebpf: non-service traffic (pod IP) pays 0.99 × none at 10,000 (95% CI 0.79 to 1.11).',
+    'iptables: connection setup grows linearly: 168.0 ns per Service (95% CI 138.4 to 206.2, bootstrap over 5 repeats per N; R² 0.98 through the per-N medians); 17.34 × none at 10,000 (95% CI 15.96 to 39.90).',
+    'iptables: non-service traffic (pod IP) pays 6.60 × none at 10,000 (95% CI 4.73 to 7.55).',
+    'iptables-legacy: connection setup grows linearly: 65.9 ns per Service (95% CI 62.2 to 70.1, bootstrap over 5 repeats per N; R² 0.99 through the per-N medians); 8.21 × none at 10,000 (95% CI 6.63 to 11.25).',
+    'iptables-legacy: non-service traffic (pod IP) pays 1.49 × none at 10,000 (95% CI 1.34 to 1.80).',
+    'nftables: connection setup shows no significant trend: -0.1 ns per Service (95% CI -0.7 to 0.5, bootstrap over 5 repeats per N; R² 0.10 through the per-N medians); 1.09 × none at 10,000 (95% CI 0.78 to 1.30); it is not resolved against 1.15 × none: the 95% CI of the paired ratio reaches 1.38 at N = 6,000.',
+    'nftables: non-service traffic (pod IP) pays 1.03 × none at 10,000 (95% CI 0.80 to 1.17).',
     "for scale: the none baseline's own median p50 ranges 79.6-87.2 µs over N (1.09×) on this machine.",
 ]
 
@@ -141,12 +137,16 @@ def test_describe_run_and_overview(df, sweep_plans):
 @needs_sweeps
 def test_summary_table(table):
     assert list(table.datapath) == ["ebpf", "iptables", "iptables-legacy", "nftables"]
-    assert list(table.columns) == ["datapath", "ns_per_service", "r2", "r2_medians", "services", "median_us",
-                                   "ratio_to_none", "pod_ratio_to_none", "udp_pps_ratio_to_none"]  # fmt: skip
+    assert list(table.columns) == ["datapath", "ns_per_service", "ns_ci_lo", "ns_ci_hi", "trend", "repeats", "r2",
+                                   "r2_medians", "services", "median_us", "ratio_to_none", "pod_ratio_to_none",
+                                   "ratio_to_none_lo", "ratio_to_none_hi", "pod_ratio_to_none_lo",
+                                   "pod_ratio_to_none_hi", "udp_pps_ratio_to_none"]  # fmt: skip
     t = table.set_index("datapath").round(3)
     assert t.loc["iptables", "ns_per_service"] == 168.005
-    assert t.loc["iptables", "ratio_to_none"] == 18.814
-    assert t.loc["iptables-legacy", "pod_ratio_to_none"] == 1.599
+    assert t.loc["iptables", "ratio_to_none"] == 17.341  # paired within repeats: the median of the ratios
+    assert t.loc["iptables-legacy", "pod_ratio_to_none"] == 1.489
+    assert list(t["trend"]) == ["no significant trend", "grows linearly", "grows linearly", "no significant trend"]
+    assert t.loc["iptables", "ns_ci_lo"] > 100 and t.loc["nftables", "ns_ci_lo"] < 0 < t.loc["nftables", "ns_ci_hi"]
     assert t.loc["nftables", "median_us"] == 91.377
     assert list(t["udp_pps_ratio_to_none"]) == [1.116, 0.035, 0.045, 0.787]
     assert (t["services"] == 10000).all()
@@ -172,9 +172,9 @@ def test_statements_without_a_none_datapath(hd, sweep_plans):
     t = verdicts.summary_table(cluster, ["last", "pod"], ["crr"])
     lines = verdicts.crr_statements(cluster, t, "last")
     assert len(lines) == 4  # one per datapath: no pod ratio, no baseline spread
-    assert lines[0] == ("ebpf: 82.4 µs at 10,000, slope 0.37 ns per Service (R² 0.01); this run has no none datapath "
-                        "to compare with.")  # fmt: skip
-    assert lines[1].endswith("(R² 0.74 over every repeat, 0.98 over the per-N medians).")
+    assert lines[0].startswith("ebpf: connection setup shows no significant trend: 0.4 ns per Service (95% CI ")
+    assert lines[0].endswith("; this run has no none datapath to compare with.")
+    assert lines[1].startswith("iptables: connection setup grows linearly: 168.0 ns per Service")
 
 
 def test_statements_say_not_flat():
@@ -183,7 +183,8 @@ def test_statements_say_not_flat():
              "value": v} for r in range(2) for d, n, v in (("iptables", 1, 10.0), ("iptables", 100, 20.0),
                                                            ("none", 1, 10.0), ("none", 100, 10.0))]  # fmt: skip
     assert verdicts.throughput_statements(pd.DataFrame(rows), [plan]) == [
-        "t-s1: iptables throughput is NOT flat in N (fitted change over N = 1..100: +66.7%)."
+        "t-s1: iptables throughput grows linearly in N (fitted change over N = 1..100: 95% CI +66.7% to +66.7%; "
+        "flat means within ±5%)."
     ]
 
 
@@ -192,11 +193,13 @@ def test_sweep_macros(table):
     assert verdicts.macro_name("iptables-legacy") == "IptablesLegacy"
     assert verdicts.macro_name("ebpf") == "Ebpf"
     lines = verdicts.sweep_macros(table, 10000, 5).splitlines()
-    assert len(lines) == 2 + 3 * 4
+    assert len(lines) == 2 + 4 * 4
     assert lines[:2] == [r"\newcommand{\SweepMaxServices}{10,000}", r"\newcommand{\SweepRepeats}{5}"]
     assert r"\newcommand{\SlopeIptables}{168.0}" in lines
-    assert r"\newcommand{\RatioNoneIptablesLegacy}{8.62}" in lines
-    assert r"\newcommand{\PodRatioNoneNftables}{1.07}" in lines
+    assert r"\newcommand{\RatioNoneIptablesLegacy}{8.21}" in lines
+    assert r"\newcommand{\PodRatioNoneNftables}{1.03}" in lines
+    trend = next(ln for ln in lines if ln.startswith(r"\newcommand{\TrendNftables}"))
+    assert "shows no significant trend (-0.1~ns per Service, 95\\% CI -0.7 to 0.5)" in trend
     assert r"\newcommand{\SlopeNftables}{-0.1}" in lines
 
 
@@ -264,12 +267,14 @@ def test_one_escaper():
 def test_sweep_summary(table):
     lines = tables.sweep_summary(table).splitlines()
     assert lines[0] == r"\begin{tabular}{lrrrrrrr}"
-    assert lines[2] == (r"datapath & ns/Service & $R^2$ & $R^2$ med. & p50 at 10,000 (\textmu{}s) & \textdiv{} none & "
-                        r"pod \textdiv{} none & udp-pps \textdiv{} none \\")  # fmt: skip
-    assert lines[4:8] == [r"ebpf & 0.37 & 0.01 & 0.11 & 82.44 & 0.95 & 1.00 & 1.12 \\",
-                          r"iptables & 168.00 & 0.74 & 0.98 & 1624.62 & 18.81 & 6.60 & 0.03 \\",
-                          r"iptables-legacy & 65.91 & 0.96 & 0.99 & 744.31 & 8.62 & 1.60 & 0.05 \\",
-                          r"nftables & -0.15 & 0.00 & 0.10 & 91.38 & 1.06 & 1.07 & 0.79 \\"]  # fmt: skip
+    assert lines[2] == (r"datapath & ns/Service [95\% CI] & trend & $R^2$ med. & p50 at 10,000 (\textmu{}s) & "
+                        r"\textdiv{} none [95\% CI] & pod \textdiv{} none [95\% CI] & udp-pps \textdiv{} none \\")  # fmt: skip
+    assert lines[4:8] == [
+        r"ebpf & 0.4 [-0.3, 1.0] & no significant trend & 0.11 & 82.4 & 0.90 [0.73, 1.07] & 0.99 [0.79, 1.11] & 1.12 \\",
+        r"iptables & 168.0 [138.4, 206.2] & grows linearly & 0.98 & 1624.6 & 17.34 [15.96, 39.90] & 6.60 [4.73, 7.55] & 0.03 \\",
+        r"iptables-legacy & 65.9 [62.2, 70.1] & grows linearly & 0.99 & 744.3 & 8.21 [6.63, 11.25] & 1.49 [1.34, 1.80] & 0.05 \\",
+        r"nftables & -0.1 [-0.7, 0.5] & no significant trend & 0.10 & 91.4 & 1.09 [0.78, 1.30] & 1.03 [0.80, 1.17] & 0.79 \\",
+    ]
     assert lines[-2:] == [r"\bottomrule", r"\end{tabular}"]
 
 
@@ -278,7 +283,7 @@ def test_sweep_summary_without_none_or_udp(hd):
     t = verdicts.summary_table(hd[hd.datapath != "none"], ["last", "pod"], ["crr"])
     lines = tables.sweep_summary(t).splitlines()
     assert lines[0] == r"\begin{tabular}{lrrrrrr}"
-    assert lines[4] == r"ebpf & 0.37 & 0.01 & 0.11 & 82.44 & -- & -- \\"
+    assert lines[4] == r"ebpf & 0.4 [-0.3, 1.0] & no significant trend & 0.11 & 82.4 & -- & -- \\"
     assert "nan" not in "".join(lines).lower()
 
 
