@@ -173,7 +173,8 @@ def cmd_services(args: argparse.Namespace) -> int:
     _needs_root(lab, "services apply")
     node = datapaths.node_of(lab.inventory)
     lab.state.forget(ServicesState)  # until the apply succeeds, the worker is in no known state
-    done = datapaths.switch(lab.host(node.name), node, args.datapath, services.service_ports(workload, node.name))
+    done = datapaths.switch(lab.host(node.name), node, args.datapath, services.service_ports(workload, node.name),
+                            cilium_version=args.cilium_version)  # fmt: skip
     record = ServicesState(
         datapath=done.datapath,
         services=done.services,
@@ -181,6 +182,7 @@ def cmd_services(args: argparse.Namespace) -> int:
         apply_s=round(done.apply_s, 4),
         objects=done.objects,
         workload=workload.params,
+        cilium_version=args.cilium_version if args.datapath == "ebpf" else None,
     )
     lab.state.put(record)
     if args.json:
@@ -506,6 +508,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab.set_defaults(func=cmd_lab)
 
     from labtools import datapaths
+    from labtools.datapaths import ebpf
     from labtools.lab import traffic
     from labtools.model import plan as plan_
     from labtools.model import services
@@ -527,6 +530,9 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--seed", type=int, default=0, help="seed of the cluster IP / node port allocator")
         sp.set_defaults(func=cmd_services)
     apply_.add_argument("--datapath", "-d", choices=datapaths.NAMES, default="iptables")
+    apply_.add_argument("--cilium-version", default=ebpf.DEFAULT_CILIUM, metavar="V",
+                        help=f"ebpf: the Cilium release whose service lookup is modelled "
+                             f"({', '.join(ebpf.CILIUM_VERSIONS)}; before 1.17 a NodePort answers every L4 protocol)")
     apply_.add_argument("--json", action="store_true", help="print the record as JSON")
     _lab_options(apply_)
     bench = ssub.add_parser("bench", help="programming time of N Services per datapath", formatter_class=defaults)

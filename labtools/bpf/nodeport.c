@@ -103,6 +103,17 @@ struct ct6_entry {
 #define LIFETIME_FIN (10 * NSEC)
 #define LIFETIME_RST (1 * NSEC)
 
+/* The modelled Cilium release's service lookup: lb_config[0] != 0 keys services by L4 protocol (Cilium
+ * >= 1.17, --bpf-lb-proto-diff, default on); 0 looks them up with protocol 0, as Cilium 1.13's
+ * lb6_fill_key() did ("proto: currently not used (set to 0)"): a UDP datagram to a TCP-only Service's
+ * NodePort is then load-balanced like its TCP. The loader fills it from the datapath's version. */
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u32);
+} lb_config SEC(".maps");
+
 struct endpoint {
 	__u32 ifindex;	/* host-side veth of a local pod */
 };
@@ -340,7 +351,11 @@ int from_netdev(struct __sk_buff *skb)
 
 	__builtin_memcpy(key.address, &ip6.daddr, 16);
 	key.dport = l4.dport;
-	key.proto = l4.proto;
+	{
+		__u32 zero = 0, *proto_diff = bpf_map_lookup_elem(&lb_config, &zero);
+
+		key.proto = proto_diff && *proto_diff ? l4.proto : 0;
+	}
 	key.scope = LB_LOOKUP_SCOPE_EXT;	/* NodePort traffic always uses the external scope */
 	svc = bpf_map_lookup_elem(&lb6_services, &key);
 	if (!svc) {

@@ -7,7 +7,7 @@ applies the chosen one for the given service ports ("none" leaves the node witho
 from __future__ import annotations
 
 from labtools.datapaths.base import Datapath, Node, Programmed
-from labtools.datapaths.ebpf import EbpfDatapath
+from labtools.datapaths.ebpf import DEFAULT_CILIUM, EbpfDatapath
 from labtools.datapaths.iptables import IptablesDatapath
 from labtools.datapaths.nftables import NftablesDatapath
 from labtools.errors import LabError
@@ -17,8 +17,9 @@ from labtools.model.topology import InterfaceRef, Inventory
 NAMES = plan.DATAPATHS
 
 
-def get(name: str) -> Datapath | None:
-    """The datapath called `name`; None for "none"."""
+def get(name: str, *, cilium_version: str | None = None) -> Datapath | None:
+    """The datapath called `name`; None for "none". `cilium_version`: the Cilium release the ebpf datapath
+    models (default: the newest modelled)."""
     if name == "none":
         return None
     if name == "iptables":
@@ -28,7 +29,7 @@ def get(name: str) -> Datapath | None:
     if name == "nftables":
         return NftablesDatapath()
     if name == "ebpf":
-        return EbpfDatapath()
+        return EbpfDatapath(cilium_version or DEFAULT_CILIUM)
     raise LabError(f"unknown datapath {name!r}: choose one of {', '.join(NAMES)}")
 
 

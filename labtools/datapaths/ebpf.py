@@ -88,8 +88,31 @@ class MapEntries:
         return bytes(out)
 
 
-def render(ports: Sequence[ServicePort], node: Node) -> MapEntries:
+# The Cilium releases the datapath models: how its service lookup treats the L4 protocol.
+CILIUM_VERSIONS = ("1.13", "1.17")
+DEFAULT_CILIUM = CILIUM_VERSIONS[-1]
+
+
+def proto_diff(version: str) -> bool:
+    """Whether Cilium `version` keys services by L4 protocol: from 1.17 (PR #33434, --bpf-lb-proto-diff,
+    default on); before, bpf/lib/lb.h lb6_fill_key() set the key's proto to 0 and the agent inserted every
+    frontend with protocol ANY (0), so one NodePort answered TCP and UDP alike."""
+    try:
+        major, minor = (int(x) for x in str(version).split(".")[:2])
+    except ValueError:
+        raise LabError(f"Cilium version {version!r} is not MAJOR.MINOR[.PATCH] (modelled: "
+                       f"{', '.join(CILIUM_VERSIONS)})") from None  # fmt: skip
+    if (major, minor) < (1, 13) or major != 1:
+        raise LabError(f"Cilium {version} is not modelled: the lab models {', '.join(CILIUM_VERSIONS)} and later 1.x")
+    return (major, minor) >= (1, 17)
+
+
+def render(ports: Sequence[ServicePort], node: Node, cilium_version: str = DEFAULT_CILIUM) -> MapEntries:
+    """Cilium-shaped map entries for `ports`, as the agent of `cilium_version` would write them."""
+    diff = proto_diff(cilium_version)
     out = MapEntries()
+    out.add("lb_config", struct.pack("<I", 0), struct.pack("<I", int(diff)))
+    seen: set[tuple[str, int, int, int]] = set()  # without protocols, a TCP and a UDP port are one frontend
     backend_ids: dict[tuple[str, int, int], int] = {}
     rev_nat = 0
 
@@ -101,13 +124,16 @@ def render(ports: Sequence[ServicePort], node: Node) -> MapEntries:
         return backend_ids[k]
 
     def frontend(ip: str, port: int, proto: int, scope: int, eps, flags: int, flags2: int, index: int) -> None:
+        if (ip, port, proto, scope) in seen:
+            return
+        seen.add((ip, port, proto, scope))
         ids = [backend(e.ip, e.port, proto) for e in eps]
         out.add("lb6_services", svc_key(ip, port, 0, proto, scope), svc_value(0, len(ids), index, flags, flags2))
         for slot, bid in enumerate(ids, start=1):
             out.add("lb6_services", svc_key(ip, port, slot, proto, scope), svc_value(bid, 0, index, 0, 0))
 
     for sp in ports:
-        proto = PROTO[sp.protocol]
+        proto = PROTO[sp.protocol] if diff else 0  # Cilium < 1.17: u8proto.ANY
         # ClusterIP frontend: reachable from pods only (not routable from outside).
         rev_nat += 1
         out.add("lb6_reverse_nat", struct.pack("<H", rev_nat), struct.pack("<16s2s", _addr(sp.cluster_ip),
@@ -149,8 +175,12 @@ class EbpfDatapath(Datapath):
     name = "ebpf"
     tools = ("tc",)
 
+    def __init__(self, cilium_version: str = DEFAULT_CILIUM):
+        proto_diff(cilium_version)  # refuses what is not modelled
+        self.cilium_version = cilium_version
+
     def render(self, ports: Sequence[ServicePort], node: Node) -> MapEntries:
-        return render(ports, node)
+        return render(ports, node, self.cilium_version)
 
     def _ifindex(self, host: Host, ifname: str) -> int:
         res = host.run(["ip", "-j", "link", "show", "dev", ifname])

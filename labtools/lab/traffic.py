@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import shutil
 import time
@@ -64,6 +65,15 @@ class TrafficEnds:
     client_source: str  # an address of the client's /64 (the udp flood varies the rest)
     worker_uplink: str | None = None  # where the transit probe stamps the request in and the reply out
     worker_pod_interface: str | None = None  # the pod's veth on the worker: the other end of the transit
+    # CPUs the load tools and the servers are pinned to (taskset), so that the two do not fight over one
+    # core and a sample does not depend on where the scheduler put them; None: not pinned.
+    client_cpu: int | None = None
+    server_cpu: int | None = None
+
+
+def pinned(argv: list[str], cpu: int | None) -> list[str]:
+    """`argv` bound to one CPU with taskset, or as it is."""
+    return ["taskset", "-c", str(cpu), *argv] if cpu is not None else argv
 
 
 def ends(lab: Lab) -> TrafficEnds:
@@ -85,6 +95,9 @@ def ends(lab: Lab) -> TrafficEnds:
         client_source=str(inv.by_role("client").global_v6()[0]),
         worker_uplink=uplink,
         worker_pod_interface=veth,
+        # One machine's two cores: the client on one, the pod's server on the other (the lab shares them).
+        client_cpu=0 if (os.cpu_count() or 1) >= 2 else None,
+        server_cpu=1 if (os.cpu_count() or 1) >= 2 else None,
     )
 
 
@@ -111,8 +124,8 @@ def tool(host: Host, tool: Path = CRR) -> str:
     return host.install(tool)
 
 
-def start_crr_server(server: Host, port: int) -> Process:
-    proc = server.start([tool(server), "serve", str(port)])
+def start_crr_server(server: Host, port: int, cpu: int | None = None) -> Process:
+    proc = server.start(pinned([tool(server), "serve", str(port)], cpu))
     with contextlib.suppress(Timeout):  # an exited server ends the wait at once (its output says why)
         until(lambda: "listening" in proc.output() or not proc.running(), timeout=5, interval=0.02)
     if "listening" not in proc.output():
@@ -121,9 +134,9 @@ def start_crr_server(server: Host, port: int) -> Process:
     return proc
 
 
-def handshake(client: Host, t: Target, connects: int = 2000) -> dict:
+def handshake(client: Host, t: Target, connects: int = 2000, cpu: int | None = None) -> dict:
     """connect() latency alone (SYN out, SYN-ACK back), every sample kept, and the distribution's modes."""
-    res = client.run([tool(client), "handshake", t.address, str(t.port), str(connects)], timeout=300)
+    res = client.run(pinned([tool(client), "handshake", t.address, str(t.port), str(connects)], cpu), timeout=300)
     out = json.loads(res.stdout)
     out["modes"] = distribution.modes(out["samples_ns"])
     return out
@@ -138,26 +151,26 @@ def transit(e: TrafficEnds, t: Target, connects: int = 2000, established: bool =
         raise LabError("transit needs the worker's uplink and the pod's veth on it: the emulated lab has both; "
                        "a real cluster's pod veth is Cilium's")  # fmt: skip
     with TransitProbe(e.worker, e.worker_uplink, e.worker_pod_interface, established) as probe:
-        traffic = crr(e.client, t, connects)
+        traffic = crr(e.client, t, connects, e.client_cpu)
     return {**probe.result, "crr": traffic}
 
 
-def crr(client: Host, t: Target, transactions: int = 2000) -> dict:
+def crr(client: Host, t: Target, transactions: int = 2000, cpu: int | None = None) -> dict:
     """Connection setup latency and rate from `client` to `t` (a crr server must be running)."""
-    res = client.run([tool(client), "connect", t.address, str(t.port), str(transactions)], timeout=300)
+    res = client.run(pinned([tool(client), "connect", t.address, str(t.port), str(transactions)], cpu), timeout=300)
     return json.loads(res.stdout)
 
 
-def start_iperf3_server(server: Host, port: int) -> Process:
+def start_iperf3_server(server: Host, port: int, cpu: int | None = None) -> Process:
     """``iperf3 -s`` on `port`; --forceflush puts its "Accepted connection" lines in the log at once."""
-    return server.start(["iperf3", "-s", "--forceflush", "-p", str(port)])
+    return server.start(pinned(["iperf3", "-s", "--forceflush", "-p", str(port)], cpu))
 
 
-def throughput(client: Host, t: Target, seconds: int = 2, retry_for: float = 5.0) -> dict:
+def throughput(client: Host, t: Target, seconds: int = 2, retry_for: float = 5.0, cpu: int | None = None) -> dict:
     """iperf3 TCP to `t` for `seconds`; the full iperf3 JSON (an iperf3 server must be running).
 
     Retried for `retry_for` seconds while the server may still be starting."""
-    argv = ["iperf3", "-J", "-c", t.address, "-p", str(t.port), "-t", str(seconds)]
+    argv = pinned(["iperf3", "-J", "-c", t.address, "-p", str(t.port), "-t", str(seconds)], cpu)
     last: dict = {}
 
     def attempt() -> dict | None:
@@ -190,7 +203,8 @@ def delete_udp_flows(worker: Host, port: int) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def udp_pps(client: Host, pod: Host, pod_if: str, worker: Host, t: Target, source: str, packets: int = 50000) -> dict:
+def udp_pps(client: Host, pod: Host, pod_if: str, worker: Host, t: Target, source: str, packets: int = 50000,
+            cpu: int | None = None) -> dict:  # fmt: skip
     """New UDP flows per second from `client` to `t`, counted on the pod's interface `pod_if`.
 
     `source` is any address of the client's /64 (the flood varies the rest). The worker's conntrack
@@ -198,7 +212,8 @@ def udp_pps(client: Host, pod: Host, pod_if: str, worker: Host, t: Target, sourc
     """
     delete_udp_flows(worker, t.port)
     before = _rx_packets(pod, pod_if)
-    res = client.run([tool(client, UDP_FLOOD), source, t.address, str(t.port), str(packets)], timeout=300)
+    res = client.run(pinned([tool(client, UDP_FLOOD), source, t.address, str(t.port), str(packets)], cpu),
+                     timeout=300)  # fmt: skip
     out = json.loads(res.stdout)
     time.sleep(0.05)  # the last batch may still be in a softirq backlog
     out["delivered"] = _rx_packets(pod, pod_if) - before
@@ -219,23 +234,25 @@ def sample(where: Lab | TrafficEnds, metric: str, t: Target, *, transactions: in
     if metric not in METRICS:
         raise LabError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
     e = _ends(where)
+    cpus = {"client_cpu": e.client_cpu, "server_cpu": e.server_cpu}  # kept with every sample
     if metric == "throughput":
-        srv = start_iperf3_server(e.pod, services.IPERF_PORT)
+        srv = start_iperf3_server(e.pod, services.IPERF_PORT, e.server_cpu)
     else:  # the crr server also sinks udp-pps datagrams
-        srv = start_crr_server(e.pod, services.IPERF_PORT)
+        srv = start_crr_server(e.pod, services.IPERF_PORT, e.server_cpu)
     try:
         if metric == "udp-pps":
-            return udp_pps(e.client, e.pod, e.pod_interface, e.worker, t, e.client_source, packets)
+            raw = udp_pps(e.client, e.pod, e.pod_interface, e.worker, t, e.client_source, packets, e.client_cpu)
+            return {**raw, **cpus}
         if metric == "transit":
-            return transit(e, t, transactions)
+            return {**transit(e, t, transactions), **cpus}
         if metric == "handshake":
-            raw = handshake(e.client, t, transactions)
+            raw = handshake(e.client, t, transactions, e.client_cpu)
         elif metric == "crr":
-            raw = crr(e.client, t, transactions)
+            raw = crr(e.client, t, transactions, e.client_cpu)
         else:
-            raw = throughput(e.client, t, seconds)
+            raw = throughput(e.client, t, seconds, cpu=e.client_cpu)
         # Whether the worker tracked these connections (kube-proxy needs conntrack; eBPF bypasses it).
-        return {**raw, "conntrack_entries": conntrack_entries(e.worker)}
+        return {**raw, **cpus, "conntrack_entries": conntrack_entries(e.worker)}
     finally:
         srv.stop()
 
