@@ -10,6 +10,8 @@ import time
 
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
+PERIOD = 15.0  # seconds between progress lines in the file (the first and the last are always written)
+
 
 class Bar:
     """`advance()` after each step, `close()` at the end (also on failure)."""
@@ -31,7 +33,11 @@ class Bar:
     def _line(self, force: bool = False) -> None:
         if not self._file:
             return
-        elapsed = time.monotonic() - self.t0
+        now = time.monotonic()
+        if not (force or self.done >= self.total or now - getattr(self, "_last", 0.0) >= PERIOD):
+            return
+        self._last = now
+        elapsed = now - self.t0
         new = self.done - getattr(self, "_start", self.done)
         self._start = getattr(self, "_start", self.done)
         eta = f"{elapsed / new * (self.total - self.done):.0f} s" if new else "?"

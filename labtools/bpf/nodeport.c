@@ -106,7 +106,10 @@ struct ct6_entry {
 /* The modelled Cilium release's service lookup: lb_config[0] != 0 keys services by L4 protocol (Cilium
  * >= 1.17, --bpf-lb-proto-diff, default on); 0 looks them up with protocol 0, as Cilium 1.13's
  * lb6_fill_key() did ("proto: currently not used (set to 0)"): a UDP datagram to a TCP-only Service's
- * NodePort is then load-balanced like its TCP. The loader fills it from the datapath's version. */
+ * NodePort is then load-balanced like its TCP. The loader fills it from the datapath's version.
+ * Departures from Cilium 1.13 on these packets: a Service without backends is dropped here as there
+ * (lb6_local(): DROP_NO_SERVICE, no ICMP); conntrack uses its lifetimes (TCP 21600 s, other 60 s, 10 s after
+ * a FIN) but not CT_SYN_TIMEOUT (60 s until the handshake completes): a SYN gets the TCP lifetime here. */
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 1);
@@ -358,6 +361,10 @@ int from_netdev(struct __sk_buff *skb)
 	}
 	key.scope = LB_LOOKUP_SCOPE_EXT;	/* NodePort traffic always uses the external scope */
 	svc = bpf_map_lookup_elem(&lb6_services, &key);
+	if (!svc && key.proto) {	/* Cilium >= 1.17 lb6_lookup_service(): fall back to a protocol-ANY entry */
+		key.proto = 0;
+		svc = bpf_map_lookup_elem(&lb6_services, &key);
+	}
 	if (!svc) {
 		/* Not for a service. A new connection straight to a local pod supersedes any old NodePort
 		 * connection whose reply tuple it reuses, or its replies would be reverse-NATed. */

@@ -94,9 +94,17 @@ DEFAULT_CILIUM = CILIUM_VERSIONS[-1]
 
 
 def proto_diff(version: str) -> bool:
-    """Whether Cilium `version` keys services by L4 protocol: from 1.17 (PR #33434, --bpf-lb-proto-diff,
-    default on); before, bpf/lib/lb.h lb6_fill_key() set the key's proto to 0 and the agent inserted every
-    frontend with protocol ANY (0), so one NodePort answered TCP and UDP alike."""
+    """Whether Cilium `version` keys services by L4 protocol.
+
+    Cilium v1.13 (read at the v1.13.0 and v1.13.7 release commits): bpf/lib/common.h `struct lb6_key`
+    says of `proto` "L4 protocol, currently not used (set to 0)"; bpf/lib/lb.h `lb6_extract_key()` (v1.13.0)
+    and `lb6_fill_key()` (v1.13.7) set ``key->proto = 0``; pkg/maps/lbmap/lbmap.go `upsertServiceProto()`
+    writes every frontend with ``u8proto.ANY`` (0). So one NodePort answered TCP and UDP alike.
+    From v1.17 (PR #33434): `lb6_key_set_protocol()` sets the packet's protocol under
+    ENABLE_SERVICE_PROTOCOL_DIFFERENTIATION, which daemon/cmd/daemon_main.go's ``--bpf-lb-proto-diff``
+    (default true) turns on, and `lb6_lookup_service()` falls back to a protocol-0 entry when there is no
+    entry for the packet's protocol (nodeport.c does the same).
+    """
     try:
         major, minor = (int(x) for x in str(version).split(".")[:2])
     except ValueError:

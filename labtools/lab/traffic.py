@@ -162,11 +162,17 @@ def crr(client: Host, t: Target, transactions: int = 2000, cpu: int | None = Non
 
 
 def start_iperf3_server(server: Host, port: int, cpu: int | None = None) -> Process:
-    """``iperf3 -s`` on `port`; --forceflush puts its "Accepted connection" lines in the log at once."""
-    return server.start(pinned(["iperf3", "-s", "--forceflush", "-p", str(port)], cpu))
+    """``iperf3 -s`` on `port`, once it listens; --forceflush puts its log lines there at once."""
+    proc = server.start(pinned(["iperf3", "-s", "--forceflush", "-p", str(port)], cpu))
+    with contextlib.suppress(Timeout):  # an exited server ends the wait at once (its output says why)
+        until(lambda: "Server listening" in proc.output() or not proc.running(), timeout=10, interval=0.02)
+    if "Server listening" not in proc.output():
+        proc.stop()
+        raise LabError(f"[{server.name}] iperf3 -s did not start listening on {port}:\n{proc.output()}")
+    return proc
 
 
-def throughput(client: Host, t: Target, seconds: int = 2, retry_for: float = 5.0, cpu: int | None = None) -> dict:
+def throughput(client: Host, t: Target, seconds: int = 2, retry_for: float = 10.0, cpu: int | None = None) -> dict:
     """iperf3 TCP to `t` for `seconds`; the full iperf3 JSON (an iperf3 server must be running).
 
     Retried for `retry_for` seconds while the server may still be starting."""
