@@ -124,14 +124,20 @@ def tool(host: Host, tool: Path = CRR) -> str:
     return host.install(tool)
 
 
-def start_crr_server(server: Host, port: int, cpu: int | None = None) -> Process:
-    proc = server.start(pinned([tool(server), "serve", str(port)], cpu))
+def start_server(server: Host, argv: list[str], listening: str, timeout: float = 10.0) -> Process:
+    """Start `argv` on `server` and return once its output says `listening`; a server that exits or stays
+    silent is stopped and its output reported."""
+    proc = server.start(argv)
     with contextlib.suppress(Timeout):  # an exited server ends the wait at once (its output says why)
-        until(lambda: "listening" in proc.output() or not proc.running(), timeout=5, interval=0.02)
-    if "listening" not in proc.output():
+        until(lambda: listening in proc.output() or not proc.running(), timeout=timeout, interval=0.02)
+    if listening not in proc.output():
         proc.stop()
-        raise LabError(f"[{server.name}] labtools-crr server did not start:\n{proc.output()}")
+        raise LabError(f"[{server.name}] `{' '.join(argv)}` did not start listening:\n{proc.output()}")
     return proc
+
+
+def start_crr_server(server: Host, port: int, cpu: int | None = None) -> Process:
+    return start_server(server, pinned([tool(server), "serve", str(port)], cpu), "listening")
 
 
 def handshake(client: Host, t: Target, connects: int = 2000, cpu: int | None = None) -> dict:
@@ -163,13 +169,7 @@ def crr(client: Host, t: Target, transactions: int = 2000, cpu: int | None = Non
 
 def start_iperf3_server(server: Host, port: int, cpu: int | None = None) -> Process:
     """``iperf3 -s`` on `port`, once it listens; --forceflush puts its log lines there at once."""
-    proc = server.start(pinned(["iperf3", "-s", "--forceflush", "-p", str(port)], cpu))
-    with contextlib.suppress(Timeout):  # an exited server ends the wait at once (its output says why)
-        until(lambda: "Server listening" in proc.output() or not proc.running(), timeout=10, interval=0.02)
-    if "Server listening" not in proc.output():
-        proc.stop()
-        raise LabError(f"[{server.name}] iperf3 -s did not start listening on {port}:\n{proc.output()}")
-    return proc
+    return start_server(server, pinned(["iperf3", "-s", "--forceflush", "-p", str(port)], cpu), "Server listening")
 
 
 def throughput(client: Host, t: Target, seconds: int = 2, retry_for: float = 10.0, cpu: int | None = None) -> dict:
