@@ -48,6 +48,17 @@ def emulated_vms_up(prefix: str, tmp_path_factory):
     assert not namespaces.lab_namespaces(prefix)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def no_tmp_leftovers():
+    """The SSH-backend tests run on emulated VMs that share this machine's /tmp, where an SSH host keeps its
+    server logs and installed tools (a real VM keeps them in its own /tmp): remove what the session added."""
+    tmp = Path("/tmp")
+    before = set(tmp.glob("labtools-*"))
+    yield
+    for path in set(tmp.glob("labtools-*")) - before:
+        path.unlink(missing_ok=True)
+
+
 @pytest.fixture(scope="session")
 def lab():
     """The thesis testbed, up for the whole session under prefix `pyt`."""

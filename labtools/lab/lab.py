@@ -170,6 +170,8 @@ class Lab:
         for name, m in self.inventory.machines.items():
             for argv in topology.unconfigure_commands(m):
                 self.host(name).run(argv, check=False)
+            # what labtools left in the VM's /tmp: server logs (SSHHost.start) and installed tools
+            self.host(name).run(["sh", "-c", "rm -f /tmp/labtools-*"], check=False)
         self.close()
         self.state.clear()
         return list(self.inventory.machines)
