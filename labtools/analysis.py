@@ -125,7 +125,9 @@ def slope_table(df: pd.DataFrame, target: str = "last", metric: str = "crr_p50")
 
 
 def is_flat(df: pd.DataFrame, datapath: str, target: str, metric: str = "throughput", tolerance: float = 0.10) -> bool:
-    """Whether the fitted change of `metric` over the whole N range stays within `tolerance` of its median."""
+    """Whether the fitted change of `metric` over the whole N range stays within `tolerance` of its median.
+
+    A point estimate: no verdict the notebooks or the paper print comes from it (they use `trend`)."""
     sub = df[(df["datapath"] == datapath) & (df["metric"] == metric) & (df["target"] == target)]
     f = fit(df, datapath, metric, target)
     span = sub["services"].max() - sub["services"].min()
@@ -134,6 +136,8 @@ def is_flat(df: pd.DataFrame, datapath: str, target: str, metric: str = "through
 
 def within(df: pd.DataFrame, datapath: str, target: str, metric: str = "crr_p50", limit: float = 1.15) -> float:
     """The largest ratio of `datapath`'s median to `none`'s (same N), over all N; compare with `limit`.
+
+    A point estimate, for a quick look: the verdicts use `paired_ratio_ci` (intervals over repeats).
 
     NaN when the run has no `none` datapath (a real cluster)."""
     if not (df["datapath"] == "none").any():

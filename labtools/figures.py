@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -59,10 +58,7 @@ def record(outputs: Iterable[str | Path], *, notebook: str, params: Mapping, dat
             "caption": caption,
             "made": stamp,
         }
-    manifest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = manifest.with_suffix(".tmp")
-    tmp.write_text(json.dumps(man, indent=1, sort_keys=True) + "\n")
-    os.replace(tmp, manifest)
+    paths.write_atomic(manifest, json.dumps(man, indent=1, sort_keys=True) + "\n")
 
 
 def save_figure(fig, name: str, *, notebook: str, params: Mapping, data: Iterable[str | Path], caption: str = "",

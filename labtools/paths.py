@@ -95,6 +95,17 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+def write_atomic(path: str | Path, text: str) -> Path:
+    """Write `text` to `path` through a temporary file beside it and a rename: readers see all or nothing,
+    and a crash leaves the old file (or none), never half of the new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
 def relative(path: str | Path) -> str:
     """`path` relative to the project when it lies inside it (manifests stay portable), else absolute."""
     p = Path(path).resolve()

@@ -18,7 +18,8 @@ class Bar:
 
     def __init__(self, desc: str, total: int, done: int = 0, enabled: bool = True, unit: str = "point"):
         self.desc, self.total, self.done, self.unit = desc, total, done, unit
-        self.t0 = time.monotonic()
+        self.t0 = self._last = time.monotonic()
+        self._start = done  # the ETA counts only this run's steps, not those a resumed run found done
         self._file = os.environ.get("LABTOOLS_PROGRESS")
         self._progress: Progress | None = None
         if enabled and sys.stderr.isatty():
@@ -34,12 +35,10 @@ class Bar:
         if not self._file:
             return
         now = time.monotonic()
-        if not (force or self.done >= self.total or now - getattr(self, "_last", 0.0) >= PERIOD):
+        if not (force or self.done >= self.total or now - self._last >= PERIOD):
             return
         self._last = now
-        elapsed = now - self.t0
-        new = self.done - getattr(self, "_start", self.done)
-        self._start = getattr(self, "_start", self.done)
+        elapsed, new = now - self.t0, self.done - self._start
         eta = f"{elapsed / new * (self.total - self.done):.0f} s" if new else "?"
         with open(self._file, "a") as fh:
             fh.write(f"{self.desc}: {self.done}/{self.total} {self.unit}s, {elapsed:.0f} s elapsed, ETA {eta}\n")

@@ -29,16 +29,9 @@ import pandas as pd
 
 from labtools import paths
 from labtools.errors import LabError
+from labtools.paths import write_atomic
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,150}$")
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temporary file and a rename: readers see all or nothing."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def _plain(value: object) -> object:
@@ -146,9 +139,4 @@ class Recorder:
     def table(self, row: Callable[[dict, dict], dict] | None = None) -> Path:
         """Every record of every point as ``data/processed/<run-id>.csv``; `row(record, point)` may add columns."""
         rows = [row(rec, p) if row else rec for p in self.all_points().values() for rec in p["records"]]
-        out = self.root / "processed" / f"{self.run_id}.csv"
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = out.with_name(f".{out.name}.tmp")
-        pd.DataFrame(rows).to_csv(tmp, index=False)
-        os.replace(tmp, out)
-        return out
+        return write_atomic(self.root / "processed" / f"{self.run_id}.csv", pd.DataFrame(rows).to_csv(index=False))

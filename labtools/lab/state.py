@@ -10,7 +10,6 @@ so an interrupted apply leaves "unknown" rather than a record the worker no long
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
 from pathlib import Path
 from typing import TypeVar
@@ -61,11 +60,7 @@ class LabState:
             return None
 
     def put(self, record: BaseModel) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / _FILES[type(record)]
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(record.model_dump_json(indent=1))
-        os.replace(tmp, path)
+        paths.write_atomic(self.dir / _FILES[type(record)], record.model_dump_json(indent=1))
 
     def forget(self, kind: type[BaseModel]) -> None:
         """The record no longer describes the lab (a change is under way, or was undone)."""
