@@ -36,7 +36,9 @@ def test_crr_through_a_nodeport_and_to_the_pod(lab, programmed):
             assert raw["transactions"] == 500 and raw["failed"] == 0
             assert 0 < raw["min_us"] <= raw["p50_us"] <= raw["p90_us"] <= raw["p99_us"] <= raw["max_us"]
             recs = traffic.records("crr", raw, {"datapath": "ebpf", "services": 10, "target": name, "repeat": 0})
-            assert [r["metric"] for r in recs] == ["crr_p50", "crr_p90", "crr_p99", "crr_rate"]
+            assert [r["metric"] for r in recs] == ["crr_p50", "crr_p90", "crr_p99", "crr_rate", "crr_modes",
+                                                   "crr_main_mode_share", "crr_drift", "crr_drifting"]
+            assert len(raw["samples_ns"]) == 500  # every sample, in measuring order
             assert all(set(r) == KEYS for r in recs)
     finally:
         srv.stop()
@@ -87,7 +89,7 @@ def test_cli_measure_writes_records_with_provenance(lab, tmp_path):
     assert res.returncode == 0, res.stderr
     assert "[2001:db8:1234:5678::2]:" in res.stdout and "run m1" in res.stdout  # says what it measured
     recs = pd.read_csv(tmp_path / "processed" / "m1.csv").to_dict("records")
-    assert len(recs) == 8 and {r["repeat"] for r in recs} == {0, 1}
+    assert len(recs) == 16 and {r["repeat"] for r in recs} == {0, 1}
     assert recs[0]["datapath"] == "iptables-legacy" and recs[0]["services"] == 5
     prov = json.loads((tmp_path / "raw" / "m1" / "manifest.json").read_text())["provenance"]
     assert {"kernel", "git_commit", "iperf3", "time", "cpu_model", "clocksource", "git_dirty"} <= set(prov)
@@ -95,7 +97,8 @@ def test_cli_measure_writes_records_with_provenance(lab, tmp_path):
     res = subprocess.run([*env_cmd, "measure", "-p", "pyt", "-m", "crr", "-t", "pod", "--json", "-o",
                           str(tmp_path)], cwd=ROOT, capture_output=True, text=True)  # fmt: skip
     assert res.returncode == 0, res.stderr
-    assert {r["metric"] for r in json.loads(res.stdout)} == {"crr_p50", "crr_p90", "crr_p99", "crr_rate"}
+    metrics = {r["metric"] for r in json.loads(res.stdout)}
+    assert metrics >= {"crr_p50", "crr_p90", "crr_p99", "crr_rate", "crr_drifting"}
     res = subprocess.run([*env_cmd, "services", "apply", "-p", "pyt", "-d", "none"], cwd=ROOT,
                          capture_output=True, text=True)  # fmt: skip
     res = subprocess.run([*env_cmd, "measure", "-p", "pyt", "-t", "last"], cwd=ROOT, capture_output=True, text=True)

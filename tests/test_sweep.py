@@ -37,9 +37,11 @@ def test_targets_per_metric_and_the_profiles():
     with pytest.raises(LabError, match=r"udp-pps \(in targets, not in metrics\)"):
         plan_.Plan("x", ["ebpf"], [1], ["crr"], {"udp-pps": ["last"]}).validate()
     quick = plan_.plans(plan_.profile_params("quick")["sweeps"], "r")
-    assert [p.run_id for p in quick] == ["r-quick"] and max(quick[0].counts) == 10000
+    assert [p.run_id for p in quick] == ["r-quick", "r-probe"] and max(quick[0].counts) == 3000
+    assert {"handshake", "transit"} <= set(quick[0].metrics) and quick[1].metrics == ["probe-overhead"]
     full = plan_.plans(plan_.profile_params("full")["sweeps"], "r")
-    assert [max(p.counts) for p in full] == [1000, 10000] and all(p.repeats == 5 for p in full)
+    assert [max(p.counts) for p in full] == [1000, 10000, 1] and all(p.repeats == 5 for p in full)
+    assert all({"handshake", "transit"} <= set(p.metrics) for p in full[:2])
     assert set(full[0].datapaths) == {"none", "iptables", "iptables-legacy", "nftables", "ebpf"}
     with pytest.raises(LabError, match="no profile 'huge'"):
         plan_.profile_params("huge")
@@ -107,7 +109,7 @@ def test_killed_sweep_resumes_without_remeasuring(lab, tmp_path):
     assert len(after) == total
     assert all(after[name] == mtime for name, mtime in before.items())  # finished points untouched
     table = pd.read_csv(tmp_path / "processed" / "resume.csv")
-    assert len(table) == total * 4  # crr: p50, p90, p99, rate per point
+    assert len(table) == total * 8  # crr: p50, p90, p99, rate, and the samples' modes, main mode share, drift, drifting
     assert set(table.datapath) == {"none", "ebpf", "iptables-legacy"} and set(table.repeat) == {0, 1}
     # again: nothing left to do
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)

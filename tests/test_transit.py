@@ -38,8 +38,8 @@ def test_transit_records_are_tidy_percentiles_and_counts():
     assert recs["transit_request_p50"]["value"] == 250 and recs["transit_request_p50"]["unit"] == "ns"
     assert recs["transit_request_p99"]["value"] == pytest.approx(397)
     assert recs["transit_reply_packets"]["value"] == 2 and recs["transit_unmatched"]["value"] == 3
-    assert {m for m in recs} == {f"transit_{d}_{k}" for d in ("request", "reply")
-                                 for k in ("p50", "p90", "p99", "packets")} | {"transit_unmatched"}  # fmt: skip
+    kinds = ("p50", "p90", "p99", "packets", "modes", "main_mode_share", "drift", "drifting")
+    assert set(recs) == {f"transit_{d}_{k}" for d in ("request", "reply") for k in kinds} | {"transit_unmatched"}
 
 
 def test_modes_find_two_humps_and_their_shares():
@@ -49,9 +49,49 @@ def test_modes_find_two_humps_and_their_shares():
     assert 9_000 < two[0]["centre"] < 11_000 and 19_000 < two[1]["centre"] < 21_000
     one = distribution.modes(rng.normal(10_000, 400, 1000))
     assert len(one) == 1 and one[0]["share"] == 1.0
-    raw = {"p50_us": 10.0, "p90_us": 20.0, "p99_us": 21.0, "modes": two}
+    samples = np.r_[rng.normal(10_000, 400, 600), rng.normal(20_000, 800, 400)]
+    raw = {"p50_us": 10.0, "p90_us": 20.0, "p99_us": 21.0, "samples_ns": list(rng.permutation(samples))}
     recs = {r["metric"]: r["value"] for r in traffic.records("handshake", raw, {})}
-    assert recs["handshake_modes"] == 2 and recs["handshake_main_mode_share"] == 0.6
+    assert recs["handshake_modes"] == 2 and recs["handshake_main_mode_share"] == pytest.approx(0.6, abs=0.02)
+    assert recs["handshake_drifting"] == 0  # shuffled: both humps throughout
+
+
+def test_drift_is_flagged_only_when_the_samples_move_and_the_move_is_significant():
+    rng = np.random.default_rng(3)
+    steady = rng.normal(10_000, 500, 900)
+    rising = steady + np.linspace(0, 3_000, 900)  # +30% from the first third to the last
+    assert distribution.flags(steady)["drifting"] == 0
+    change, p = distribution.drift(rising)
+    assert change > 0.15 and p < distribution.DRIFT_ALPHA and distribution.flags(rising)["drifting"] == 1
+    tiny = steady + np.linspace(0, 200, 900)  # significant with this many samples, but within ±5%
+    assert distribution.flags(tiny)["drifting"] == 0
+    recs = {r["metric"]: r["value"] for r in traffic.records("crr", {"p50_us": 1, "p90_us": 2, "p99_us": 3,
+                                                                     "rate_per_s": 4, "samples_ns": rising}, {})}
+    assert recs["crr_drifting"] == 1 and recs["crr_drift"] > 0.15
+
+
+def test_probe_overhead_records_the_paired_difference_and_each_program():
+    raw = {"pairs": [{"without_p50_us": 10.0, "with_p50_us": 10.5}, {"without_p50_us": 12.0, "with_p50_us": 11.9},
+                     {"without_p50_us": 11.0, "with_p50_us": 11.3}],
+           "run_ns": {"in_request": 300.0, "out_request": 200.0, "in_reply": 250.0, "out_reply": 180.0}}
+    recs = {r["metric"]: r["value"] for r in traffic.records("probe-overhead", raw, {})}
+    assert recs["probe_handshake_delta"] == pytest.approx(300)  # the median of +500, -100, +300 ns
+    assert recs["probe_in_request_run"] == 300.0 and recs["probe_out_reply_run"] == 180.0
+
+
+def test_probe_statistics_count_every_program_run(tlab):
+    ends = traffic.ends(tlab)
+    t = traffic.target(ends, None, "pod")
+    server = traffic.start_crr_server(ends.pod, services.IPERF_PORT)
+    try:
+        raw = traffic.probe_overhead(ends, t, connects=200, pairs=1)
+    finally:
+        server.stop()
+    runs = {k: v["runs"] for k, v in raw["programs"].items()}
+    # Every packet of 200 crr transactions crosses each hook once (a SYN alone would be 200); the uplink's
+    # ingress also sees what is not forwarded to the pod (neighbour discovery, for one).
+    assert min(runs.values()) >= 200 and runs["in_request"] >= runs["out_request"], runs
+    assert all(0 < ns < 100_000 for ns in raw["run_ns"].values()), raw["run_ns"]
 
 
 def _syn_times(pcap, flags: str) -> dict[tuple, int]:

@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* labtools-transit: attach transit.o's four stamps on the worker, wait, then report what they measured.
  *
- * usage: labtools-transit OBJECT UPLINK POD_IFACE [--established]
+ * usage: labtools-transit OBJECT UPLINK POD_IFACE [--established] [--stats]
  *
  * Run inside the worker's network namespace. It attaches
  *   in_request  at UPLINK's ingress and in_reply at POD_IFACE's ingress as tcx links (kernel 6.6+): they
@@ -11,6 +11,10 @@
  *               priority (PROBE_PREF): after POSTROUTING and after the datapath's tc programs there.
  * prints "attached" once all four are in place, and waits. On SIGINT or SIGTERM it detaches everything
  * and prints one JSON object: the matched transit times in ns per direction and the counters.
+ * --stats turns on the kernel's BPF run-time statistics (BPF_ENABLE_STATS, for as long as this process
+ * holds the descriptor) and adds each probe program's runs and nanoseconds to the JSON: the probe's own
+ * cost. The statistics time every BPF program on the machine, the datapath's too, so a measuring run
+ * leaves them off.
  * If it is killed outright, the links go with the process and the two classic filters stay until the
  * next run replaces them (same priority and handle) or the namespace goes.
  *
@@ -95,6 +99,23 @@ static void egress_detach(unsigned int ifindex)
 	bpf_tc_detach(&hook, &opts);
 }
 
+static const char *PROGRAMS[] = {"in_request", "out_request", "in_reply", "out_reply"};
+
+static void print_stats(struct bpf_object *obj)
+{
+	printf(", \"programs\": {");
+	for (unsigned int i = 0; i < sizeof(PROGRAMS) / sizeof(*PROGRAMS); i++) {
+		struct bpf_prog_info info = {};
+		__u32 len = sizeof(info);
+
+		if (bpf_obj_get_info_by_fd(prog_fd(obj, PROGRAMS[i]), &info, &len))
+			die("bpf_obj_get_info_by_fd", errno);
+		printf("%s\"%s\": {\"runs\": %llu, \"run_time_ns\": %llu}", i ? ", " : "", PROGRAMS[i],
+		       (unsigned long long)info.run_cnt, (unsigned long long)info.run_time_ns);
+	}
+	printf("}");
+}
+
 static __u64 counter(int fd, __u32 i)
 {
 	__u64 v = 0;
@@ -121,14 +142,24 @@ int main(int argc, char **argv)
 {
 	struct bpf_object *obj;
 	unsigned int uplink, pod;
-	int links[2], counters, err;
-	__u32 zero = 0, all;
+	int links[2], counters, err, stats = -1;
+	__u32 zero = 0, all = 0;
 
-	if (argc < 4 || (argc == 5 && strcmp(argv[4], "--established")) || argc > 5) {
-		fprintf(stderr, "usage: %s OBJECT UPLINK POD_IFACE [--established]\n", argv[0]);
+	for (int i = 4; i < argc; i++) {
+		if (!strcmp(argv[i], "--established")) {
+			all = 1;
+		} else if (!strcmp(argv[i], "--stats")) {
+			stats = bpf_enable_stats(BPF_STATS_RUN_TIME);
+			if (stats < 0)
+				die("BPF_ENABLE_STATS", errno);
+		} else {
+			argc = 0;
+		}
+	}
+	if (argc < 4) {
+		fprintf(stderr, "usage: %s OBJECT UPLINK POD_IFACE [--established] [--stats]\n", argv[0]);
 		return 2;
 	}
-	all = argc == 5;
 	libbpf_set_strict_mode(LIBBPF_STRICT_ALL);
 	uplink = ifindex_of(argv[2]);
 	pod = ifindex_of(argv[3]);
@@ -163,7 +194,10 @@ int main(int argc, char **argv)
 	printf(", \"counters\": {");
 	for (__u32 i = 0; i < sizeof(COUNTERS) / sizeof(*COUNTERS); i++)
 		printf("%s\"%s\": %llu", i ? ", " : "", COUNTERS[i], (unsigned long long)counter(counters, i));
-	printf("}, \"established\": %s}\n", all ? "true" : "false");
+	printf("}");
+	if (stats >= 0)
+		print_stats(obj);
+	printf(", \"established\": %s}\n", all ? "true" : "false");
 	bpf_object__close(obj);
 	return 0;
 }

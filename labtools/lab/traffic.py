@@ -161,6 +161,26 @@ def transit(e: TrafficEnds, t: Target, connects: int = 2000, established: bool =
     return {**probe.result, "crr": traffic}
 
 
+def probe_overhead(e: TrafficEnds, t: Target, connects: int = 1000, pairs: int = 3) -> dict:
+    """What the transit probe costs: handshake p50 without and with the probe attached, alternated `pairs`
+    times (the difference within each pair), then the probe programs' own run time per run from the
+    kernel's BPF statistics (a last leg of its own: the statistics time the datapath's programs too)."""
+    if not (e.worker_uplink and e.worker_pod_interface):
+        raise LabError("probe-overhead needs the worker's uplink and the pod's veth on it (the emulated lab)")
+    legs: list[dict] = []
+    for _ in range(pairs):
+        without = handshake(e.client, t, connects, e.client_cpu)
+        with TransitProbe(e.worker, e.worker_uplink, e.worker_pod_interface):
+            attached = handshake(e.client, t, connects, e.client_cpu)
+        legs.append({"without_p50_us": without["p50_us"], "with_p50_us": attached["p50_us"]})
+    with TransitProbe(e.worker, e.worker_uplink, e.worker_pod_interface, stats=True) as probe:
+        crr(e.client, t, connects, e.client_cpu)
+    programs = probe.result["programs"]
+    return {"pairs": legs, "programs": programs,
+            "run_ns": {name: p["run_time_ns"] / p["runs"] if p["runs"] else float("nan")
+                       for name, p in programs.items()}}  # fmt: skip
+
+
 def crr(client: Host, t: Target, transactions: int = 2000, cpu: int | None = None) -> dict:
     """Connection setup latency and rate from `client` to `t` (a crr server must be running)."""
     res = client.run(pinned([tool(client), "connect", t.address, str(t.port), str(transactions)], cpu), timeout=300)
@@ -251,6 +271,8 @@ def sample(where: Lab | TrafficEnds, metric: str, t: Target, *, transactions: in
             return {**raw, **cpus}
         if metric == "transit":
             return {**transit(e, t, transactions), **cpus}
+        if metric == "probe-overhead":
+            return {**probe_overhead(e, t, transactions), **cpus}
         if metric == "handshake":
             raw = handshake(e.client, t, transactions, e.client_cpu)
         elif metric == "crr":
@@ -263,22 +285,29 @@ def sample(where: Lab | TrafficEnds, metric: str, t: Target, *, transactions: in
         srv.stop()
 
 
+def shape(name: str, samples, base: dict) -> list[dict]:
+    """`distribution.flags` of one sample's values as records: ``<name>_modes``, ``_main_mode_share``,
+    ``_drift`` (relative) and ``_drifting`` (0 or 1), so that multimodal or drifting samples are in the data."""
+    if not len(samples):
+        return []
+    return [{**base, "metric": f"{name}_{k}", "value": v, "unit": "1"} for k, v in distribution.flags(samples).items()]
+
+
 def records(metric: str, raw: dict, base: dict) -> list[dict]:
     """Tidy records (one value each) from a raw measurement; `base` carries the sample's coordinates."""
     if metric == "crr":
         fields = [("crr_p50", "p50_us", "us"), ("crr_p90", "p90_us", "us"), ("crr_p99", "p99_us", "us"),
                   ("crr_rate", "rate_per_s", "1/s")]  # fmt: skip
-        return [{**base, "metric": m, "value": raw[k], "unit": u} for m, k, u in fields]
+        out = [{**base, "metric": m, "value": raw[k], "unit": u} for m, k, u in fields]
+        return out + shape("crr", raw.get("samples_ns", []), base)
     if metric == "throughput":
         bps = raw["end"]["sum_received"]["bits_per_second"]
         return [{**base, "metric": "throughput", "value": bps / 1e9, "unit": "Gbit/s"}]
     if metric == "handshake":
         fields = [("handshake_p50", "p50_us", "us"), ("handshake_p90", "p90_us", "us"),
                   ("handshake_p99", "p99_us", "us")]  # fmt: skip
-        main = max(raw["modes"], key=lambda m: m["share"])
-        return [*({**base, "metric": m, "value": raw[k], "unit": u} for m, k, u in fields),
-                {**base, "metric": "handshake_modes", "value": len(raw["modes"]), "unit": "1"},
-                {**base, "metric": "handshake_main_mode_share", "value": main["share"], "unit": "1"}]  # fmt: skip
+        out = [{**base, "metric": m, "value": raw[k], "unit": u} for m, k, u in fields]
+        return out + shape("handshake", raw["samples_ns"], base)
     if metric == "transit":
         out = []
         for direction in ("request", "reply"):
@@ -287,10 +316,16 @@ def records(metric: str, raw: dict, base: dict) -> list[dict]:
                 value = float(np.percentile(ns, q)) if len(ns) else float("nan")
                 out.append({**base, "metric": f"transit_{direction}_p{q}", "value": value, "unit": "ns"})
             out.append({**base, "metric": f"transit_{direction}_packets", "value": len(ns), "unit": "packets"})
+            out += shape(f"transit_{direction}", ns, base)
         c = raw["counters"]
         out.append({**base, "metric": "transit_unmatched", "value": c["unmatched_request"] + c["unmatched_reply"],
                     "unit": "packets"})  # fmt: skip
         return out
+    if metric == "probe-overhead":
+        deltas = [(p["with_p50_us"] - p["without_p50_us"]) * 1e3 for p in raw["pairs"]]
+        out = [{**base, "metric": "probe_handshake_delta", "value": float(np.median(deltas)), "unit": "ns"}]
+        return out + [{**base, "metric": f"probe_{name}_run", "value": ns, "unit": "ns"}
+                      for name, ns in raw["run_ns"].items()]  # fmt: skip
     if metric == "udp-pps":
         delivered = raw["delivered"] / raw["sent"]
         return [{**base, "metric": "udp_pps", "value": raw["pps"], "unit": "1/s"},

@@ -32,17 +32,20 @@ OBJECT = paths.BPF / "transit.o"
 class TransitProbe:
     """``with TransitProbe(worker, uplink, pod_veth) as probe: ...``; then ``probe.result``."""
 
-    def __init__(self, worker: Host, uplink: str, pod_interface: str, established: bool = False):
+    def __init__(self, worker: Host, uplink: str, pod_interface: str, established: bool = False,
+                 stats: bool = False):  # fmt: skip
         for built in (LOADER, OBJECT):
             if not built.exists():
                 raise PrerequisiteError(f"{built} is missing: run `make setup` (it builds labtools/bpf)")
         self.worker, self.uplink, self.pod_interface, self.established = worker, uplink, pod_interface, established
+        self.stats = stats  # the probe programs' own run time (kernel BPF statistics: times every program)
         self.proc: Process | None = None
         self.result: dict | None = None
 
     def __enter__(self) -> TransitProbe:
         argv = [self.worker.install(LOADER), self.worker.install(OBJECT), self.uplink, self.pod_interface]
-        self.proc = self.worker.start([*argv, *(["--established"] if self.established else [])])
+        flags = [*(["--established"] if self.established else []), *(["--stats"] if self.stats else [])]
+        self.proc = self.worker.start([*argv, *flags])
         with contextlib.suppress(Timeout):
             until(lambda: "attached" in self.proc.output() or not self.proc.running(), timeout=10, interval=0.02)
         if "attached" not in self.proc.output():

@@ -18,7 +18,7 @@ from labtools.errors import InventoryError, LabError
 from labtools.model import yamlsrc
 
 DATAPATHS = ("none", "iptables", "iptables-legacy", "nftables", "ebpf")
-METRICS = ("throughput", "crr", "udp-pps", "handshake", "transit")
+METRICS = ("throughput", "crr", "udp-pps", "handshake", "transit", "probe-overhead")
 TARGETS = ("first", "middle", "last", "pod")
 # "repeat": count > repeat > datapath (interleaved: drift spreads over all datapaths);
 # "datapath": datapath > count > repeat, counts up for one datapath and down for the next, so a

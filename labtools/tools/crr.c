@@ -7,10 +7,11 @@
  *                                           less than the ICMP error an unbound port would send.
  *   labtools-crr connect ADDR PORT COUNT    COUNT times: socket, connect, send 1 byte, receive 1 byte,
  *                                           close with RST (SO_LINGER 0: no TIME_WAIT, no port exhaustion);
- *                                           prints one JSON object with the latency percentiles
+ *                                           prints one JSON object with the latency percentiles and
+ *                                           every sample in measuring order ("samples_ns")
  *   labtools-crr handshake ADDR PORT COUNT  COUNT times: socket, connect, close with RST; only connect() is
  *                                           timed (SYN out, SYN-ACK back: answered by the kernel, no server
- *                                           wakeup); the JSON also holds every sample ("samples_ns")
+ *                                           wakeup); the same JSON
  *
  * The client is C so that its own cost per transaction stays in the low microseconds; the
  * harness overhead is measured against the `none` datapath (straight to the pod IP).
@@ -112,18 +113,16 @@ static int client(const char *addr, int port, long count, int handshake_only)
 		fprintf(stderr, "labtools-crr: no transaction completed\n");
 		return 1;
 	}
-	if (handshake_only) {	/* every sample, in measuring order, before sorting */
-		printf("{\"samples_ns\": [");
-		for (long i = 0; i < ok; i++)
-			printf("%s%llu", i ? ", " : "", (unsigned long long)lat[i]);
-		printf("], ");
-	}
+	printf("{\"samples_ns\": [");	/* every sample, in measuring order, before sorting */
+	for (long i = 0; i < ok; i++)
+		printf("%s%llu", i ? ", " : "", (unsigned long long)lat[i]);
+	printf("], ");
 	qsort(lat, ok, sizeof(*lat), cmp_u64);
 #define P(q) lat[(long)((q) * (ok - 1))]
-	printf("%s\"transactions\": %ld, \"failed\": %ld, \"elapsed_s\": %.6f, \"rate_per_s\": %.1f, "
+	printf("\"transactions\": %ld, \"failed\": %ld, \"elapsed_s\": %.6f, \"rate_per_s\": %.1f, "
 	       "\"mean_us\": %.3f, \"min_us\": %.3f, \"p50_us\": %.3f, \"p90_us\": %.3f, \"p99_us\": %.3f, "
 	       "\"max_us\": %.3f}\n",
-	       handshake_only ? "" : "{", ok, failed, elapsed, ok / elapsed, sum / 1e3 / ok, lat[0] / 1e3, P(0.50) / 1e3, P(0.90) / 1e3,
+	       ok, failed, elapsed, ok / elapsed, sum / 1e3 / ok, lat[0] / 1e3, P(0.50) / 1e3, P(0.90) / 1e3,
 	       P(0.99) / 1e3, lat[ok - 1] / 1e3);
 	return 0;
 }
