@@ -199,13 +199,15 @@ class Trend:
     word: str  # "grows linearly", "grows", "falls", "flat", "no significant trend"
 
 
-def trend(df: pd.DataFrame, datapath: str, metric: str, target: str, *, seed: int = 0) -> Trend:
+def trend(df: pd.DataFrame, datapath: str, metric: str, target: str, *, seed: int = 0,
+          flat_slope: float | None = None) -> Trend:  # fmt: skip
     """How `metric` at `target` changes with N for `datapath`, and what may be said of it.
 
     The verdict follows the CI, never the point estimate: *grows linearly* when the slope's CI lies above
     0 and the per-N medians fit the line (R² >= 0.9); *grows* or *falls* when the CI excludes 0 without
     that fit; *flat* when the CI of the change over the whole N range stays within ±5% of the median;
-    *no significant trend* otherwise.
+    *no significant trend* otherwise. With `flat_slope` (value units per Service), *flat* instead means
+    that the slope's whole CI lies within ±`flat_slope`: for differences, whose median may be near 0.
     """
     sub = df[(df["datapath"] == datapath) & (df["metric"] == metric) & (df["target"] == target)]
     groups = [g["value"].to_numpy(float) for _, g in sub.groupby("services")]
@@ -231,8 +233,94 @@ def trend(df: pd.DataFrame, datapath: str, metric: str, target: str, *, seed: in
         word = "grows linearly" if r2m >= LINEAR_R2 else "grows"
     elif hi < 0:
         word = "falls"
-    elif change[0] >= -FLAT_BAND and change[1] <= FLAT_BAND:
+    elif (-flat_slope <= lo <= hi <= flat_slope) if flat_slope is not None else \
+            (-FLAT_BAND <= change[0] <= change[1] <= FLAT_BAND):  # fmt: skip
         word = "flat"
     else:
         word = "no significant trend"
     return Trend(slope, lo, hi, r2m, change, min(len(g) for g in groups), word)
+
+
+# ----------------------------------------------------------------------------- where the time goes
+
+FLAT_TRANSIT = 0.01  # ns per Service: "flat" for a transit excess over none (100 ns over 10,000 Services)
+
+
+def excess(df: pd.DataFrame, metric: str, datapath: str, target: str) -> pd.DataFrame:
+    """`datapath`'s `metric` at `target` minus `none`'s (at the pod) in the same repeat and N, as rows of the
+    tidy table (metric ``<metric>_excess``): what the datapath adds, with the machine's drift over the sweep,
+    which both saw minutes apart, taken out."""
+    sub = df[df["metric"] == metric]
+    a = sub[(sub["datapath"] == datapath) & (sub["target"] == target)].set_index(["services", "repeat"])["value"]
+    b = sub[(sub["datapath"] == "none") & (sub["target"] == "pod")].set_index(["services", "repeat"])["value"]
+    d = (a - b).dropna().rename("value").reset_index()
+    return d.assign(datapath=datapath, metric=f"{metric}_excess", target=target)
+
+PARTS = ("transit", "stacks", "harness")  # of crr's p50, innermost first
+
+
+def per_point(df: pd.DataFrame, metric: str, datapath: str, target: str) -> pd.DataFrame:
+    """Median with its 95% CI per N of `metric` for `datapath` at `target` (`none`: at the pod, its only target),
+    and the repeats behind each."""
+    sub = df[(df["datapath"] == datapath) & (df["metric"] == metric)
+             & (df["target"] == ("pod" if datapath == "none" else target))]  # fmt: skip
+    rows = [{"services": n, **dict(zip(("median", "ci_lo", "ci_hi"), median_ci(g["value"]), strict=True)),
+             "repeats": len(g)} for n, g in sub.groupby("services")]  # fmt: skip
+    return pd.DataFrame(rows, columns=["services", "median", "ci_lo", "ci_hi", "repeats"])
+
+
+def decomposition(df: pd.DataFrame, target: str, services: int) -> pd.DataFrame:
+    """Where a crr transaction's p50 goes, per datapath at `target` and N = `services`, in µs:
+
+    - ``transit``: the worker's own time, request plus reply (`transit` p50s, BPF stamps);
+    - ``stacks``: handshake p50 minus transit: the client's and the pod's TCP stacks and the wires;
+    - ``harness``: crr p50 minus handshake p50: what a full transaction adds to the handshake (the server's
+      wakeup and accept, one byte each way, the close).
+
+    Each part is the median over repeats of the difference within one repeat (the three metrics of a repeat
+    were measured seconds apart), with its 95% bootstrap CI. Medians do not add exactly, so the parts are
+    reported each with its own interval rather than as shares of a total."""
+    sub = df[(df["services"] == services)]
+    rows = []
+    for d in [d for d in sub["datapath"].unique()]:
+        t = "pod" if d == "none" else target
+        s = sub[(sub["datapath"] == d) & (sub["target"] == t)].pivot_table(
+            index="repeat", columns="metric", values="value", aggfunc="first")
+        need = {"crr_p50", "handshake_p50", "transit_request_p50", "transit_reply_p50"}
+        if not need <= set(s.columns):
+            continue
+        transit_us = (s["transit_request_p50"] + s["transit_reply_p50"]) / 1e3
+        parts = {"crr": s["crr_p50"], "handshake": s["handshake_p50"], "transit": transit_us,
+                 "stacks": s["handshake_p50"] - transit_us, "harness": s["crr_p50"] - s["handshake_p50"]}  # fmt: skip
+        row = {"datapath": d, "target": t, "services": services, "repeats": len(s.dropna())}
+        for name, v in parts.items():
+            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = median_ci(v.dropna())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def probe_cost(df: pd.DataFrame) -> pd.DataFrame:
+    """The transit probe's own cost from a probe-overhead run, per datapath: each program's mean run time
+    (ns, from the kernel's BPF statistics) and the paired handshake p50 difference with the probe attached
+    and without, each the median over repeats with its 95% bootstrap CI."""
+    rows = []
+    for (d, metric), g in df[df["metric"].str.startswith("probe_")].groupby(["datapath", "metric"]):
+        med, lo, hi = median_ci(g["value"])
+        rows.append({"datapath": d, "metric": metric, "median": med, "ci_lo": lo, "ci_hi": hi, "repeats": len(g)})
+    return pd.DataFrame(rows, columns=["datapath", "metric", "median", "ci_lo", "ci_hi", "repeats"])
+
+
+FLAGS = ("crr", "handshake", "transit_request", "transit_reply")
+
+
+def flagged(df: pd.DataFrame) -> pd.DataFrame:
+    """Per datapath and sampled metric: how many samples there are, and how many were multimodal (more than
+    one mode) or drifting (`distribution.flags`, recorded with every sample)."""
+    rows = []
+    for name in FLAGS:
+        modes = df[df["metric"] == f"{name}_modes"]
+        drift = df[df["metric"] == f"{name}_drifting"]
+        for d, g in modes.groupby("datapath"):
+            rows.append({"datapath": d, "metric": name, "samples": len(g), "multimodal": int((g["value"] > 1).sum()),
+                         "drifting": int(drift[drift["datapath"] == d]["value"].sum())})  # fmt: skip
+    return pd.DataFrame(rows, columns=["datapath", "metric", "samples", "multimodal", "drifting"])

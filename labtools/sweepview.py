@@ -1,16 +1,21 @@
-"""Notebook 01's figures: the thesis' throughput figures, connection setup and new-flow rate against N.
+"""Notebook 01's figures: the thesis' throughput figures, connection setup and new-flow rate against N, the
+worker's transit time, and where a connection's setup time goes.
 
 They draw the tidy tables of `labtools.analysis`; colours and datapath order are `verdicts`'.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
 
 from labtools import analysis
 from labtools.model.plan import Plan
@@ -93,4 +98,87 @@ def udp_pps_figure(hd: pd.DataFrame, udp_targets: Sequence[str]) -> Figure:
         ax.set_ylim(bottom=0)
     axes[0, 0].legend(fontsize=8)
     fig.tight_layout()
+    return fig
+
+
+def _band(ax, s: pd.DataFrame, scale: float, **kw) -> None:
+    """Medians as a line with markers, their 95% CIs as a band."""
+    ax.plot(s["services"], s["median"] / scale, marker="o", ms=3, **kw)
+    ax.fill_between(s["services"], s["ci_lo"] / scale, s["ci_hi"] / scale, alpha=0.18, color=kw.get("color"), lw=0)
+
+
+def _log_y(ax) -> None:
+    """A log y axis labelled in plain numbers (1, 2, 5, 10, ...), without minor labels."""
+    ax.set_yscale("log")
+    ax.yaxis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+    ax.yaxis.set_minor_formatter(NullFormatter())
+
+
+def _datapath_legend(fig, datapaths: Sequence[str], extra: Sequence[Line2D] = ()) -> None:
+    handles = [Line2D([], [], color=PALETTE[d], marker="o", ms=3, label=d) for d in datapaths]
+    fig.legend(handles=[*handles, *extra], loc="lower center", ncol=len(handles) + len(extra), fontsize=8,
+               frameon=False, bbox_to_anchor=(0.5, 0))  # fmt: skip
+
+
+def transit_figure(hd: pd.DataFrame, targets: Sequence[str], probe_ns: Mapping[str, float] | None = None) -> Figure:
+    """The worker's own transit time (p50, µs, log scale) versus N per datapath: the request (uplink in ->
+    pod veth out) on top, the reply below, one column per target; medians with 95% CI bands over repeats,
+    `none` (at the pod) as the baseline in every column. `probe_ns`: the probe programs' own run time per
+    direction (`analysis.probe_cost`), drawn as a dotted line."""
+    fig, axes = plt.subplots(2, len(targets), figsize=(3.4 * len(targets) + 0.6, 5.8), squeeze=False, sharex=True)
+    for col, target in enumerate(targets):
+        for row, direction in enumerate(("request", "reply")):
+            ax = axes[row, col]
+            for d in order(hd):
+                _band(ax, analysis.per_point(hd, f"transit_{direction}_p50", d, target), 1e3, color=PALETTE[d])
+            if probe_ns and direction in probe_ns:
+                ax.axhline(probe_ns[direction] / 1e3, color="0.3", ls=":", lw=1)
+            _log_y(ax)
+            ax.set_title(f"{direction}, target {target}", fontsize=9)
+            if col == 0:
+                ax.set_ylabel("transit p50 (µs)")
+            if row == 1:
+                ax.set_xlabel("Services (N)")
+    probe = [Line2D([], [], color="0.3", ls=":", label="probe programs' own run time")] if probe_ns else []
+    _datapath_legend(fig, order(hd), probe)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
+    return fig
+
+
+def latency_figure(hd: pd.DataFrame, target: str) -> Figure:
+    """Left: crr (solid) and handshake (dashed) p50 versus N per datapath at `target`, with 95% CI bands;
+    `none`'s crr, the harness floor, as a grey band. Right: where a crr transaction's p50 goes at the
+    largest N (`analysis.decomposition`), as shares: the worker's transit, the stacks and wires, the
+    harness; the crr p50 itself at the end of each bar."""
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(9.2, 3.9), gridspec_kw={"width_ratios": [1.3, 1]})
+    for d in order(hd):
+        for metric, ls in (("crr_p50", "-"), ("handshake_p50", "--")):
+            s = analysis.per_point(hd, metric, d, target)
+            if d == "none" and metric == "crr_p50":
+                ax.fill_between(s["services"], s["ci_lo"], s["ci_hi"], color="0.85", lw=0)
+            _band(ax, s, 1.0, ls=ls, color=PALETTE[d])
+    _log_y(ax)
+    ax.set(xlabel="Services (N)", ylabel="p50 (µs)")
+    ax.set_title(f"crr (solid) and handshake (dashed), target {target}", fontsize=9)
+    nmax = int(hd["services"].max())
+    dec = analysis.decomposition(hd, target, nmax)
+    dec = dec.set_index("datapath").loc[[d for d in order(hd) if d in set(dec["datapath"])]]
+    parts = dec[list(analysis.PARTS)].clip(lower=0)
+    shares = parts.div(parts.sum(axis=1), axis=0)
+    left = np.zeros(len(dec))
+    for part, colour in zip(analysis.PARTS, ("0.15", "0.5", "0.8"), strict=True):
+        bx.barh(dec.index, shares[part], left=left, color=colour, label=part)
+        left += shares[part].to_numpy()
+    for y, total in enumerate(dec["crr"]):
+        bx.text(1.02, y, f"{total:,.0f} µs", va="center", fontsize=8)
+    bx.set_xlim(0, 1.3)
+    bx.set_xticks([0, 0.25, 0.5, 0.75, 1])
+    bx.invert_yaxis()
+    bx.set_xlabel("share of crr p50 (medians over repeats)")
+    bx.set_title(f"crr p50 at N = {nmax:,}, by part", fontsize=9)
+    bx.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.4, -0.2), ncol=3)
+    floor = Patch(color="0.85", label="harness floor (none, crr, 95% CI)")
+    _datapath_legend(fig, order(hd), [floor])
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig

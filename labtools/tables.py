@@ -112,3 +112,24 @@ def srv6_matrix(grid: pd.DataFrame) -> str:
     header = ["mode", *(tex_escape(t) for _, t in grid.columns)]
     rows = [[mode, *(_blank(v) for v in values)] for mode, values in zip(grid.index, grid.to_numpy(), strict=True)]
     return tabular(header, rows, "l" + "c" * len(grid.columns), above=[group + r" \\", rules])
+
+
+def transit_summary(tt: pd.DataFrame) -> str:
+    """The worker's transit time (``transit-summary.tex``) from `verdicts.transit_table`: per datapath, target and
+    direction, the p50 at the smallest and largest N with 95% CIs (µs), and the slope of the excess over `none`
+    in ns per Service with its CI and verdict word (`none` itself: its own slope)."""
+
+    def us(v: float, lo: float, hi: float) -> str:
+        return _with_ci(v / 1e3, lo / 1e3, hi / 1e3)
+
+    rows = []
+    for r in tt.itertuples():
+        own = r.datapath == "none"
+        slope = (r.slope_ns, r.slope_lo, r.slope_hi, r.trend) if own else \
+            (r.excess_slope_ns, r.excess_lo, r.excess_hi, r.excess_trend)  # fmt: skip
+        rows.append([r.datapath, r.target, r.direction, us(r.median_first, r.ci_lo_first, r.ci_hi_first),
+                     us(r.median_last, r.ci_lo_last, r.ci_hi_last), _with_ci(*slope[:3], ".3f"), slope[3]])  # fmt: skip
+    nmin, nmax = (f"{int(n):,}" for n in (tt.attrs.get("nmin", 0), tt.attrs.get("nmax", 0)))
+    header = ["datapath", "target", "packet", tex_escape(f"p50 at N = {nmin} (µs)"),
+              tex_escape(f"p50 at N = {nmax} (µs)"), r"ns/Service over none [95\% CI]", "trend"]  # fmt: skip
+    return tabular(header, rows, "lllrrrl")

@@ -109,10 +109,11 @@ def _nan(x: float) -> bool:
 VERB = {"flat": "is flat", "no significant trend": "shows no significant trend"}  # the others read as verbs
 
 
-def trend_phrase(t: analysis.Trend, unit_scale: float = 1e3, unit: str = "ns per Service") -> str:
+def trend_phrase(t: analysis.Trend, unit_scale: float = 1e3, unit: str = "ns per Service", digits: int = 1) -> str:
     """A trend in words that follow its CI: "grows linearly: 168.0 ns per Service (95% CI 138.9 to 206.2 ...)"."""
-    return (f"{VERB.get(t.word, t.word)}: {t.slope * unit_scale:.1f} {unit} (95% CI {t.ci_lo * unit_scale:.1f} to "
-            f"{t.ci_hi * unit_scale:.1f}, bootstrap over {t.repeats} repeats per N; R² {t.r2_medians:.2f} through "
+    f = f".{digits}f"
+    return (f"{VERB.get(t.word, t.word)}: {t.slope * unit_scale:{f}} {unit} (95% CI {t.ci_lo * unit_scale:{f}} to "
+            f"{t.ci_hi * unit_scale:{f}}, bootstrap over {t.repeats} repeats per N; R² {t.r2_medians:.2f} through "
             "the per-N medians)")  # fmt: skip
 
 
@@ -175,12 +176,24 @@ def crr_statements(hd: pd.DataFrame, table: pd.DataFrame, target: str) -> list[s
 
 
 def statements(df: pd.DataFrame, plans: Sequence[Plan]) -> list[str]:
-    """Every sentence of "What the data says": throughput per sweep, then the headline sweep's connection setup."""
+    """Every sentence of "What the data says": throughput per sweep, the headline sweep's connection setup,
+    then, when measured, the worker's transit time, where crr's time goes, the probe's own cost, and how
+    many samples were multimodal or drifting."""
     head = headline(plans)
     hd = df[df["run_id"] == head.run_id]
     crr_targets = head.targets_of("crr")
     table = summary_table(hd, crr_targets, head.metrics)
-    return throughput_statements(df, plans) + crr_statements(hd, table, crr_target(crr_targets))
+    lines = throughput_statements(df, plans) + crr_statements(hd, table, crr_target(crr_targets))
+    tp = transit_plan(plans)
+    if tp is not None:
+        td = df[df["run_id"] == tp.run_id]
+        lines += transit_statements(td, tp.targets_of("transit"))
+        if "handshake" in tp.metrics and "crr" in tp.metrics:
+            lines += latency_statements(td, crr_target(tp.targets_of("transit")))
+    probe = probe_data(df, plans)
+    if not probe.empty:
+        lines += probe_statements(probe)
+    return lines + flag_statements(df)
 
 
 def macro_name(datapath: str) -> str:
@@ -204,4 +217,154 @@ def sweep_macros(table: pd.DataFrame, nmax: int, repeats: int) -> str:
                 figures.macro(f"Trend{name}", phrase),
                 figures.macro(f"RatioNone{name}", f"{r.ratio_to_none:.2f}"),
                 figures.macro(f"PodRatioNone{name}", f"{r.pod_ratio_to_none:.2f}")]  # fmt: skip
+    return "".join(tex)
+
+
+# -- transit, handshake and the harness ----------------------------------------------------------------------
+
+
+def probe_data(df: pd.DataFrame, plans: Sequence[Plan]) -> pd.DataFrame:
+    """The records of the sweeps that measured the probe's own cost (empty when none did)."""
+    runs = [p.run_id for p in plans if "probe-overhead" in p.metrics]
+    return df[df["run_id"].isin(runs) & df["metric"].str.startswith("probe_")]
+
+
+def transit_plan(plans: Sequence[Plan]) -> Plan | None:
+    """The sweep whose transit goes to the largest N (None when no sweep measured transit)."""
+    with_transit = [p for p in plans if "transit" in p.metrics]
+    return max(with_transit, key=lambda p: max(p.counts)) if with_transit else None
+
+
+def _ci_us(v: float, lo: float, hi: float) -> str:
+    return f"{v / 1e3:.2f} µs (95% CI {lo / 1e3:.2f} to {hi / 1e3:.2f})"
+
+
+def transit_table(hd: pd.DataFrame, targets: Sequence[str]) -> pd.DataFrame:
+    """Per datapath, target and direction: the transit p50 at the smallest and largest N (ns, medians with 95%
+    CIs over repeats) and its trend in N (`analysis.trend`: slope in ns per Service with its CI and word)."""
+    lo_n, hi_n = int(hd["services"].min()), int(hd["services"].max())
+    rows = []
+    for d in order(hd):
+        for target in ["pod"] if d == "none" else targets:
+            for direction in ("request", "reply"):
+                metric = f"transit_{direction}_p50"
+                pts = analysis.per_point(hd, metric, d, target).set_index("services")
+                if pts.empty:
+                    continue
+                t = analysis.trend(hd, d, metric, target)
+                row = {"datapath": d, "target": target, "direction": direction, "repeats": t.repeats,
+                       "slope_ns": t.slope, "slope_lo": t.ci_lo, "slope_hi": t.ci_hi, "trend": t.word}  # fmt: skip
+                if d != "none" and (hd["datapath"] == "none").any():
+                    x = analysis.trend(analysis.excess(hd, metric, d, target), d, f"{metric}_excess", target,
+                                       flat_slope=analysis.FLAT_TRANSIT)  # fmt: skip
+                    row.update(excess_slope_ns=x.slope, excess_lo=x.ci_lo, excess_hi=x.ci_hi, excess_trend=x.word)
+                for tag, n in (("first", lo_n), ("last", hi_n)):
+                    for k in ("median", "ci_lo", "ci_hi"):
+                        row[f"{k}_{tag}"] = float(pts.loc[n, k]) if n in pts.index else float("nan")
+                rows.append(row)
+    out = pd.DataFrame(rows)
+    out.attrs.update(nmin=lo_n, nmax=hi_n)
+    return out
+
+
+def transit_statements(hd: pd.DataFrame, targets: Sequence[str]) -> list[str]:
+    """Per datapath and target: the worker's transit time of the request and the reply at the smallest and
+    largest N, and how it changes with N (the word follows the slope's 95% CI)."""
+    lo_n, hi_n = int(hd["services"].min()), int(hd["services"].max())
+    lines = [f"(excess over none: the datapath's value minus none's in the same repeat and N, which takes out the "
+             f"machine's drift over the sweep; it is flat when its slope's 95% CI lies within "
+             f"±{analysis.FLAT_TRANSIT} ns per Service)"]  # fmt: skip
+    for r in transit_table(hd, targets).itertuples():
+        t = analysis.trend(hd, r.datapath, f"transit_{r.direction}_p50", r.target)
+        first, last = _ci_us(r.median_first, r.ci_lo_first, r.ci_hi_first), _ci_us(r.median_last, r.ci_lo_last,
+                                                                                      r.ci_hi_last)  # fmt: skip
+        line = (f"{r.datapath} transit, {r.direction} at {r.target}: {first} at N = {lo_n:,}, {last} at "
+                f"N = {hi_n:,}; it {trend_phrase(t, unit_scale=1.0, digits=3)}")  # fmt: skip
+        if r.datapath != "none" and not _nan(getattr(r, "excess_slope_ns", float("nan"))):
+            metric = f"transit_{r.direction}_p50"
+            x = analysis.trend(analysis.excess(hd, metric, r.datapath, r.target), r.datapath, f"{metric}_excess",
+                               r.target, flat_slope=analysis.FLAT_TRANSIT)  # fmt: skip
+            line += f"; its excess over none {trend_phrase(x, unit_scale=1.0, digits=3)}"
+        lines.append(line + ".")
+    return lines
+
+
+def latency_statements(hd: pd.DataFrame, target: str) -> list[str]:
+    """Where a crr transaction's p50 goes at the largest N, per datapath (`analysis.decomposition`)."""
+    nmax = int(hd["services"].max())
+    lines = []
+    for r in analysis.decomposition(hd, target, nmax).itertuples():
+        parts = "; ".join(f"{name} {getattr(r, name):.1f} µs (95% CI {getattr(r, name + '_lo'):.1f} to "
+                          f"{getattr(r, name + '_hi'):.1f})" for name in ("transit", "stacks", "harness"))  # fmt: skip
+        lines.append(f"{r.datapath} at {r.target}, N = {nmax:,}: crr p50 {r.crr:.1f} µs, handshake "
+                     f"{r.handshake:.1f} µs; of the crr: {parts} ({r.repeats} repeats, differences within each "
+                     "repeat).")  # fmt: skip
+    return lines
+
+
+def probe_run_ns(probe: pd.DataFrame) -> dict[str, float]:
+    """The probe programs' run time per direction (entry plus exit stamp, ns; medians over all datapaths)."""
+    m = probe[probe["metric"].str.endswith("_run")].groupby("metric")["value"].median()
+    return {d: float(m[f"probe_in_{d}_run"] + m[f"probe_out_{d}_run"]) for d in ("request", "reply")
+            if f"probe_in_{d}_run" in m and f"probe_out_{d}_run" in m}  # fmt: skip
+
+
+def probe_statements(probe: pd.DataFrame) -> list[str]:
+    """What the transit probe costs: its programs' run time per direction, and the handshake with it attached
+    minus without (paired; the word "no significant difference" only when the CI includes 0)."""
+    lines = []
+    cost = analysis.probe_cost(probe)
+    for d, g in cost.groupby("datapath"):
+        g = g.set_index("metric")
+        runs = ", ".join(f"{m.removeprefix('probe_').removesuffix('_run')} {g.loc[m, 'median']:.0f} ns "
+                         f"[{g.loc[m, 'ci_lo']:.0f}, {g.loc[m, 'ci_hi']:.0f}]"
+                         for m in g.index if m.endswith("_run"))  # fmt: skip
+        line = (f"probe under {d}: mean run time per program run {runs} (kernel BPF statistics; 95% CIs over "
+                f"{int(g['repeats'].min())} repeats)")  # fmt: skip
+        if "probe_handshake_delta" in g.index:
+            h = g.loc["probe_handshake_delta"]
+            word = ("no significant difference" if h["ci_lo"] <= 0 <= h["ci_hi"]
+                    else "slower with the probe" if h["ci_lo"] > 0 else "faster with the probe")  # fmt: skip
+            line += (f"; handshake p50 with the probe minus without: {h['median'] / 1e3:+.2f} µs (95% CI "
+                     f"{h['ci_lo'] / 1e3:+.2f} to {h['ci_hi'] / 1e3:+.2f}): {word}")  # fmt: skip
+        lines.append(line + ".")
+    return lines
+
+
+def flag_statements(df: pd.DataFrame) -> list[str]:
+    """How many samples were multimodal or drifting (`analysis.flagged`), per sampled metric."""
+    f = analysis.flagged(df)
+    lines = []
+    for metric, g in f.groupby("metric", sort=False):
+        n, mm, dr = int(g["samples"].sum()), int(g["multimodal"].sum()), int(g["drifting"].sum())
+        worst = g.loc[(g["multimodal"] / g["samples"]).idxmax()]
+        lines.append(f"{metric}: {mm} of {n} samples multimodal ({mm / n:.0%}; most under {worst['datapath']}, "
+                     f"{int(worst['multimodal'])} of {int(worst['samples'])}), {dr} drifting.")  # fmt: skip
+    return lines
+
+
+def transit_macros(tt: pd.DataFrame, dec: pd.DataFrame, probe_ns: dict[str, float], target: str) -> str:
+    """The transit numbers the text quotes (``transit-macros.tex``): per datapath the request's transit at the
+    largest N at `target` (``\\TransitMax<Datapath>``, µs with CI) and its trend phrase
+    (``\\TransitTrend<Datapath>``), the harness part of crr under `none`, and the probe's own run time."""
+    tex = []
+    for r in tt[(tt["direction"] == "request") & (tt["target"].isin([target, "pod"]))].itertuples():
+        if r.datapath != "none" and r.target != target:
+            continue
+        name = macro_name(r.datapath)
+        ci = f"95\\% CI {r.ci_lo_last / 1e3:.2f} to {r.ci_hi_last / 1e3:.2f}"
+        tex.append(figures.macro(f"TransitMax{name}", f"{r.median_last / 1e3:.2f}~µs ({ci})"))
+        if r.datapath == "none":
+            slope, word = f"{r.slope_ns:.3f}~ns per Service, 95\\% CI {r.slope_lo:.3f} to {r.slope_hi:.3f}", r.trend
+        else:  # what the datapath adds over none, paired within each repeat
+            slope = f"{r.excess_slope_ns:.3f}~ns per Service, 95\\% CI {r.excess_lo:.3f} to {r.excess_hi:.3f}"
+            word = r.excess_trend
+        tex.append(figures.macro(f"TransitTrend{name}", f"{VERB.get(word, word)} ({slope})"))
+    for r in dec.itertuples():
+        name = macro_name(r.datapath)
+        for part in ("harness", "stacks", "transit"):
+            v, lo, hi = getattr(r, part), getattr(r, f"{part}_lo"), getattr(r, f"{part}_hi")
+            tex.append(figures.macro(f"Part{part.capitalize()}{name}", f"{v:.1f}~µs (95\\% CI {lo:.1f} to {hi:.1f})"))
+    for d, ns in probe_ns.items():
+        tex.append(figures.macro(f"ProbeRun{d.capitalize()}", f"{ns:.0f}"))
     return "".join(tex)

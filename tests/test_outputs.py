@@ -109,10 +109,11 @@ def _plan(**kw) -> Plan:
 
 
 def test_which_sweep_and_target(sweep_plans):
-    s1, s2 = sweep_plans
+    s1, s2, probe = sweep_plans
+    assert probe.metrics == ["probe-overhead"] and verdicts.transit_plan(sweep_plans) is s2
     assert verdicts.headline(sweep_plans) is s2  # crr up to 10,000 beats crr up to 1,000
     assert verdicts.throughput_plans(sweep_plans) == [s1, s2]
-    assert [verdicts.scenario_target(p) for p in sweep_plans] == ["first", "last"]
+    assert [verdicts.scenario_target(p) for p in sweep_plans[:2]] == ["first", "last"]
     assert verdicts.crr_target(["last", "pod"]) == "last"
     assert verdicts.crr_target(["first", "pod"]) == "first"
     with pytest.raises(ValueError, match="crr"):
