@@ -140,7 +140,7 @@ lint: python-env
 
 # The suite, then nbval on the notebooks that read committed data (their outputs are the reference;
 # generated files go to a scratch folder so that paper/ is not touched).
-NBVAL_NOTEBOOKS = $(wildcard notebooks/01-*.ipynb notebooks/02-*.ipynb)
+NBVAL_NOTEBOOKS = $(wildcard notebooks/01-*.ipynb notebooks/02-*.ipynb notebooks/03-*.ipynb)
 test: setup tex-deps browser-deps
 	$(BIN)/pytest
 	scratch=$$(mktemp -d) && trap 'rm -rf $$scratch' EXIT && \

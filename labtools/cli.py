@@ -5,6 +5,7 @@ commands:
   services apply|manifests|bench
                             N Kubernetes Services into a datapath; YAML for a cluster; programming time
   measure                   one metric through the programmed datapath (a recorded run)
+  udp-check                 the thesis' UDP observation: UDP to a TCP-only Service, per datapath and release
   sweep                     datapaths x counts x metrics x targets x repeats, resumable
   srv6 up|down|status|matrix
                             the thesis' SRv6 L3VPN, and which way through it reaches what
@@ -211,6 +212,27 @@ def cmd_measure(args: argparse.Namespace) -> int:
           f"run {rec.run_id} in {rec.dir}")  # fmt: skip
     cols = ["datapath", "services", "target", "metric", "repeat", "value", "unit"]
     print(_table([[_fmt(r[c]) for c in cols] for r in rows], cols))
+    return 0
+
+
+def cmd_udp_check(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from labtools.experiments import udpcheck
+    from labtools.lab import Lab
+
+    lab = Lab(args.inventory, args.prefix)
+    _needs_root(lab, "udp-check")
+    if lab.backend == "netns" and not lab.is_up():
+        raise LabError(f"the lab {lab.prefix} is down: run `labtools lab up{lab.hint}` first")
+    run_id = args.run_id or f"udp-check-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"
+    csv = udpcheck.run(lab, run_id, repeats=args.repeats, packets=args.packets,
+                       root=Path(args.out) if args.out else None)  # fmt: skip
+    df = pd.read_csv(csv)
+    g = df.groupby(["datapath", "release"], sort=False)["value"].agg(["median", "min", "max", "size"]).reset_index()
+    print(f"UDP to the NodePort of a TCP-only Service: share of datagrams that reached the pod; run {run_id}")
+    cols = ["datapath", "release", "median", "min", "max", "size"]
+    print(_table([[_fmt(r[c]) for c in cols] for _, r in g.iterrows()], cols))
     return 0
 
 
@@ -557,6 +579,15 @@ def build_parser() -> argparse.ArgumentParser:
     me.add_argument("--json", action="store_true", help="print the records as a JSON list")
     _lab_options(me)
     me.set_defaults(func=cmd_measure)
+
+    uc = sub.add_parser("udp-check", help="the thesis' UDP observation: UDP to a TCP-only Service's NodePort",
+                        formatter_class=defaults)  # fmt: skip
+    uc.add_argument("--repeats", "-r", type=positive_int, default=3)
+    uc.add_argument("--packets", type=positive_int, default=2000, help="datagrams per sample")
+    uc.add_argument("--run-id", help="the run under data/raw/ (default: udp-check-<UTC time>)")
+    uc.add_argument("--out", "-o", help="a data folder instead of data/ (the run goes to OUT/raw/RUN-ID)")
+    _lab_options(uc)
+    uc.set_defaults(func=cmd_udp_check)
 
     sw = sub.add_parser("sweep", help="datapaths x counts x metrics x targets x repeats, resumable",
                         formatter_class=defaults)  # fmt: skip

@@ -26,8 +26,8 @@ from labtools.errors import LabError
 from labtools.model.plan import load_profile
 
 # Notebooks in order; those that can read a committed run instead of measuring take `measure`/`run_id`.
-ORDER = ("00-lab-setup", "01-scale-sweep", "02-srv6-captures")
-LOADS_DATA = ("01-scale-sweep", "02-srv6-captures")
+ORDER = ("00-lab-setup", "01-scale-sweep", "02-srv6-captures", "03-claims")
+LOADS_DATA = ("01-scale-sweep", "02-srv6-captures", "03-claims")
 
 
 def _execute(name: str, out: Path, parameters: dict) -> Path:
@@ -53,8 +53,10 @@ def _execute(name: str, out: Path, parameters: dict) -> Path:
     watcher.start()
     os.environ["LABTOOLS_PROGRESS"] = str(log)  # the kernel inherits it
     try:
+        # The kernel's own startup warnings (it talks to papermill over local TCP) are not the user's business.
         pm.execute_notebook(str(src), str(out), parameters=parameters, cwd=str(paths.notebooks_dir()),
-                            kernel_name="python3", progress_bar=False)  # fmt: skip
+                            kernel_name="python3", progress_bar=False,
+                            extra_arguments=["--IPKernelApp.log_level=ERROR"])  # fmt: skip
     except pm.PapermillExecutionError as e:
         raise LabError(f"{name} failed in cell {e.exec_count} ({e.ename}: {e.evalue}); the executed notebook "
                        f"with the error is {out}") from None  # fmt: skip

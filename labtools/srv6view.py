@@ -16,17 +16,21 @@ from pathlib import Path
 import matplotlib.pyplot as plt
 import pandas as pd
 from matplotlib.figure import Figure
-from matplotlib.patches import FancyBboxPatch
+from matplotlib.patches import FancyBboxPatch, Patch
 
-from labtools import dissect, figures
+from labtools import dissect, figstyle, figures
 from labtools.paper import tex_escape
 from labtools.verdicts import macro_name
+
+figstyle.apply()
 
 # The capture points along the path, client to pod (as `labtools.lab.capture.POINTS`, which this layer may not
 # import; tests/test_outputs.py checks they agree).
 POINTS = ("client", "router-client", "router-cluster", "worker", "pod")
 TUNNEL = ("router-cluster", "worker")  # the points between the SRv6 ends, where the packet is encapsulated
 ECHO_REQUEST, ECHO_REPLY = 128, 129  # ICMPv6 types
+# An ingress mode that is a seg6local behaviour, as RFC 8986 names it (the others are labtools' own modes).
+BEHAVIOURS = {"end-dt6": "End.DT6"}
 
 # -- the captures ------------------------------------------------------------------------------------------------
 
@@ -60,9 +64,11 @@ def capture_overview(D: pd.DataFrame) -> pd.DataFrame:
                                                 max_depth=("depth", "max"))  # fmt: skip
 
 
-def header_rows(D: pd.DataFrame, scenario: str, icmp_type: int, points: Sequence[str] = POINTS) -> pd.DataFrame:
+def header_rows(D: pd.DataFrame, scenario: str, icmp_type: int, points: Sequence[str] | None = None) -> pd.DataFrame:
     """The first frame at each point whose innermost ICMPv6 type is `icmp_type` (not one quoted in an error),
-    one row per IPv6 / SRH header layer, points in path order."""
+    one row per IPv6 / SRH header layer, points in path order: client to pod for a request, pod to client
+    for a reply (`points` overrides)."""
+    points = points or (POINTS[::-1] if icmp_type == ECHO_REPLY else POINTS)
     sub = D[D["scenario"] == scenario]
     out = []
     for point in points:
@@ -139,11 +145,11 @@ def _short(addr: object) -> str:  # the common documentation prefix makes the bo
 
 def _label(r) -> str:
     if r.kind == "ipv6":
-        return f"IPv6\n{_short(r.src)}\n→ {_short(r.dst)}\nhlim {r.hlim} · plen {r.plen} · nh {r.nh}"
+        return f"IPv6\n{_short(r.src)}\n→ {_short(r.dst)}\nhlim {r.hlim} · plen {r.plen}\nnh {r.nh}"
     if r.kind == "srh":
-        return f"SRH\nsegments [{r.segments}]\nleft {r.segleft} · nh {r.nh}"
-    if r.kind == "l4":
-        return {ECHO_REQUEST: "ICMPv6 echo request", ECHO_REPLY: "ICMPv6 echo reply"}.get(r.icmp_type, str(r.proto))
+        return f"SRH\nsegments\n[{r.segments}]\nleft {r.segleft} · nh {r.nh}"
+    if r.kind == "l4":  # two lines: five boxes share the text width
+        return {ECHO_REQUEST: "ICMPv6\necho request", ECHO_REPLY: "ICMPv6\necho reply"}.get(r.icmp_type, str(r.proto))
     return r.kind
 
 
@@ -161,17 +167,18 @@ def packet_walk(D: pd.DataFrame, points: Sequence[str] | None = None, scenario: 
     for point in points:
         at = runs[runs["point"] == point]
         stacks[point] = at[at["frame"] == sub[sub["point"] == point]["frame"].iloc[0]]
-    H, W = 1.25, 2.3  # box pitch
+    H, W = 1.5, 2.3  # box pitch
     tallest = max(len(v) for v in stacks.values())
-    fig, ax = plt.subplots(figsize=(8.5, 0.8 + 0.8 * tallest))
+    fig, ax = plt.subplots(figsize=(figstyle.TEXT_WIDTH, 0.6 + 0.8 * tallest))
     for x, point in enumerate(points):
         layers = stacks[point]
         for y, r in enumerate(layers.itertuples()):
             bottom = (len(layers) - y) * H
             ax.add_patch(FancyBboxPatch((x * W, bottom), W - 0.15, H - 0.12, boxstyle="round,pad=0.02",
                                         fc=COLORS.get(r.kind, "0.9"), ec="0.3"))  # fmt: skip
-            ax.text(x * W + (W - 0.15) / 2, bottom + (H - 0.12) / 2, _label(r), ha="center", va="center", fontsize=6.5)
-        ax.text(x * W + (W - 0.15) / 2, 0.6 * H, point, ha="center", va="center", fontsize=9, weight="bold")
+            ax.text(x * W + (W - 0.15) / 2, bottom + (H - 0.12) / 2, _label(r), ha="center", va="center",
+                    fontsize=figstyle.MIN_POINTS, fontstretch="condensed")  # fmt: skip
+        ax.text(x * W + (W - 0.15) / 2, 0.6 * H, point, ha="center", va="center", fontsize=8, weight="bold")
     ax.set_xlim(-0.1, len(points) * W)
     ax.set_ylim(0.3 * H, (tallest + 1.1) * H)
     ax.axis("off")
@@ -220,16 +227,34 @@ def crr_summary(R: pd.DataFrame) -> pd.DataFrame:
     return p50.groupby(["mode", "datapath", "target"])["value"].agg(["median", "min", "max", "size"])
 
 
+MODE_COLOURS = ["0.6", "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink"]
+
+
 def crr_figure(p50: pd.DataFrame) -> Figure:
-    """`crr_summary` as horizontal bars (median, min-max), grey for the plain path (`none`)."""
+    """`crr_summary` as grouped horizontal bars (median, min-max over repeats): a panel per target, a group per
+    datapath, a bar per ingress mode with the plain path (`none`, grey) first, and a legend of the modes."""
     g = p50.reset_index()
-    fig, ax = plt.subplots(figsize=(7, 0.5 + 0.28 * len(g)))
-    labels = [f"{r.mode} · {r.datapath} · {r.target}" for r in g.itertuples()]
-    ax.barh(range(len(g)), g["median"], xerr=[g["median"] - g["min"], g["max"] - g["median"]], capsize=2,
-            color=["0.6" if m == "none" else "tab:blue" for m in g["mode"]])  # fmt: skip
-    ax.set_yticks(range(len(g)), labels, fontsize=8)
-    ax.invert_yaxis()
-    ax.set_xlabel("connection setup p50 (µs)")
+    modes = ["none", *sorted(m for m in g["mode"].unique() if m != "none")]
+    targets = [t for t in ("pod", "nodeport") if t in set(g["target"])] + sorted(set(g["target"]) - {"pod", "nodeport"})
+    dps = [d for d in ("iptables", "iptables-legacy", "nftables", "ebpf") if d in set(g["datapath"])]
+    colours = dict(zip(modes, MODE_COLOURS, strict=False))
+    fig, axes = plt.subplots(1, len(targets), figsize=(figstyle.TEXT_WIDTH, 0.9 + 0.16 * len(modes) * len(dps)),
+                             sharex=True, squeeze=False)  # fmt: skip
+    h = 0.8 / len(modes)
+    for ax, target in zip(axes[0], targets, strict=True):
+        for i, mode in enumerate(modes):
+            sub = g[(g["target"] == target) & (g["mode"] == mode)].set_index("datapath").reindex(dps)
+            y = [k + i * h for k in range(len(dps))]
+            ax.barh(y, sub["median"], height=h * 0.9, color=colours[mode], label=mode,
+                    xerr=[sub["median"] - sub["min"], sub["max"] - sub["median"]], capsize=1.5,
+                    error_kw={"lw": 0.6})  # fmt: skip
+        ax.set_yticks([k + (len(modes) - 1) * h / 2 for k in range(len(dps))], dps)
+        ax.invert_yaxis()
+        ax.set(title=f"target {target}", xlabel="connection setup p50 (µs)")
+    handles = [Patch(color=colours[m], label=m) for m in modes]
+    fig.legend(handles=handles, loc="lower center", ncol=len(modes), frameon=False, title="ingress mode",
+               handlelength=1.2)  # fmt: skip
+    fig.tight_layout(rect=(0, 0.11, 1, 1))
     return fig
 
 

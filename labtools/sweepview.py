@@ -15,50 +15,71 @@ import seaborn as sns
 from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
-from matplotlib.ticker import FormatStrFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FormatStrFormatter, FuncFormatter, LogLocator, NullFormatter
 
-from labtools import analysis
+from labtools import analysis, figstyle
 from labtools.model.plan import Plan
-from labtools.verdicts import PALETTE, order, scenario_target, throughput_plans
+from labtools.verdicts import PALETTE, order, scenario_name, scenario_target, throughput_plans
+
+figstyle.apply()
+WIDE = figstyle.TEXT_WIDTH
 
 
-def _errorbar(ax, s: pd.DataFrame, scale: float = 1.0, **kw) -> None:
+def _xaxis(ax, counts: Sequence[int]):
+    """Where each N goes on the x axis: at its value, or, when the Ns are few and uneven (the quick profile's
+    1, 1,000, 3,000), at evenly spaced positions labelled with N, so that small N are not squeezed together."""
+    counts = sorted(set(int(c) for c in counts))
+    steps = np.diff(counts)
+    if len(counts) <= 4 and len(steps) and steps.max() > 2 * steps.min():
+        pos = {n: i for i, n in enumerate(counts)}
+        ax.set_xticks(range(len(counts)), [f"{n:,}" for n in counts])
+        ax.set_xlim(-0.3, len(counts) - 0.7)
+        return lambda ns: [pos[int(n)] for n in ns]
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+    return lambda ns: list(ns)
+
+
+def _errorbar(ax, s: pd.DataFrame, x, scale: float = 1.0, **kw) -> None:
     """Medians with the interquartile range as the bar."""
     below, above = (s["median"] - s["q1"]) / scale, (s["q3"] - s["median"]) / scale
-    ax.errorbar(s["services"], s["median"] / scale, yerr=[below, above], **kw)
+    ax.errorbar(x(s["services"]), s["median"] / scale, yerr=[below, above], **kw)
 
 
 def throughput_ratio_figure(df: pd.DataFrame, plans: Sequence[Plan]) -> Figure:
     """Thesis Figs. 33 and 36: eBPF / iptables (and / iptables-legacy) throughput per N, one panel per
     throughput sweep; each point the median over repeats of the ratio within one repeat, the bar the IQR."""
     thr = throughput_plans(plans)
-    fig, axes = plt.subplots(1, len(thr), figsize=(5.2 * len(thr), 3.4), squeeze=False)
+    fig, axes = plt.subplots(1, len(thr), figsize=(WIDE, 2.6), squeeze=False)
     for ax, plan in zip(axes[0], thr, strict=True):
         sub = df[df["run_id"] == plan.run_id]
+        x = _xaxis(ax, plan.counts)
         for den in [d for d in ("iptables", "iptables-legacy") if d in plan.datapaths]:
             r = analysis.paired_ratio(sub, "throughput", scenario_target(plan), "ebpf", den)
-            _errorbar(ax, r, marker="o", capsize=3, label=f"ebpf / {den}", color=PALETTE[den])
+            _errorbar(ax, r, x, marker="o", ms=3, capsize=2, label=f"ebpf / {den}", color=PALETTE[den])
         ax.axhline(1, color="0.6", lw=0.8)
-        ax.set(title=f"{plan.run_id}: target {scenario_target(plan)}", xlabel="Services (N)",
-               ylabel="throughput ratio (median, IQR)")  # fmt: skip
-        ax.legend(fontsize=8)
+        ax.set(title=f"{scenario_name(plan)}: target {scenario_target(plan)}", xlabel="Services (N)")
+    axes[0, 0].set_ylabel("throughput ratio (median, IQR)")
+    axes[0, 0].legend(frameon=False)
     fig.tight_layout()
     return fig
 
 
 def throughput_box_figure(df: pd.DataFrame, plans: Sequence[Plan]) -> Figure:
-    """Thesis Figs. 34/35 and 38/39: box plots of throughput over repeats per N and datapath, per sweep."""
+    """Thesis Figs. 34/35 and 38/39: box plots of throughput over repeats per N and datapath, per sweep; the
+    axis starts at 0, so that a few per cent look like a few per cent."""
     thr = throughput_plans(plans)
     hue_order = [d for d in order(df) if d != "none"]
-    fig, axes = plt.subplots(len(thr), 1, figsize=(10, 3.2 * len(thr)), squeeze=False)
+    fig, axes = plt.subplots(len(thr), 1, figsize=(WIDE, 2.3 * len(thr) + 0.4), squeeze=False)
     for ax, plan in zip(axes[:, 0], thr, strict=True):
         sub = df[(df["run_id"] == plan.run_id) & (df["metric"] == "throughput") & (df["datapath"] != "none")]
         sns.boxplot(data=sub, x="services", y="value", hue="datapath", hue_order=hue_order, palette=PALETTE, ax=ax,
-                    fliersize=2, linewidth=0.8)  # fmt: skip
-        ax.set(title=f"{plan.run_id}: iperf3 TCP to target {scenario_target(plan)}", xlabel="Services (N)",
+                    fliersize=1.5, linewidth=0.6, legend=False)  # fmt: skip
+        ax.set_xticks(ax.get_xticks(), [f"{int(t.get_text()):,}" for t in ax.get_xticklabels()])
+        ax.set_ylim(bottom=0)
+        ax.set(title=f"{scenario_name(plan)}: iperf3 TCP to target {scenario_target(plan)}", xlabel="Services (N)",
                ylabel="Gbit/s")  # fmt: skip
-        ax.legend(fontsize=8, ncol=4)
-    fig.tight_layout()
+    _datapath_legend(fig, hue_order, marker=None)
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
 
@@ -71,40 +92,46 @@ def crr_figure(hd: pd.DataFrame, crr_targets: Sequence[str]) -> Figure:
     """Connection-setup latency (p50 top, p99 bottom, log scale) versus N per datapath, one column per target,
     with `none` as the baseline; median and IQR over repeats."""
     S = analysis.summary(hd)
-    fig, axes = plt.subplots(2, len(crr_targets), figsize=(5.2 * len(crr_targets), 6.4), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(2, len(crr_targets), figsize=(WIDE, 4.6), squeeze=False, sharex=True)
     for col, target in enumerate(crr_targets):
         for row, metric in enumerate(("crr_p50", "crr_p99")):
             ax = axes[row, col]
+            x = _xaxis(ax, hd["services"].unique())
             for d in order(hd):
-                _errorbar(ax, _series(S, d, metric, target), marker="o", ms=3, capsize=2, label=d, color=PALETTE[d])
-            ax.set_yscale("log")
-            ax.set(title=f"{metric.replace('crr_', '')} connection setup, target {target}", ylabel="µs")
+                _errorbar(ax, _series(S, d, metric, target), x, marker="o", ms=2.5, capsize=1.5, color=PALETTE[d],
+                          label=d)  # fmt: skip
+            _log_y(ax)
+            ax.set_title(f"{metric.replace('crr_', '')} connection setup, target {target}")
+            if col == 0:
+                ax.set_ylabel("µs")
             if row == 1:
                 ax.set_xlabel("Services (N)")
-    axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
+    _datapath_legend(fig, order(hd))
+    fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
 
 def udp_pps_figure(hd: pd.DataFrame, udp_targets: Sequence[str]) -> Figure:
-    """Packets per second of new UDP flows (thousands) versus N per datapath, one panel per target."""
+    """Packets per second of new UDP flows (thousands) versus N per datapath, one panel per target; from 0."""
     S = analysis.summary(hd)
-    fig, axes = plt.subplots(1, len(udp_targets), figsize=(5.2 * len(udp_targets), 3.4), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, len(udp_targets), figsize=(WIDE, 2.6), squeeze=False, sharey=True)
     for ax, target in zip(axes[0], udp_targets, strict=True):
+        x = _xaxis(ax, hd["services"].unique())
         for d in order(hd):
-            _errorbar(ax, _series(S, d, "udp_pps", target), scale=1e3, marker="o", ms=3, capsize=2, label=d,
-                      color=PALETTE[d])  # fmt: skip
-        ax.set(title=f"new UDP flows, target {target}", xlabel="Services (N)", ylabel="thousand packets/s")
+            _errorbar(ax, _series(S, d, "udp_pps", target), x, scale=1e3, marker="o", ms=2.5, capsize=1.5,
+                      color=PALETTE[d], label=d)  # fmt: skip
+        ax.set(title=f"new UDP flows, target {target}", xlabel="Services (N)")
         ax.set_ylim(bottom=0)
-    axes[0, 0].legend(fontsize=8)
-    fig.tight_layout()
+    axes[0, 0].set_ylabel("thousand packets/s")
+    _datapath_legend(fig, order(hd))
+    fig.tight_layout(rect=(0, 0.07, 1, 1))
     return fig
 
 
-def _band(ax, s: pd.DataFrame, scale: float, **kw) -> None:
+def _band(ax, s: pd.DataFrame, x, scale: float, **kw) -> None:
     """Medians as a line with markers, their 95% CIs as a band."""
-    ax.plot(s["services"], s["median"] / scale, marker="o", ms=3, **kw)
-    ax.fill_between(s["services"], s["ci_lo"] / scale, s["ci_hi"] / scale, alpha=0.18, color=kw.get("color"), lw=0)
+    ax.plot(x(s["services"]), s["median"] / scale, marker="o", ms=2.5, **kw)
+    ax.fill_between(x(s["services"]), s["ci_lo"] / scale, s["ci_hi"] / scale, alpha=0.18, color=kw.get("color"), lw=0)
 
 
 def _log_y(ax) -> None:
@@ -115,10 +142,13 @@ def _log_y(ax) -> None:
     ax.yaxis.set_minor_formatter(NullFormatter())
 
 
-def _datapath_legend(fig, datapaths: Sequence[str], extra: Sequence[Line2D] = ()) -> None:
-    handles = [Line2D([], [], color=PALETTE[d], marker="o", ms=3, label=d) for d in datapaths]
-    fig.legend(handles=[*handles, *extra], loc="lower center", ncol=len(handles) + len(extra), fontsize=8,
-               frameon=False, bbox_to_anchor=(0.5, 0))  # fmt: skip
+def _datapath_legend(fig, datapaths: Sequence[str], extra: Sequence[Line2D | Patch] = (),
+                     marker: str | None = "o") -> None:  # fmt: skip
+    """One legend for all panels, below them: a colour per datapath (and `extra` entries)."""
+    handles = [Line2D([], [], color=PALETTE[d], marker=marker, ms=3, lw=1.5 if marker else 6, label=d)
+               for d in datapaths]  # fmt: skip
+    fig.legend(handles=[*handles, *extra], loc="lower center", ncol=len(handles) + len(extra), frameon=False,
+               bbox_to_anchor=(0.5, 0), handlelength=1.6, columnspacing=1.2)  # fmt: skip
 
 
 def transit_figure(hd: pd.DataFrame, targets: Sequence[str], probe_ns: Mapping[str, float] | None = None) -> Figure:
@@ -126,16 +156,18 @@ def transit_figure(hd: pd.DataFrame, targets: Sequence[str], probe_ns: Mapping[s
     pod veth out) on top, the reply below, one column per target; medians with 95% CI bands over repeats,
     `none` (at the pod) as the baseline in every column. `probe_ns`: the probe programs' own run time per
     direction (`analysis.probe_cost`), drawn as a dotted line."""
-    fig, axes = plt.subplots(2, len(targets), figsize=(3.4 * len(targets) + 0.6, 5.8), squeeze=False, sharex=True)
+    fig, axes = plt.subplots(2, len(targets), figsize=(WIDE, 4.8), squeeze=False, sharex=True)
     for col, target in enumerate(targets):
         for row, direction in enumerate(("request", "reply")):
             ax = axes[row, col]
+            x = _xaxis(ax, hd["services"].unique())
             for d in order(hd):
-                _band(ax, analysis.per_point(hd, f"transit_{direction}_p50", d, target), 1e3, color=PALETTE[d])
+                _band(ax, analysis.per_point(hd, f"transit_{direction}_p50", d, target), x, 1e3, color=PALETTE[d],
+                      label=d)  # fmt: skip
             if probe_ns and direction in probe_ns:
                 ax.axhline(probe_ns[direction] / 1e3, color="0.3", ls=":", lw=1)
             _log_y(ax)
-            ax.set_title(f"{direction}, target {target}", fontsize=9)
+            ax.set_title(f"{direction}, target {target}")
             if col == 0:
                 ax.set_ylabel("transit p50 (µs)")
             if row == 1:
@@ -151,16 +183,17 @@ def latency_figure(hd: pd.DataFrame, target: str) -> Figure:
     `none`'s crr, the harness floor, as a grey band. Right: where a crr transaction's p50 goes at the
     largest N (`analysis.decomposition`), as shares: the worker's transit, the stacks and wires, the
     harness; the crr p50 itself at the end of each bar."""
-    fig, (ax, bx) = plt.subplots(1, 2, figsize=(9.2, 3.9), gridspec_kw={"width_ratios": [1.3, 1]})
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(WIDE, 3.0), gridspec_kw={"width_ratios": [1.15, 1]})
+    x = _xaxis(ax, hd["services"].unique())
     for d in order(hd):
         for metric, ls in (("crr_p50", "-"), ("handshake_p50", "--")):
             s = analysis.per_point(hd, metric, d, target)
             if d == "none" and metric == "crr_p50":
-                ax.fill_between(s["services"], s["ci_lo"], s["ci_hi"], color="0.85", lw=0)
-            _band(ax, s, 1.0, ls=ls, color=PALETTE[d])
+                ax.fill_between(x(s["services"]), s["ci_lo"], s["ci_hi"], color="0.85", lw=0)
+            _band(ax, s, x, 1.0, ls=ls, color=PALETTE[d], label=f"{d} {metric.split('_')[0]}")
     _log_y(ax)
     ax.set(xlabel="Services (N)", ylabel="p50 (µs)")
-    ax.set_title(f"crr (solid) and handshake (dashed), target {target}", fontsize=9)
+    ax.set_title(f"crr (solid), handshake (dashed); target {target}")
     nmax = int(hd["services"].max())
     dec = analysis.decomposition(hd, target, nmax)
     dec = dec.set_index("datapath").loc[[d for d in order(hd) if d in set(dec["datapath"])]]
@@ -171,14 +204,14 @@ def latency_figure(hd: pd.DataFrame, target: str) -> Figure:
         bx.barh(dec.index, shares[part], left=left, color=colour, label=part)
         left += shares[part].to_numpy()
     for y, total in enumerate(dec["crr"]):
-        bx.text(1.02, y, f"{total:,.0f} µs", va="center", fontsize=8)
-    bx.set_xlim(0, 1.3)
+        bx.text(1.02, y, f"{total:,.0f} µs", va="center")
+    bx.set_xlim(0, 1.32)
     bx.set_xticks([0, 0.25, 0.5, 0.75, 1])
     bx.invert_yaxis()
     bx.set_xlabel("share of crr p50 (medians over repeats)")
-    bx.set_title(f"crr p50 at N = {nmax:,}, by part", fontsize=9)
-    bx.legend(fontsize=7, frameon=False, loc="upper center", bbox_to_anchor=(0.4, -0.2), ncol=3)
-    floor = Patch(color="0.85", label="harness floor (none, crr, 95% CI)")
+    bx.set_title(f"crr p50 at N = {nmax:,}, by part")
+    bx.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.45, -0.2), ncol=3, handlelength=1.2)
+    floor = Patch(color="0.85", label="harness floor (none crr, 95% CI)")
     _datapath_legend(fig, order(hd), [floor])
-    fig.tight_layout(rect=(0, 0.07, 1, 1))
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig

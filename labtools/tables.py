@@ -4,12 +4,15 @@
 - `sweep_summary`: notebook 01's summary table (slope per Service, R², ratios to `none`);
 - `srv6_headers`: notebook 02's IPv6/SRH header fields at each capture point (`srv6view.header_rows`);
 - `thesis_comparison`: notebook 02's field-by-field comparison with the thesis (`srv6view.compare_with_thesis`);
-- `srv6_matrix`: notebook 02's reachability matrix, ingress mode x datapath and target (`srv6view.reachability_grid`).
+- `srv6_matrix`: notebook 02's reachability matrix, ingress mode by datapath and target (`srv6view.reachability_grid`),
+  and `srv6_matrix_notes`, why each cell is what it is;
+- `transit_summary`: notebook 01's transit table.
 """
 
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 
 import pandas as pd
@@ -114,6 +117,14 @@ def srv6_matrix(grid: pd.DataFrame) -> str:
     return tabular(header, rows, "l" + "c" * len(grid.columns), above=[group + r" \\", rules])
 
 
+def srv6_matrix_notes(M: pd.DataFrame) -> str:
+    """Why each cell of the reachability matrix is what it is (``srv6-matrix-notes.tex``): one row per ingress
+    mode and datapath with the kernel path its traffic took, as the matrix run recorded it."""
+    notes = M.dropna(subset=["notes"]).drop_duplicates(["mode", "datapath"])
+    rows = [[r.mode, r.datapath, r.notes] for r in notes.itertuples()]
+    return tabular(["mode", "datapath", "what happens to the traffic"], rows, "llp{0.62\\linewidth}")
+
+
 def transit_summary(tt: pd.DataFrame) -> str:
     """The worker's transit time (``transit-summary.tex``) from `verdicts.transit_table`: per datapath, target and
     direction, the p50 at the smallest and largest N with 95% CIs (µs), and the slope of the excess over `none`
@@ -133,3 +144,30 @@ def transit_summary(tt: pd.DataFrame) -> str:
     header = ["datapath", "target", "packet", tex_escape(f"p50 at N = {nmin} (µs)"),
               tex_escape(f"p50 at N = {nmax} (µs)"), r"ns/Service over none [95\% CI]", "trend"]  # fmt: skip
     return tabular(header, rows, "lllrrrl")
+
+
+def claims(frame: pd.DataFrame, *, thesis: bool = True) -> str:
+    """The claims ledger (``claims.tex``) or our findings (``findings.tex``, `thesis=False`) from
+    `labtools.claims.as_frame`: the claim, (the thesis' evidence,) our measurement, the test, the verdict."""
+    if thesis:
+        header = ["claim", "thesis' evidence", "measured", "test", "verdict", "see"]
+        cols = ["claim", "thesis", "measured", "test", "verdict", "ref"]
+        widths = (0.15, 0.12, 0.33, 0.15, 0.09, 0.06)
+    else:
+        header, cols = ["finding", "measured", "test", "see"], ["claim", "measured", "test", "ref"]
+        widths = (0.22, 0.5, 0.14, 0.06)
+    rows = [[(_REF + r[c] if c == "ref" else r[c]) for c in cols] for _, r in frame.iterrows()]
+    fmt = "".join(f">{{\\raggedright\\arraybackslash}}p{{{w}\\linewidth}}" for w in widths)
+    return _refs(tabular(header, rows, fmt))
+
+
+_REF = "REFCELL:"  # a cell holding a reference ("Fig. fig:crr"): made a LaTeX \\ref after escaping
+_REF_KINDS = {"Fig.": "Fig.", "Table": "Tab.", "Chap.": "Ch."}
+
+
+def _refs(tex: str) -> str:
+    def one(m: re.Match) -> str:
+        kind, _, label = m.group(1).partition(" ")
+        return f"{_REF_KINDS[kind]}~\\ref{{{label}}}" if kind in _REF_KINDS and label else EMPTY
+
+    return re.sub(r"REFCELL:([^&\\]*?)(?= \\\\| &)", lambda m: one(m), tex)

@@ -31,6 +31,15 @@ def throughput_plans(plans: Sequence[Plan]) -> list[Plan]:
     return [p for p in plans if "throughput" in p.metrics]
 
 
+SCENARIOS = {"s1": "scenario 1", "s2": "scenario 2", "quick": "quick sweep", "probe": "probe overhead"}
+
+
+def scenario_name(plan: Plan) -> str:
+    """What a figure calls a sweep: the thesis' scenario (the profile's sweep name), not the run id."""
+    name = plan.run_id.rsplit("-", 1)[-1]
+    return SCENARIOS.get(name, name)
+
+
 def scenario_target(plan: Plan) -> str:
     """The target of a sweep's throughput scenario: the first one it names (thesis: first or last NodePort)."""
     return plan.targets_of("throughput")[0]

@@ -6,6 +6,7 @@ both its modes."""
 
 from __future__ import annotations
 
+import pandas as pd
 import pytest
 
 from labtools import datapaths
@@ -66,3 +67,12 @@ def test_udp_to_a_tcp_only_nodeport(ulab, datapath, version, delivered):
         assert raw["delivered"] >= 490, raw
     else:  # no rule for UDP: the node itself answers (port unreachable), the pod sees none of it
         assert raw["delivered"] <= 5, raw
+
+
+def test_udp_check_records_the_thesis_observation(ulab, tmp_path):
+    from labtools.experiments import udpcheck
+
+    csv = udpcheck.run(ulab, "udp", repeats=1, packets=300, root=tmp_path)
+    got = pd.read_csv(csv).set_index("release")["value"].groupby(level=0).min()
+    assert got["Cilium 1.13"] > 0.95 and got["Cilium 1.17"] < 0.02 and got["kube-proxy"] < 0.02, got
+    assert (tmp_path / "raw" / "udp" / "manifest.json").exists()  # recorded like every run, with provenance

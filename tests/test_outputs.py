@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import math
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from labtools import analysis, paper, paths, srv6view, sweepview, tables, verdicts
+from labtools import analysis, figstyle, paper, paths, srv6view, sweepview, tables, verdicts
 from labtools.model.plan import Plan, plans, profile_params
 from tests.conftest import ROOT
 
@@ -213,15 +214,15 @@ def _line(ax, label: str):
 @needs_sweeps
 def test_throughput_figures(df, sweep_plans):
     fig = sweepview.throughput_ratio_figure(df, sweep_plans)
-    assert [ax.get_title() for ax in fig.axes] == ["reference-s1: target first", "reference-s2: target last"]
+    assert [ax.get_title() for ax in fig.axes] == ["scenario 1: target first", "scenario 2: target last"]
     labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
     assert labels == ["ebpf / iptables", "ebpf / iptables-legacy"]
     ratio = analysis.paired_ratio(df[df.run_id == "reference-s1"], "throughput", "first", "ebpf", "iptables")
     assert list(_line(fig.axes[0], "ebpf / iptables").get_ydata()) == pytest.approx(list(ratio["median"]))
     box = sweepview.throughput_box_figure(df, sweep_plans)
     assert len(box.axes) == 2
-    assert [t.get_text() for t in box.axes[1].get_legend().get_texts()] == ["iptables", "iptables-legacy",
-                                                                             "nftables", "ebpf"]  # fmt: skip
+    assert [t.get_text() for t in box.legends[0].get_texts()] == ["iptables", "iptables-legacy", "nftables", "ebpf"]
+    assert all(ax.get_ylim()[0] == 0 for ax in box.axes)  # honest axes: throughput from 0
 
 
 @needs_sweeps
@@ -233,7 +234,7 @@ def test_crr_and_udp_figures(hd):
                                                    "p99 connection setup, target last",
                                                    "p99 connection setup, target pod"]  # fmt: skip
     assert all(ax.get_yscale() == "log" for ax in fig.axes)
-    assert [t.get_text() for t in fig.axes[0].get_legend().get_texts()] == verdicts.order(hd)
+    assert [t.get_text() for t in fig.legends[0].get_texts()] == verdicts.order(hd)  # one legend for all panels
     S = analysis.summary(hd)  # the grey line is none at the pod, on every panel
     none = S[(S.datapath == "none") & (S.metric == "crr_p50") & (S.target == "pod")]
     for ax in fig.axes[:2]:  # the p50 row: last, pod
@@ -243,6 +244,36 @@ def test_crr_and_udp_figures(hd):
     assert udp.axes[0].get_ylim()[0] == 0
     ebpf = S[(S.datapath == "ebpf") & (S.metric == "udp_pps") & (S.target == "last")]
     assert list(_line(udp.axes[0], "ebpf").get_ydata()) == pytest.approx(list(ebpf["median"] / 1e3))
+
+
+def _print_problems(fig) -> list[str]:
+    """What would not print well: wider than the text block (it would be scaled down) or text under 7 pt."""
+    from matplotlib.text import Text
+
+    out = [f"{fig.get_size_inches()[0]:.2f} in wide"] if fig.get_size_inches()[0] > figstyle.TEXT_WIDTH + 1e-6 else []
+    return out + [f"{t.get_text()!r} at {t.get_fontsize()} pt" for t in fig.findobj(Text)
+                  if t.get_text() and t.get_fontsize() < figstyle.MIN_POINTS]  # fmt: skip
+
+
+@needs_sweeps
+def test_sweep_figures_print_at_size(df, hd, sweep_plans):
+    figs = [sweepview.throughput_ratio_figure(df, sweep_plans), sweepview.throughput_box_figure(df, sweep_plans),
+            sweepview.crr_figure(hd, ["last", "pod"]), sweepview.udp_pps_figure(hd, ["last", "pod"]),
+            sweepview.transit_figure(hd, ["last", "pod"], {"request": 400.0, "reply": 400.0}),
+            sweepview.latency_figure(hd, "last")]  # fmt: skip
+    assert [p for f in figs for p in _print_problems(f)] == []
+    assert matplotlib.rcParams["pdf.fonttype"] == 42  # TrueType, never Type 3
+
+
+def test_committed_figures_embed_no_type3_fonts():
+    pdffonts = shutil.which("pdffonts")
+    if not pdffonts:
+        pytest.skip("pdffonts (poppler-utils) is not installed")
+    pdfs = sorted((ROOT / "paper" / "figures").glob("*.pdf"))
+    assert pdfs
+    type3 = [p.name for p in pdfs if "Type 3" in subprocess.run([pdffonts, str(p)], capture_output=True,
+                                                                  text=True).stdout]  # fmt: skip
+    assert type3 == []
 
 
 # -- labtools.tables ------------------------------------------------------------------------------------------
@@ -360,7 +391,8 @@ def test_header_rows(req, rep, D):
     assert list(req[req.header == "ipv6"].hlim) == [64, 64, 63, 64, 63, 64, 63]
     assert set(req[req.header == "ipv6"].flow) == {815161}
     assert req[req.header == "srh"].flow.isna().all()
-    assert rep.iloc[0].dst == "2001:db8:1234:5679::1" and rep.iloc[0].hlim == 63
+    assert rep.iloc[0].point == "pod" and rep.iloc[-1].point == "client"  # a reply's rows in its path order
+    assert rep.iloc[-1].dst == "2001:db8:1234:5679::1" and rep.iloc[-1].hlim == 63
     assert list(srv6view.header_rows(D, "icmp", 128, points=["pod", "client"]).point) == ["pod", "client"]
     assert srv6view.header_rows(D, "tcp-pod", 128).empty
 
@@ -413,12 +445,13 @@ def test_header_and_comparison_tables(req, rep):
 def test_packet_walk(D):
     fig = srv6view.packet_walk(D)
     (ax,) = fig.axes
+    assert _print_problems(fig) == []
     # IPv6 + ICMPv6 outside the tunnel; IPv6, SRH, IPv6, ICMPv6 in it
     stacks = {p: 4 if p in srv6view.TUNNEL else 2 for p in srv6view.POINTS}
     assert len(ax.patches) == sum(stacks.values())
     texts = [t.get_text() for t in ax.texts]
     assert [t for t in texts if t in srv6view.POINTS] == list(srv6view.POINTS)
-    assert texts.count("ICMPv6 echo request") == 5
+    assert texts.count("ICMPv6\necho request") == 5
     assert "SRH\nsegments [fc00::2]\nleft 0 · nh 41" in texts
     assert "IPv6\nfc00::1\n→ fc00::2\nhlim 63 · plen 128 · nh 43" in texts
     assert "IPv6\n…:5679::1\n→ …:5678:8:2:1:841\nhlim 63 · plen 64 · nh 58" in texts  # at the pod
@@ -478,12 +511,15 @@ def test_crr_summary_and_figure(R):
     assert p50.round(1).loc[("none", "iptables", "pod")].to_dict() == {"median": 93.0, "min": 92.8, "max": 93.8,
                                                                       "size": 3}  # fmt: skip
     fig = srv6view.crr_figure(p50)
-    ax = fig.axes[0]
-    assert len(ax.patches) == 20
-    assert ax.get_yticklabels()[0].get_text() == "ebpf · ebpf · nodeport"
-    grey = [p for p in ax.patches if p.get_facecolor()[:3] == pytest.approx((0.6, 0.6, 0.6))]
-    assert len(grey) == len(p50.loc["none"])
-    assert ax.patches[0].get_width() == pytest.approx(p50["median"].iloc[0])
+    assert _print_problems(fig) == []
+    pod, nodeport = fig.axes
+    assert [pod.get_title(), nodeport.get_title()] == ["target pod", "target nodeport"]
+    assert [t.get_text() for t in pod.get_yticklabels()] == ["iptables", "nftables", "ebpf"]
+    modes = [t.get_text() for t in fig.legends[0].get_texts()]
+    assert modes[0] == "none" and set(modes) == {m for m, _, _ in p50.index}  # the baseline first
+    grey = [p for p in pod.patches if p.get_facecolor()[:3] == pytest.approx((0.6, 0.6, 0.6))]
+    assert [g.get_width() for g in grey] == pytest.approx(list(p50.loc["none"].xs("pod", level="target")
+                                                               .reindex(["iptables", "nftables", "ebpf"])["median"]))
 
 
 @needs_srv6
@@ -548,7 +584,7 @@ def _lab_imports(node: ast.AST, guarded: bool = False):
         yield from _lab_imports(child, guarded)
 
 
-@pytest.mark.parametrize("name", ["01-scale-sweep", "02-srv6-captures"])
+@pytest.mark.parametrize("name", ["01-scale-sweep", "02-srv6-captures", "03-claims"])
 def test_data_notebooks_import_the_lab_only_to_measure(name):
     path = ROOT / "notebooks" / f"{name}.ipynb"
     imports = [i for cell in _code_cells(path) for i in _lab_imports(_tree(cell))]

@@ -1,0 +1,84 @@
+"""The claims ledger (`labtools.claims`): each test's verdict follows its statistic, on data whose answer is
+known by construction, and a claim without its input says so instead of guessing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from labtools import claims, tables
+
+
+def _throughput(ebpf_scale: float, ebpf_spread: float, ns=(1, 500, 1000), repeats=8, seed=0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    rows = []
+    for n in ns:
+        for r in range(repeats):
+            base = 10.0 + rng.normal(0, 0.05)  # the same minute of the machine for both datapaths
+            rows += [{"datapath": "iptables", "services": n, "target": "first", "repeat": r, "metric": "throughput",
+                      "value": base + rng.normal(0, 0.1)},
+                     {"datapath": "ebpf", "services": n, "target": "first", "repeat": r, "metric": "throughput",
+                      "value": base * ebpf_scale + rng.normal(0, ebpf_spread)}]  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_tost_shows_equivalence_only_within_the_margin():
+    rng = np.random.default_rng(1)
+    same = np.exp(rng.normal(0, 0.01, 40))
+    assert claims.tost_paired_log(same)[2] < 0.05
+    shifted = np.exp(rng.normal(np.log(1.08), 0.01, 40))  # 8% apart: outside ±5%
+    assert claims.tost_paired_log(shifted)[2] > 0.5
+
+
+def test_throughput_claims_follow_their_tests():
+    assert claims.no_throughput_difference(_throughput(1.0, 0.1)).verdict == "reproduced"
+    assert claims.no_throughput_difference(_throughput(1.2, 0.1)).verdict == "not shown"
+    assert claims.wider_spread(_throughput(1.0, 0.6)).verdict == "reproduced"
+    assert claims.wider_spread(_throughput(1.0, 0.02)).verdict == "refuted"  # eBPF the narrower one
+
+
+def test_a_difference_only_at_high_n():
+    df = _throughput(1.0, 0.05, ns=(1, 5000, 9000, 10000)).assign(target="last")
+    high = df["datapath"].eq("ebpf") & df["services"].ge(9000)
+    df.loc[high, "value"] *= 1.3
+    c = claims.difference_only_at_high_n(df)
+    assert c.verdict == "reproduced" and "9,000, 10,000" in c.measured
+    low = df.copy()
+    low.loc[low["datapath"].eq("ebpf") & low["services"].eq(5000), "value"] *= 1.3
+    assert claims.difference_only_at_high_n(low).verdict != "reproduced"
+
+
+def test_udp_claim_needs_kube_proxy_dropping_and_old_cilium_delivering():
+    cases = (("iptables", "kube-proxy", 0.0), ("nftables", "kube-proxy", 0.0), ("ebpf", "Cilium 1.13", 1.0),
+             ("ebpf", "Cilium 1.17", 0.0))  # fmt: skip
+    rows = [{"datapath": d, "release": rel, "repeat": r, "value": v} for d, rel, v in cases for r in range(3)]
+    c = claims.udp_to_tcp_service(pd.DataFrame(rows))
+    assert c.verdict == "reproduced with an explanation" and "Cilium 1.13" in c.measured
+    rows[0]["value"] = rows[1]["value"] = rows[2]["value"] = 1.0  # iptables delivers: the claim fails
+    assert claims.udp_to_tcp_service(pd.DataFrame(rows)).verdict == "refuted"
+
+
+def test_missing_inputs_are_said_not_guessed():
+    ledger = claims.thesis_claims(None, None, None, None, None)
+    assert len(ledger) == 9 and {c.verdict for c in ledger} == {"not measured"}
+    assert all("not measured in this run" in c.measured for c in ledger)
+
+
+def test_the_ledger_table_links_its_references():
+    c = claims.Claim("k", "a claim_with & specials", "thesis", "measured 5%", "t-test", "reproduced", "Fig. fig:crr")
+    tex = tables.claims(claims.as_frame([c]))
+    assert r"Fig.~\ref{fig:crr}" in tex and r"claim\_with \& specials" in tex and r"5\%" in tex
+    assert r"\raggedright" in tex and tex.count(" & ") == 5 * 2  # header and one row, six columns each
+
+
+def test_transit_cost_claim_uses_the_stated_margin():
+    rows = []
+    for r in range(6):
+        rows += [{"datapath": "none", "services": 1, "target": "pod", "repeat": r, "metric": "transit_request_p50",
+                  "value": 2000.0 + 10 * r},
+                 {"datapath": "ebpf", "services": 1, "target": "last", "repeat": r, "metric": "transit_request_p50",
+                  "value": 2050.0 + 12 * r}]  # fmt: skip
+    assert claims.no_cost_at_small_n(pd.DataFrame(rows)).verdict == "reproduced"
+    far = pd.DataFrame(rows)
+    far.loc[far["datapath"] == "ebpf", "value"] += 5000
+    assert claims.no_cost_at_small_n(far).verdict == "refuted"
