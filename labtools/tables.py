@@ -33,6 +33,11 @@ def tabular(header: Sequence[str], rows: Sequence[Sequence[object]], column_form
     return "\n".join(lines)
 
 
+def stacked(*lines: str) -> str:
+    """A header cell of several lines (each escaped), so that a table of many columns fits the text width."""
+    return r"\begin{tabular}[b]{@{}c@{}}" + r" \\ ".join(tex_escape(x) for x in lines) + r"\end{tabular}"
+
+
 def _number(v: object, fmt: str = ".2f") -> str:
     if v is None or v is pd.NA or (isinstance(v, float) and math.isnan(v)):
         return EMPTY
@@ -60,10 +65,10 @@ def sweep_summary(table: pd.DataFrame) -> str:
     the ratios to `none` paired within repeats, with 95% CIs (NodePort, pod IP; udp-pps when measured)."""
     nmax = int(table["services"].max())
     has = {"udp_pps_ratio_to_none": "udp_pps_ratio_to_none" in table}
-    header = ["datapath", "ns/Service [95\\% CI]", "trend", "$R^2$ med.", tex_escape(f"p50 at {nmax:,} (µs)"),
-              tex_escape("÷ none [95% CI]"), tex_escape("pod ÷ none [95% CI]")]  # fmt: skip
+    header = ["datapath", stacked("ns per Service", "[95% CI]"), "trend", stacked("R²", "(medians)"),
+              stacked(f"p50 at {nmax:,}", "(µs)"), stacked("÷ none", "[95% CI]"), stacked("pod ÷ none", "[95% CI]")]
     if has["udp_pps_ratio_to_none"]:
-        header.append(tex_escape("udp-pps ÷ none"))
+        header.append(stacked("udp-pps", "÷ none"))
     rows = []
     for _, r in table.iterrows():
         row = [r["datapath"], _with_ci(r["ns_per_service"], r["ns_ci_lo"], r["ns_ci_hi"], ".1f"), r["trend"],
@@ -141,8 +146,9 @@ def transit_summary(tt: pd.DataFrame) -> str:
         rows.append([r.datapath, r.target, r.direction, us(r.median_first, r.ci_lo_first, r.ci_hi_first),
                      us(r.median_last, r.ci_lo_last, r.ci_hi_last), _with_ci(*slope[:3], ".3f"), slope[3]])  # fmt: skip
     nmin, nmax = (f"{int(n):,}" for n in (tt.attrs.get("nmin", 0), tt.attrs.get("nmax", 0)))
-    header = ["datapath", "target", "packet", tex_escape(f"p50 at N = {nmin} (µs)"),
-              tex_escape(f"p50 at N = {nmax} (µs)"), r"ns/Service over none [95\% CI]", "trend"]  # fmt: skip
+    header = ["datapath", "target", "packet", stacked(f"p50 at N = {nmin}", "(µs) [95% CI]"),
+              stacked(f"p50 at N = {nmax}", "(µs) [95% CI]"), stacked("ns per Service", "over none [95% CI]"),
+              "trend"]  # fmt: skip
     return tabular(header, rows, "lllrrrl")
 
 

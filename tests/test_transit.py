@@ -106,7 +106,8 @@ def _syn_times(pcap, flags: str) -> dict[tuple, int]:
     return out
 
 
-@pytest.mark.parametrize(("datapath", "count", "target"), [("none", 1, "pod"), ("iptables-legacy", 3000, "last")])
+@pytest.mark.parametrize(("datapath", "count", "target"), [("none", 1, "pod"), ("iptables-legacy", 3000, "last"),
+                                                           ("ebpf", 1000, "last"), ("nftables", 1000, "pod")])
 def test_transit_agrees_with_capture_timestamps_at_the_same_points(tlab, tmp_path, datapath, count, target):
     node = datapaths.node_of(tlab.inventory)
     workload = services.build(count)
