@@ -46,20 +46,36 @@ SVC_FLAG_TWO_SCOPES = 1 << 5  # in flags2
 SCOPE_EXT, SCOPE_INT = 0, 1
 
 
+# The C structs the maps hold (labtools/bpf/nodeport.c), as `struct` formats with the C members in order,
+# one per format item ("x" items are the C padding members). Every packed key and value goes through
+# these; tests/test_datapaths.py checks sizes and member offsets against the object's BTF.
+LAYOUTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "lb6_key": ("<16s2sHBB2x", ("address", "dport", "backend_slot", "proto", "scope", "pad")),
+    "lb6_service": ("<IHHBBH", ("backend_id", "count", "rev_nat_index", "flags", "flags2", "qcount")),
+    "lb6_backend": ("<16s2sBBHBB", ("address", "port", "proto", "flags", "cluster_id", "zone", "pad")),
+    "lb6_reverse_nat": ("<16s2s", ("address", "port")),
+}
+
+
+def pack(layout: str, *values: object) -> bytes:
+    """`values` (the non-padding members, in order) as the C struct `layout`."""
+    return struct.pack(LAYOUTS[layout][0], *values)
+
+
 def _addr(ip: str) -> bytes:
     return ipaddress.IPv6Address(ip).packed
 
 
 def svc_key(ip: str, port: int, slot: int, proto: int, scope: int) -> bytes:
-    return struct.pack("<16s2sHBB2x", _addr(ip), port.to_bytes(2, "big"), slot, proto, scope)
+    return pack("lb6_key", _addr(ip), port.to_bytes(2, "big"), slot, proto, scope)
 
 
 def svc_value(backend_id: int, count: int, rev_nat: int, flags: int, flags2: int) -> bytes:
-    return struct.pack("<IHHBBH", backend_id, count, rev_nat, flags, flags2, 0)
+    return pack("lb6_service", backend_id, count, rev_nat, flags, flags2, 0)
 
 
 def backend_value(ip: str, port: int, proto: int) -> bytes:
-    return struct.pack("<16s2sBBHBB", _addr(ip), port.to_bytes(2, "big"), proto, 0, 0, 0, 0)
+    return pack("lb6_backend", _addr(ip), port.to_bytes(2, "big"), proto, 0, 0, 0, 0)
 
 
 @dataclass
@@ -144,7 +160,7 @@ def render(ports: Sequence[ServicePort], node: Node, cilium_version: str = DEFAU
         proto = PROTO[sp.protocol] if diff else 0  # Cilium < 1.17: u8proto.ANY
         # ClusterIP frontend: reachable from pods only (not routable from outside).
         rev_nat += 1
-        out.add("lb6_reverse_nat", struct.pack("<H", rev_nat), struct.pack("<16s2s", _addr(sp.cluster_ip),
+        out.add("lb6_reverse_nat", struct.pack("<H", rev_nat), pack("lb6_reverse_nat", _addr(sp.cluster_ip),
                                                                            sp.port.to_bytes(2, "big")))  # fmt: skip
         frontend(sp.cluster_ip, sp.port, proto, SCOPE_EXT, sp.cluster_endpoints, 0, 0, rev_nat)
         out.frontends += 1
@@ -155,7 +171,7 @@ def render(ports: Sequence[ServicePort], node: Node, cilium_version: str = DEFAU
         for addr, routable in ((node.ip, True), ("::", False)):  # node address and the surrogate
             rev_nat += 1
             out.add("lb6_reverse_nat", struct.pack("<H", rev_nat),
-                    struct.pack("<16s2s", _addr(addr), sp.node_port.to_bytes(2, "big")))  # fmt: skip
+                    pack("lb6_reverse_nat", _addr(addr), sp.node_port.to_bytes(2, "big")))  # fmt: skip
             flags = SVC_FLAG_NODEPORT | (SVC_FLAG_ROUTABLE if routable else 0)
             flags |= SVC_FLAG_EXT_LOCAL_SCOPE if sp.external_local else 0
             flags2 = SVC_FLAG_TWO_SCOPES if two_scopes else 0
