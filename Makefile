@@ -43,6 +43,8 @@ labtools/tools/labtools-udp-flood: labtools/tools/udpflood.c | system-deps
 # The transit probe: stamps at the worker's uplink and pod veth (transit.c) and its loader.
 bpf: $(BPF)/nodeport.o $(BPF)/labtools-bpf-load $(BPF)/transit.o $(BPF)/labtools-transit
 
+$(BPF)/nodeport.o: $(wildcard $(BPF)/lib/*.h)
+
 $(BPF)/%.o: $(BPF)/%.c | system-deps
 	clang -O2 -g -Wall -target bpf -I/usr/include/$(MULTIARCH) -c $< -o $@
 

@@ -166,6 +166,18 @@ def cmd_services(args: argparse.Namespace) -> int:
         table = [[_fmt(r.get(c, "")) for c in cols] for r in bench.summary(rows)]
         print(_table(table, cols))
         return 0
+    if args.action == "drops":
+        from labtools.datapaths import ebpf
+
+        lab = Lab(args.inventory, args.prefix)
+        _needs_root(lab, "services drops")
+        node = datapaths.node_of(lab.inventory)
+        counts = ebpf.drops(lab.host(node.name), node)
+        if not counts:
+            raise LabError(f"no eBPF datapath on {node.name}: `labtools services apply -d ebpf{lab.hint}` first")
+        rows = [[reason, str(counts.get(reason, 0))] for reason in ebpf.DROP_REASONS]
+        print(_table(rows, ["drop reason", "packets"]))
+        return 0
     workload = _workload(args)
     if args.action == "manifests":
         sys.stdout.write(services.to_yaml(workload))
@@ -539,6 +551,9 @@ def build_parser() -> argparse.ArgumentParser:
     ssub = svc.add_subparsers(dest="action", required=True, metavar="ACTION")
     apply_ = ssub.add_parser("apply", help="program the worker's datapath with N Services", formatter_class=defaults)
     man = ssub.add_parser("manifests", help="the same Services as YAML for a real cluster", formatter_class=defaults)
+    drops = ssub.add_parser("drops", help="the eBPF datapath's drop counters, by reason", formatter_class=defaults)
+    _lab_options(drops)
+    drops.set_defaults(func=cmd_services)
     for sp in (apply_, man):
         sp.add_argument("--count", "-n", type=positive_int, default=1, help="number of Services")
         sp.add_argument("--mix", choices=services.MIXES, default="nodeport",

@@ -51,3 +51,14 @@ def test_python_layout_matches_btf(btf, name):
 
 def test_offsets_of_a_format():
     assert _offsets("<16s2sHBB2x") == [0, 16, 18, 20, 21, 22]
+
+
+def test_drop_reasons_match_the_programs_enum():
+    if not OBJECT.exists() or not shutil.which("bpftool"):
+        pytest.skip("needs labtools/bpf/nodeport.o and bpftool: run `make setup`")
+    out = subprocess.run(["bpftool", "-j", "btf", "dump", "file", str(OBJECT)], capture_output=True, text=True,
+                         check=True).stdout  # fmt: skip
+    enum = next(t for t in json.loads(out)["types"] if t["kind"] == "ENUM" and t.get("name") == "drop_reason")
+    values = {v["name"]: v["val"] for v in enum["values"]}
+    assert [values[f"DROP_{r.upper()}"] for r in ebpf.DROP_REASONS] == list(range(1, len(ebpf.DROP_REASONS) + 1))
+    assert values["__DROP_MAX"] == len(ebpf.DROP_REASONS) + 1

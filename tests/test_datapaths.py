@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from labtools import datapaths
+from labtools.datapaths import ebpf
 from labtools.hosts import namespaces
 from labtools.lab import Lab, reachability
 from labtools.model import services
@@ -86,6 +87,9 @@ def test_no_local_endpoint_and_no_endpoint(dlab, datapath):
     got = (outcome(lab, node, ports[1]), outcome(lab, node, ports[2]))
     assert outcome(lab, node, ports[0]) == "echoed"
     assert got == EXPECTED[datapath]
+    if datapath == "ebpf":  # both drops are counted, by reason (the SYN and its retransmissions)
+        counts = ebpf.drops(lab.host("worker"), node)
+        assert counts["no_service"] >= 2 and counts["is_cluster_ip"] == 0 and counts["csum_l4"] == 0, counts
 
 
 @pytest.mark.parametrize("datapath", PROGRAMMED)

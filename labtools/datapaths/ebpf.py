@@ -228,3 +228,31 @@ class EbpfDatapath(Datapath):
     def clear(self, host: Host, node: Node) -> None:
         for ifname in (node.uplink, *sorted(set(node.pod_interfaces.values()))):
             host.run(["tc", "filter", "del", "dev", ifname, "ingress", "pref", "1"], check=False)
+
+
+# The program's counted drop reasons (labtools/bpf/lib/drop.h, enum drop_reason from 1), in enum order;
+# tests/test_bpf_layout.py checks them against the object's BTF.
+DROP_REASONS = ("invalid", "is_cluster_ip", "no_service", "no_backend", "csum_l4", "srv6_encap")
+
+
+def drops(host: Host, node: Node) -> dict[str, int]:
+    """The NodePort program's drop counters on `node` (summed over CPUs), by reason; empty without the program.
+
+    The program is found through the uplink's tc ingress filter (maps are not per namespace, so a name
+    lookup could find another lab's), its ``drops`` map through the program's map ids."""
+    filters = json.loads(host.run(["tc", "-j", "filter", "show", "dev", node.uplink, "ingress"]).stdout or "[]")
+    progs = [f["options"]["prog"]["id"] for f in filters if "prog" in f.get("options", {})]
+    for prog in progs:
+        info = json.loads(host.run(["bpftool", "-j", "prog", "show", "id", str(prog)]).stdout)
+        for map_id in info.get("map_ids", []):
+            meta = json.loads(host.run(["bpftool", "-j", "map", "show", "id", str(map_id)]).stdout)
+            if meta.get("name") != "drops":
+                continue
+            rows = [e.get("formatted") for e in json.loads(host.run(["bpftool", "-j", "map", "dump", "id",
+                                                                      str(map_id)]).stdout)]  # fmt: skip
+            if any(r is None for r in rows):
+                raise LabError("bpftool printed the drops map without its BTF: rebuild labtools/bpf (make setup)")
+            # The key is the enum: bpftool prints its enumerator's name (DROP_...), or the number.
+            names = {f"DROP_{r.upper()}": r for r in DROP_REASONS} | {i: r for i, r in enumerate(DROP_REASONS, 1)}
+            return {names[r["key"]]: sum(v["value"] for v in r["values"]) for r in rows if r["key"] in names}
+    return {}

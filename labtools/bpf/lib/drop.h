@@ -1,0 +1,37 @@
+// SPDX-License-Identifier: GPL-2.0
+/* Counted drops: every packet a program drops is counted by reason, as Cilium's bpf/lib/drop.h
+ * (send_drop_notify) counts them in its metrics map. `labtools.datapaths.ebpf.drops()` reads the counters;
+ * the reasons keep Cilium's names (bpf/lib/common.h DROP_*) where the situation is Cilium's. */
+#ifndef LABTOOLS_DROP_H
+#define LABTOOLS_DROP_H
+
+#include "common.h"
+
+enum drop_reason {
+	DROP_INVALID = 1,	/* malformed SRv6: not the last segment, or no inner IPv6 packet */
+	DROP_IS_CLUSTER_IP,	/* a ClusterIP reached from outside the node */
+	DROP_NO_SERVICE,	/* a Service without a (local) backend */
+	DROP_NO_BACKEND,	/* a backend slot or backend id without its entry (a map being rewritten) */
+	DROP_CSUM_L4,		/* an address or port rewrite or its checksum update failed */
+	DROP_SRV6_ENCAP,	/* the SRv6 outer headers could not be inserted */
+	__DROP_MAX,
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, __DROP_MAX);
+	__type(key, enum drop_reason);	/* the enum, so that BTF (and bpftool's dump) carries the names */
+	__type(value, __u64);
+} drops SEC(".maps");
+
+/* Count the drop and return the verdict that drops the packet. */
+static __always_inline int drop(enum drop_reason reason)
+{
+	__u64 *n = bpf_map_lookup_elem(&drops, &reason);
+
+	if (n)
+		*n += 1;	/* per CPU: no atomics needed */
+	return TC_ACT_SHOT;
+}
+
+#endif /* LABTOOLS_DROP_H */
