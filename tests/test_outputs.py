@@ -13,6 +13,7 @@ from pathlib import Path
 
 import matplotlib
 import nbformat
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -31,26 +32,6 @@ HAVE_SRV6 = RAW.is_dir() and (ROOT / "data" / "processed" / "reference-srv6-matr
 needs_sweeps = pytest.mark.skipif(not HAVE_SWEEPS, reason="no committed reference sweeps (reference-s1/s2.csv)")
 needs_srv6 = pytest.mark.skipif(not HAVE_SRV6, reason="no committed reference SRv6 run")
 
-# What notebook 01 printed from the reference run before its logic moved into labtools.verdicts.
-STATEMENTS = [
-    'reference-s1: iptables throughput shows no significant trend in N (fitted change over N = 1..1000: 95% CI -2.5% to +5.5%; flat means within ±5%).',
-    'reference-s1: iptables-legacy throughput shows no significant trend in N (fitted change over N = 1..1000: 95% CI -0.6% to +7.0%; flat means within ±5%).',
-    'reference-s1: nftables throughput shows no significant trend in N (fitted change over N = 1..1000: 95% CI -1.3% to +6.3%; flat means within ±5%).',
-    'reference-s1: ebpf throughput grows in N (fitted change over N = 1..1000: 95% CI +0.0% to +8.3%; flat means within ±5%).',
-    'reference-s2: iptables throughput shows no significant trend in N (fitted change over N = 1..10000: 95% CI -5.1% to +2.3%; flat means within ±5%).',
-    'reference-s2: iptables-legacy throughput shows no significant trend in N (fitted change over N = 1..10000: 95% CI -5.9% to +1.3%; flat means within ±5%).',
-    'reference-s2: nftables throughput grows in N (fitted change over N = 1..10000: 95% CI +1.2% to +9.3%; flat means within ±5%).',
-    'reference-s2: ebpf throughput is flat in N (fitted change over N = 1..10000: 95% CI -4.3% to +2.0%; flat means within ±5%).',
-    'ebpf: connection setup shows no significant trend: 0.4 ns per Service (95% CI -0.3 to 1.0, bootstrap over 5 repeats per N; R² 0.11 through the per-N medians); 0.90 × none at 10,000 (95% CI 0.73 to 1.07); it is not resolved against 1.15 × none: the 95% CI of the paired ratio reaches 1.36 at N = 8,000.',
-    'ebpf: non-service traffic (pod IP) pays 0.99 × none at 10,000 (95% CI 0.79 to 1.11).',
-    'iptables: connection setup grows linearly: 168.0 ns per Service (95% CI 138.4 to 206.2, bootstrap over 5 repeats per N; R² 0.98 through the per-N medians); 17.34 × none at 10,000 (95% CI 15.96 to 39.90).',
-    'iptables: non-service traffic (pod IP) pays 6.60 × none at 10,000 (95% CI 4.73 to 7.55).',
-    'iptables-legacy: connection setup grows linearly: 65.9 ns per Service (95% CI 62.2 to 70.1, bootstrap over 5 repeats per N; R² 0.99 through the per-N medians); 8.21 × none at 10,000 (95% CI 6.63 to 11.25).',
-    'iptables-legacy: non-service traffic (pod IP) pays 1.49 × none at 10,000 (95% CI 1.34 to 1.80).',
-    'nftables: connection setup shows no significant trend: -0.1 ns per Service (95% CI -0.7 to 0.5, bootstrap over 5 repeats per N; R² 0.10 through the per-N medians); 1.09 × none at 10,000 (95% CI 0.78 to 1.30); it is not resolved against 1.15 × none: the 95% CI of the paired ratio reaches 1.38 at N = 6,000.',
-    'nftables: non-service traffic (pod IP) pays 1.03 × none at 10,000 (95% CI 0.80 to 1.17).',
-    "for scale: the none baseline's own median p50 ranges 79.6-87.2 µs over N (1.09×) on this machine.",
-]
 
 # What notebook 02 printed for the reference captures.
 COMPARISON = [
@@ -124,10 +105,12 @@ def test_which_sweep_and_target(sweep_plans):
 @needs_sweeps
 def test_describe_run_and_overview(df, sweep_plans):
     prov = verdicts.provenance(sweep_plans[0].run_id)
+    samples = len(df[["run_id", "datapath", "services", "target", "repeat"]].drop_duplicates())
     assert verdicts.describe_run(df, prov) == (
-        "4620 records from 770 samples; kernel 6.18.44-fc-v669, iptables v1.8.9 (nf_tables), nftables v1.0.6 "
-        "(Lester Gooch #5), commit 5dfee486f4"
+        f"{len(df)} records from {samples} samples; kernel {prov['kernel']}, {prov['iptables']}, {prov['nft']}, "
+        f"commit {prov['git_commit'][:10]}"
     )
+    assert samples == sum(len(p.points()) for p in sweep_plans)  # every point of every sweep, nothing else
     ov = verdicts.overview(df)
     assert ov.loc[("reference-s2", "udp_pps")].to_dict() == {"records": 495, "datapaths": 5, "counts": 11,
                                                             "repeats": 5}  # fmt: skip
@@ -137,20 +120,23 @@ def test_describe_run_and_overview(df, sweep_plans):
 
 
 @needs_sweeps
-def test_summary_table(table):
+def test_summary_table(table, hd):
     assert list(table.datapath) == ["ebpf", "iptables", "iptables-legacy", "nftables"]
     assert list(table.columns) == ["datapath", "ns_per_service", "ns_ci_lo", "ns_ci_hi", "trend", "repeats", "r2",
                                    "r2_medians", "services", "median_us", "ratio_to_none", "pod_ratio_to_none",
                                    "ratio_to_none_lo", "ratio_to_none_hi", "pod_ratio_to_none_lo",
                                    "pod_ratio_to_none_hi", "udp_pps_ratio_to_none"]  # fmt: skip
-    t = table.set_index("datapath").round(3)
-    assert t.loc["iptables", "ns_per_service"] == 168.005
-    assert t.loc["iptables", "ratio_to_none"] == 17.341  # paired within repeats: the median of the ratios
-    assert t.loc["iptables-legacy", "pod_ratio_to_none"] == 1.489
-    assert list(t["trend"]) == ["no significant trend", "grows linearly", "grows linearly", "no significant trend"]
-    assert t.loc["iptables", "ns_ci_lo"] > 100 and t.loc["nftables", "ns_ci_lo"] < 0 < t.loc["nftables", "ns_ci_hi"]
-    assert t.loc["nftables", "median_us"] == 91.377
-    assert list(t["udp_pps_ratio_to_none"]) == [1.116, 0.035, 0.045, 0.787]
+    t = table.set_index("datapath")
+    crr = hd[(hd.metric == "crr_p50") & (hd.target == "last") & (hd.datapath == "iptables")]
+    assert t.loc["iptables", "ns_per_service"] == pytest.approx(np.polyfit(crr.services, crr.value, 1)[0] * 1e3)
+    at = lambda d, tgt: hd[(hd.metric == "crr_p50") & (hd.datapath == d) & (hd.target == tgt)  # noqa: E731
+                           & (hd.services == 10000)].set_index("repeat")["value"]  # fmt: skip
+    paired = (at("iptables", "last") / at("none", "pod")).median()  # paired within repeats: the median of ratios
+    assert t.loc["iptables", "ratio_to_none"] == pytest.approx(paired)
+    assert t.loc["iptables", "trend"] == "grows linearly" and t.loc["iptables", "ns_ci_lo"] > 0
+    assert set(t["trend"]) <= {"grows linearly", "grows", "falls", "flat", "no significant trend"}
+    assert (t["ns_ci_lo"] <= t["ns_per_service"]).all() and (t["ns_per_service"] <= t["ns_ci_hi"]).all()
+    assert t.loc["iptables", "udp_pps_ratio_to_none"] < 0.5  # every new flow walks the rules
     assert (t["services"] == 10000).all()
 
 
@@ -160,12 +146,24 @@ def test_summary_table_without_udp_or_none(hd):
     cluster = hd[hd.datapath != "none"]  # a real cluster has no `none`: every ratio to it is NaN
     t = verdicts.summary_table(cluster, ["last", "pod"], ["crr", "udp-pps"])
     assert t[["ratio_to_none", "pod_ratio_to_none", "udp_pps_ratio_to_none"]].isna().all().all()
-    assert t.set_index("datapath").round(3).loc["iptables", "ns_per_service"] == 168.005
+    with_none = verdicts.summary_table(hd, ["last", "pod"], ["crr"]).set_index("datapath")
+    assert t.set_index("datapath").loc["iptables", "ns_per_service"] == with_none.loc["iptables", "ns_per_service"]
+
+
+def _printed(notebook: str, call: str) -> list[str]:
+    """What the committed, executed notebook printed in the cell that makes `call`."""
+    nb = nbformat.read(ROOT / "notebooks" / notebook, as_version=4)
+    cell = next(c for c in nb.cells if c.cell_type == "code" and call in c.source)
+    return "".join(o.get("text", "") for o in cell.outputs if o.get("name") == "stdout").splitlines()
 
 
 @needs_sweeps
 def test_statements_are_the_notebooks_sentences(df, sweep_plans):
-    assert verdicts.statements(df, sweep_plans) == STATEMENTS
+    lines = verdicts.statements(df, sweep_plans)
+    assert lines == _printed("01-scale-sweep.ipynb", "verdicts.statements")  # the notebook says the same
+    assert any(ln.startswith("iptables: connection setup grows linearly") for ln in lines)
+    assert any(ln.startswith("iptables transit, request at last") for ln in lines)
+    assert any(ln.startswith("probe under none") for ln in lines)
 
 
 @needs_sweeps
@@ -174,9 +172,8 @@ def test_statements_without_a_none_datapath(hd, sweep_plans):
     t = verdicts.summary_table(cluster, ["last", "pod"], ["crr"])
     lines = verdicts.crr_statements(cluster, t, "last")
     assert len(lines) == 4  # one per datapath: no pod ratio, no baseline spread
-    assert lines[0].startswith("ebpf: connection setup shows no significant trend: 0.4 ns per Service (95% CI ")
-    assert lines[0].endswith("; this run has no none datapath to compare with.")
-    assert lines[1].startswith("iptables: connection setup grows linearly: 168.0 ns per Service")
+    assert all(ln.endswith("; this run has no none datapath to compare with.") for ln in lines)
+    assert lines[1].startswith("iptables: connection setup grows linearly: ")
 
 
 def test_statements_say_not_flat():
@@ -197,12 +194,11 @@ def test_sweep_macros(table):
     lines = verdicts.sweep_macros(table, 10000, 5).splitlines()
     assert len(lines) == 2 + 4 * 4
     assert lines[:2] == [r"\newcommand{\SweepMaxServices}{10,000}", r"\newcommand{\SweepRepeats}{5}"]
-    assert r"\newcommand{\SlopeIptables}{168.0}" in lines
-    assert r"\newcommand{\RatioNoneIptablesLegacy}{8.21}" in lines
-    assert r"\newcommand{\PodRatioNoneNftables}{1.03}" in lines
-    trend = next(ln for ln in lines if ln.startswith(r"\newcommand{\TrendNftables}"))
-    assert "shows no significant trend (-0.1~ns per Service, 95\\% CI -0.7 to 0.5)" in trend
-    assert r"\newcommand{\SlopeNftables}{-0.1}" in lines
+    t = table.set_index("datapath")
+    assert rf"\newcommand{{\SlopeIptables}}{{{t.loc['iptables', 'ns_per_service']:.1f}}}" in lines
+    assert rf"\newcommand{{\RatioNoneIptablesLegacy}}{{{t.loc['iptables-legacy', 'ratio_to_none']:.2f}}}" in lines
+    trend = next(ln for ln in lines if ln.startswith(r"\newcommand{\TrendIptables}"))
+    assert "grows linearly, by" in trend and "95\\% CI" in trend
 
 
 def _line(ax, label: str):
@@ -303,12 +299,11 @@ def test_sweep_summary(table):
     assert header[0] == "datapath" and header[2] == "trend" and len(header) == 8
     assert header[1] == r"\begin{tabular}[b]{@{}c@{}}ns per Service \\ [95\% CI]\end{tabular}"  # two lines: fits
     assert r"p50 at 10,000 \\ (\textmu{}s)" in header[4] and r"pod \textdiv{} none" in header[6]
-    assert lines[4:8] == [
-        r"ebpf & 0.4 [-0.3, 1.0] & no significant trend & 0.11 & 82.4 & 0.90 [0.73, 1.07] & 0.99 [0.79, 1.11] & 1.12 \\",
-        r"iptables & 168.0 [138.4, 206.2] & grows linearly & 0.98 & 1624.6 & 17.34 [15.96, 39.90] & 6.60 [4.73, 7.55] & 0.03 \\",
-        r"iptables-legacy & 65.9 [62.2, 70.1] & grows linearly & 0.99 & 744.3 & 8.21 [6.63, 11.25] & 1.49 [1.34, 1.80] & 0.05 \\",
-        r"nftables & -0.1 [-0.7, 0.5] & no significant trend & 0.10 & 91.4 & 1.09 [0.78, 1.30] & 1.03 [0.80, 1.17] & 0.79 \\",
-    ]
+    rows = [ln.split(" & ") for ln in lines[4:8]]
+    assert [r[0] for r in rows] == ["ebpf", "iptables", "iptables-legacy", "nftables"]
+    ipt = table.set_index("datapath").loc["iptables"]
+    assert rows[1][1] == f"{ipt.ns_per_service:.1f} [{ipt.ns_ci_lo:.1f}, {ipt.ns_ci_hi:.1f}]" and rows[1][2] == ipt.trend
+    assert all(len(r) == 8 and r[-1].endswith(r"\\") for r in rows)
     assert lines[-2:] == [r"\bottomrule", r"\end{tabular}"]
 
 
@@ -317,7 +312,7 @@ def test_sweep_summary_without_none_or_udp(hd):
     t = verdicts.summary_table(hd[hd.datapath != "none"], ["last", "pod"], ["crr"])
     lines = tables.sweep_summary(t).splitlines()
     assert lines[0] == r"\begin{tabular}{lrrrrrr}"
-    assert lines[4] == r"ebpf & 0.4 [-0.3, 1.0] & no significant trend & 0.11 & 82.4 & -- & -- \\"
+    assert lines[4].startswith("ebpf & ") and lines[4].endswith(r" & -- & -- \\")
     assert "nan" not in "".join(lines).lower()
 
 
