@@ -252,8 +252,9 @@ def thesis_claims(s1: pd.DataFrame | None, s2: pd.DataFrame | None, comparison: 
 # -- our own findings ----------------------------------------------------------------------------------------------
 
 
-def findings(s2: pd.DataFrame | None, M: pd.DataFrame | None, target: str = "last") -> list[Claim]:
-    """What we found beyond the thesis, each with its test."""
+def findings(s2: pd.DataFrame | None, M: pd.DataFrame | None, target: str = "last",
+             bench: pd.DataFrame | None = None) -> list[Claim]:  # fmt: skip
+    """What we found beyond the thesis, each with its test (`bench`: a `services bench` run comparing releases)."""
     out = []
     if s2 is not None and {"iptables", "none"} <= set(s2["datapath"]):
         nmax = int(s2["services"].max())
@@ -288,6 +289,17 @@ def findings(s2: pd.DataFrame | None, M: pd.DataFrame | None, target: str = "las
             out.append(Claim("transit", "The worker's own transit time separates the datapaths that crr cannot.",
                              "--", "SYN transit at the last NodePort, excess over none: " + "; ".join(parts),
                              "slope 95% CIs of paired excess", "found", "Fig. fig:transit"))  # fmt: skip
+    if bench is not None and {"nftables@1.35", "nftables@1.37"} <= set(bench["datapath"]):
+        apply = bench[bench["metric"] == "apply_s"] if "metric" in bench else bench.rename(columns={"apply_s": "value"})
+        nmax = int(apply["services"].max())
+        at = apply[apply["services"] == nmax].groupby("datapath")["value"]
+        old, new = at.median()["nftables@1.35"], at.median()["nftables@1.37"]
+        lo, hi = analysis.median_ci(at.get_group("nftables@1.35").to_numpy() / float(new))[1:]
+        out.append(Claim("nft-fix", "kube-proxy 1.37's single-endpoint DNAT removes nftables' quadratic cold start.",
+                         "--", f"one atomic apply of {nmax:,} single-endpoint Services: 1.35 layout {old:.2f} s, 1.37 "
+                         f"layout {new:.2f} s, {old / new:.0f}× (each release's {at.size().min()} applies interleaved; "
+                         f"95% CI of the ratio to 1.37's median {lo:.0f}× to {hi:.0f}×)", "medians of interleaved "
+                         "applies, bootstrap CI", "found", "--"))  # fmt: skip
     if M is not None:
         ways = M[(M["target"] == "nodeport") & M["reachable"] & (M["mode"] != "none")]
         per = ways.groupby("datapath")["mode"].apply(lambda m: ", ".join(sorted(m)))

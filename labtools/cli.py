@@ -187,7 +187,7 @@ def cmd_services(args: argparse.Namespace) -> int:
     node = datapaths.node_of(lab.inventory)
     lab.state.forget(ServicesState)  # until the apply succeeds, the worker is in no known state
     done = datapaths.switch(lab.host(node.name), node, args.datapath, services.service_ports(workload, node.name),
-                            cilium_version=args.cilium_version)  # fmt: skip
+                            cilium_version=args.cilium_version, kube_proxy_version=args.kube_proxy_version)  # fmt: skip
     record = ServicesState(
         datapath=done.datapath,
         services=done.services,
@@ -196,6 +196,7 @@ def cmd_services(args: argparse.Namespace) -> int:
         objects=done.objects,
         workload=workload.params,
         cilium_version=args.cilium_version if args.datapath == "ebpf" else None,
+        kube_proxy_version=args.kube_proxy_version if args.datapath == "nftables" else None,
     )
     lab.state.put(record)
     if args.json:
@@ -542,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     lab.set_defaults(func=cmd_lab)
 
     from labtools import datapaths
-    from labtools.datapaths import ebpf
+    from labtools.datapaths import ebpf, nftables
     from labtools.lab import traffic
     from labtools.model import plan as plan_
     from labtools.model import services
@@ -570,13 +571,18 @@ def build_parser() -> argparse.ArgumentParser:
     apply_.add_argument("--cilium-version", default=ebpf.DEFAULT_CILIUM, metavar="V",
                         help=f"ebpf: the Cilium release whose service lookup is modelled "
                              f"({', '.join(ebpf.CILIUM_VERSIONS)}; before 1.17 a NodePort answers every L4 protocol)")
+    apply_.add_argument("--kube-proxy-version", default=nftables.DEFAULT_VERSION, choices=nftables.VERSIONS,
+                        help="nftables: the kube-proxy release whose rule layout is rendered (1.35: an endpoint "
+                             "chain and a verdict map per Service; 1.36: DNAT from a map; 1.37: one endpoint, no map)")
     apply_.add_argument("--json", action="store_true", help="print the record as JSON")
     _lab_options(apply_)
     bench = ssub.add_parser("bench", help="programming time of N Services per datapath", formatter_class=defaults)
     bench.add_argument("--counts", type=int_list, default="1000,10000", metavar="N,N,...",
                        help="comma-separated Service counts")  # fmt: skip
-    bench.add_argument("--datapaths", type=name_list([d for d in datapaths.NAMES if d != "none"]),
-                       default="iptables,iptables-legacy,nftables,ebpf", metavar="D,D,...")  # fmt: skip
+    releases = [*(f"nftables@{v}" for v in nftables.VERSIONS), *(f"ebpf@{v}" for v in ebpf.CILIUM_VERSIONS)]
+    bench.add_argument("--datapaths", type=name_list([*(d for d in datapaths.NAMES if d != "none"), *releases]),
+                       default="iptables,iptables-legacy,nftables,ebpf", metavar="D,D,...",
+                       help=f"comma-separated; a release may be named: {', '.join(releases)}")  # fmt: skip
     bench.add_argument("--repeats", type=positive_int, default=3, help="repeats per datapath and count")
     bench.add_argument("--run-id", help="the run under data/raw/ (default: bench-<UTC time>)")
     bench.add_argument("--out", help="also write every sample and the summary as JSON here")

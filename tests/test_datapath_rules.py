@@ -8,6 +8,7 @@ import pytest
 
 from labtools.datapaths import ebpf, iptables, nftables
 from labtools.datapaths.base import Node
+from labtools.errors import LabError
 from labtools.model import services
 from labtools.model.services import Backend, ServicePort, _categorize
 from tests import kubeproxy_fixtures as fx
@@ -121,8 +122,41 @@ def sort_like_kube_proxy_tests(text: str) -> list[str]:
 
 
 def test_nftables_example_matches_kube_proxys_final_state():
-    got = nftables.render(EXAMPLE, NODE, nftables.Options(nodeport_addresses="primary"))
+    got = nftables.render(EXAMPLE, NODE, nftables.Options(version="1.35", nodeport_addresses="primary"))
     assert sort_like_kube_proxy_tests("\n".join(got.lines)) == sort_like_kube_proxy_tests(fx.NFTABLES_EXAMPLE)
+
+
+TWO = port("default", "svc-00003", "iperf", "2001:db8:1234:5678:8:3::3", 5201, 30002,
+           [(services.POD_IP, 5201, "worker"), ("2001:db8:1234:5678:8:2:2:17", 5201, "master")], etp_local=False)
+
+
+def test_nftables_current_layout_dnats_from_the_service_chain():
+    """1.36+ (writeServiceToEndpointDNATs, the masquerading rework): no endpoint chains without affinity, the
+    mark set inline, hairpin connections from a set; 1.37: one endpoint, no map (#140723 as fixed by #140960)."""
+    got = nftables.render([*EXAMPLE, TWO], NODE, nftables.Options(version="1.37")).lines
+    svc1 = next(ln.split()[4] for ln in got if ln.startswith("add chain") and "svc-00001" in ln)
+    svc3 = next(ln.split()[4] for ln in got if ln.startswith("add chain") and "service-" in ln and "svc-00003" in ln)
+    assert f"add rule ip6 kube-proxy {svc1} meta l4proto tcp dnat to [{services.POD_IP}]:5201" in got
+    assert (f"add rule ip6 kube-proxy {svc3} meta l4proto tcp dnat ip6 addr . port to numgen random mod 2 map "
+            f"{{ 0 : {services.POD_IP} . 5201 , 1 : 2001:db8:1234:5678:8:2:2:17 . 5201 }}") in got  # sorted by str()
+    ext3 = [ln for ln in got if ln.startswith("add rule") and "external-" in ln and "svc-00003" in ln]
+    assert [ln.split(" ", 5)[5] for ln in ext3] == ['mark set mark or 0x00004000 comment "masquerade"',
+                                                    f"goto {svc3}"]  # eTP=Cluster: masquerade, then fall through
+    assert not [ln for ln in got if " endpoint-" in ln or "mark-for-masquerade" in ln]  # no endpoint chains
+    assert ("add rule ip6 kube-proxy masquerading ct status dnat ip6 saddr . ip6 daddr . meta l4proto . th dport "
+            "@hairpin-connections masquerade fully-random") in got  # fmt: skip
+    hairpin = [ln for ln in got if ln.startswith("add element ip6 kube-proxy hairpin-connections")]
+    assert hairpin == [f"add element ip6 kube-proxy hairpin-connections {{ {services.POD_IP} . {services.POD_IP} . "
+                       "tcp . 5201 }"] * 2  # the local endpoint of svc-00001 and of svc-00003
+    masq = [ln for ln in got if ln.startswith("add rule ip6 kube-proxy services ip6 daddr @cluster-ips")]
+    assert masq and got.index(masq[0]) < next(i for i, ln in enumerate(got) if "vmap @service-ips" in ln)
+    v136 = nftables.render(EXAMPLE, NODE, nftables.Options(version="1.36")).lines
+    assert f"numgen random mod 1 map {{ 0 : {services.POD_IP} . 5201 }}" in "\n".join(v136)  # 1.36: always a map
+
+
+def test_nftables_versions_are_checked():
+    with pytest.raises(LabError, match="not modelled"):
+        nftables.render(EXAMPLE, NODE, nftables.Options(version="1.30"))
 
 
 def test_nftables_all_addresses_dispatches_with_fib():

@@ -17,9 +17,10 @@ from labtools.model.topology import InterfaceRef, Inventory
 NAMES = plan.DATAPATHS
 
 
-def get(name: str, *, cilium_version: str | None = None) -> Datapath | None:
+def get(name: str, *, cilium_version: str | None = None, kube_proxy_version: str | None = None) -> Datapath | None:
     """The datapath called `name`; None for "none". `cilium_version`: the Cilium release the ebpf datapath
-    models (default: the newest modelled)."""
+    models; `kube_proxy_version`: the kube-proxy release whose nftables layout is rendered (both default to
+    the newest modelled)."""
     if name == "none":
         return None
     if name == "iptables":
@@ -27,7 +28,7 @@ def get(name: str, *, cilium_version: str | None = None) -> Datapath | None:
     if name == "iptables-legacy":
         return IptablesDatapath("legacy")
     if name == "nftables":
-        return NftablesDatapath()
+        return NftablesDatapath(version=kube_proxy_version)
     if name == "ebpf":
         return EbpfDatapath(cilium_version or DEFAULT_CILIUM)
     raise LabError(f"unknown datapath {name!r}: choose one of {', '.join(NAMES)}")

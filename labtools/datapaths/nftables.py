@@ -1,10 +1,26 @@
 """kube-proxy's nftables mode for an IPv6 node: table `ip6 kube-proxy`, verdict maps, applied with `nft -f`.
 
-Reference: kubernetes `pkg/proxy/nftables/proxier.go` as of v1.34/v1.35 — `setupNFTables` (base chains,
-sets and maps, the masquerading chains, the NodePort dispatch), `syncProxyRules` (per-service chains and
-elements), `writeServiceToEndpointRules` (`numgen random mod N vmap`), `hashAndTruncate`,
-`servicePortChainNameBase` and `servicePortEndpointChainNameBase` (chain names); the text format is
-that of sigs.k8s.io/knftables (`objects.go`).
+Two layouts of kubernetes `pkg/proxy/nftables/proxier.go`, chosen by `Options.version` (`VERSIONS`):
+
+- **1.35** — `setupNFTables` (base chains, sets and maps, the masquerading chains, the NodePort
+  dispatch), `syncProxyRules` (per-service chains and elements), `writeServiceToEndpointRules`: every
+  service chain picks an endpoint chain with `numgen random mod N vmap { … : goto endpoint-… }`, and each
+  endpoint chain marks hairpin traffic (`jump mark-for-masquerade`) and DNATs. One anonymous verdict map
+  per Service: the kernel names each by scanning all sets of the table (`nf_tables_set_alloc_name` in
+  net/netfilter/nf_tables_api.c), so a cold start is quadratic in N.
+- **1.36** — the masquerading rework (PRs #135800 and #136499): no `mark-for-masquerade` chain (the mark
+  is set inline: `ip6 daddr @cluster-ips ip6 saddr != <pod CIDR> mark set mark or …` in `services`), no
+  endpoint chains without session affinity; `writeServiceToEndpointDNATs` DNATs from the service chain,
+  `dnat ip6 addr . port to numgen random mod N map { 0 : <ep> . <port> , … }`; hairpin traffic is
+  masqueraded from the `hairpin-connections` set (`ct status dnat ip6 saddr . ip6 daddr . meta l4proto .
+  th dport @hairpin-connections masquerade fully-random` in `masquerading`).
+- **1.37** — as 1.36, and a single-endpoint Service DNATs without a map (PR #140723 as fixed by #140960:
+  `meta l4proto tcp dnat to [<ep>]:<port>`), so a Service with one endpoint needs no anonymous set.
+
+These were read from upstream's `proxier.go` in a fork carrying those PRs (the single-endpoint rule
+from the code, not from upstream's test output) and from a v1.36.2 node's `nft list table`. Chain names
+follow `hashAndTruncate`, `servicePortChainNameBase` and `servicePortEndpointChainNameBase`; the text format
+is that of sigs.k8s.io/knftables (`objects.go`). Session affinity is not modelled (the workloads have none).
 """
 
 from __future__ import annotations
@@ -16,6 +32,7 @@ from dataclasses import dataclass
 
 from labtools.datapaths.base import Datapath, Node
 from labtools.datapaths.iptables import MASQUERADE_MARK
+from labtools.errors import LabError
 from labtools.hosts import Host
 from labtools.model.services import ServicePort
 
@@ -65,8 +82,13 @@ def endpoint_chain(sp: ServicePort, ip: str, port: int) -> str:
     )
 
 
+VERSIONS = ("1.35", "1.36", "1.37")
+DEFAULT_VERSION = "1.37"  # current upstream
+
+
 @dataclass
 class Options:
+    version: str = DEFAULT_VERSION  # the kube-proxy release whose layout is rendered (VERSIONS)
     mark: str = MASQUERADE_MARK
     local_detector: bool = True  # --detect-local-mode=ClusterCIDR
     # "all": --nodeport-addresses ::/0, dispatch with `fib daddr type local` (like iptables' addrtype LOCAL).
@@ -89,9 +111,15 @@ def render(ports: Sequence[ServicePort], node: Node, opt: Options | None = None)
     t, m = TABLE, opt.mark
     if opt.nodeport_addresses not in ("all", "primary"):
         raise ValueError(f"nodeport_addresses must be all or primary, got {opt.nodeport_addresses!r}")
+    if opt.version not in VERSIONS:
+        raise LabError(f"kube-proxy {opt.version} is not modelled: choose one of {', '.join(VERSIONS)}")
+    chains = opt.version == "1.35"  # endpoint chains and mark-for-masquerade (before the 1.36 rework)
     match_all = opt.nodeport_addresses == "all"
     out = [f'add table {t} {{ comment "rules for kube-proxy" ; }}']
     out.append(f'add set {t} cluster-ips {{ type ipv6_addr ; comment "Active ClusterIPs" ; }}')
+    if not chains:
+        out.append(f"add set {t} hairpin-connections {{ type ipv6_addr . ipv6_addr . inet_proto . inet_service ; "
+                   'comment "service hairpin connections" ; }')  # fmt: skip
     if not match_all:
         out.append(f'add set {t} nodeport-ips {{ type ipv6_addr ; comment "IPs that accept NodePort traffic" ; }}')
     vmap3, vmap2 = "ipv6_addr . inet_proto . inet_service : verdict", "inet_proto . inet_service : verdict"
@@ -105,7 +133,7 @@ def render(ports: Sequence[ServicePort], node: Node, opt: Options | None = None)
         out.append(f'add map {t} {name} {{ type {typ} ; comment "{comment}" ; }}')
     for name, typ, hook, prio in BASE_CHAINS:
         out.append(f"add chain {t} {name} {{ type {typ} hook {hook} priority {prio} ; }}")
-    for name in ("cluster-ips-check", "firewall-check", "mark-for-masquerade", "masquerading",
+    for name in ("cluster-ips-check", "firewall-check", *(["mark-for-masquerade"] if chains else []), "masquerading",
                  "nodeport-endpoints-check", "services", "service-endpoints-check"):  # fmt: skip
         out.append(f"add chain {t} {name}")
     out.append(
@@ -119,10 +147,24 @@ def render(ports: Sequence[ServicePort], node: Node, opt: Options | None = None)
         f"add rule {t} cluster-ips-check ip6 daddr {{ {node.service_cidr} }} drop comment "
         '"Drop traffic to unallocated ClusterIPs"',
         f"add rule {t} firewall-check ip6 daddr . meta l4proto . th dport vmap @firewall-ips",
-        f"add rule {t} mark-for-masquerade mark set mark or {m}",
-        f"add rule {t} masquerading mark and {m} == 0 return",
-        f"add rule {t} masquerading mark set mark xor {m}",
-        f"add rule {t} masquerading masquerade fully-random",
+    ]
+    if chains:
+        out += [
+            f"add rule {t} mark-for-masquerade mark set mark or {m}",
+            f"add rule {t} masquerading mark and {m} == 0 return",
+            f"add rule {t} masquerading mark set mark xor {m}",
+            f"add rule {t} masquerading masquerade fully-random",
+        ]
+    else:  # the mark set inline, hairpin connections from their set (setupNFTables, 1.36+)
+        out += [
+            f"add rule {t} masquerading mark and {m} != 0 mark set mark xor {m} masquerade fully-random",
+            f"add rule {t} masquerading ct status dnat ip6 saddr . ip6 daddr . meta l4proto . th dport "
+            "@hairpin-connections masquerade fully-random",
+        ]
+        if opt.local_detector:
+            out.append(f"add rule {t} services ip6 daddr @cluster-ips ip6 saddr != {node.cluster_cidr} mark set mark "
+                       f'or {m} comment "masquerade clusterIP traffic from outside cluster"')  # fmt: skip
+    out += [
         f"add rule {t} reject-chain reject",
         f"add rule {t} services ip6 daddr . meta l4proto . th dport vmap @service-ips",
         f"add rule {t} service-endpoints-check ip6 daddr . meta l4proto . th dport vmap @no-endpoint-services",
@@ -149,7 +191,7 @@ def render(ports: Sequence[ServicePort], node: Node, opt: Options | None = None)
         has_eps, has_internal, has_external = sp.has_endpoints, sp.has_internal_endpoints, sp.has_external_endpoints
         uses_ext = sp.uses_external_chain
         verdict = "drop" if has_eps else "goto reject-chain"
-        for ep in sp.reachable_endpoints:
+        for ep in sp.reachable_endpoints if chains else ():
             out.append(f"add chain {t} {endpoint_chain(sp, ep.ip, ep.port)}")
         if sp.uses_cluster_policy:
             out.append(f"add chain {t} {svc}")
@@ -169,29 +211,40 @@ def render(ports: Sequence[ServicePort], node: Node, opt: Options | None = None)
             if not has_external:
                 out.append(f'add element {t} no-endpoint-nodeports {{ {proto} . {sp.node_port} comment "{spn}" : '
                            f"{verdict} }}")  # fmt: skip
-        if has_internal and opt.local_detector:
+        if has_internal and opt.local_detector and chains:
             out.append(f"add rule {t} {loc if sp.internal_local else svc} ip6 daddr {sp.cluster_ip} "
                        f"ip6 saddr != {pod} jump mark-for-masquerade")  # fmt: skip
+        masq = "jump mark-for-masquerade" if chains else f"mark set mark or {m}"
         if uses_ext:
-            if not sp.external_local:
-                out += [f"add rule {t} {ext} jump mark-for-masquerade", f"add rule {t} {ext} goto {svc}"]
+            if not sp.external_local:  # then "anything else falls thru" to the policy chain, once, below
+                out.append(f"add rule {t} {ext} {masq}" + ("" if chains else ' comment "masquerade"'))
             else:
                 if opt.local_detector:
                     out.append(f'add rule {t} {ext} ip6 saddr {pod} goto {svc} comment "short-circuit pod traffic"')
-                out.append(f'add rule {t} {ext} fib saddr type local jump mark-for-masquerade comment '
-                           '"masquerade local traffic"')  # fmt: skip
+                out.append(f'add rule {t} {ext} fib saddr type local {masq} comment "masquerade local traffic"')
                 out.append(f'add rule {t} {ext} fib saddr type local goto {svc} comment "short-circuit local traffic"')
             if has_external:
                 out.append(f"add rule {t} {ext} goto {loc if sp.external_local else svc}")
         for chain, eps, used in ((svc, sp.cluster_endpoints, sp.uses_cluster_policy),
                                  (loc, sp.local_endpoints, sp.uses_local_policy)):  # fmt: skip
-            if used:
+            if not used:
+                continue
+            if chains:  # writeServiceToEndpointRules (1.35)
                 vmap = " , ".join(f"{i} : goto {endpoint_chain(sp, e.ip, e.port)}" for i, e in enumerate(eps))
                 out.append(f"add rule {t} {chain} numgen random mod {len(eps)} vmap {{ {vmap} }}")
+            elif len(eps) == 1 and opt.version != "1.36":  # writeServiceToEndpointDNATs, one endpoint (1.37)
+                out.append(f"add rule {t} {chain} meta l4proto {proto} dnat to {eps[0]}")
+            else:  # writeServiceToEndpointDNATs (1.36+)
+                pairs = " , ".join(f"{i} : {e.ip} . {e.port}" for i, e in enumerate(eps))
+                out.append(f"add rule {t} {chain} meta l4proto {proto} dnat ip6 addr . port to numgen random mod "
+                           f"{len(eps)} map {{ {pairs} }}")  # fmt: skip
         for ep in sp.reachable_endpoints:
-            ech = endpoint_chain(sp, ep.ip, ep.port)
-            out.append(f"add rule {t} {ech} ip6 saddr {ep.ip} jump mark-for-masquerade")
-            out.append(f"add rule {t} {ech} meta l4proto {proto} dnat to {ep}")
+            if chains:
+                ech = endpoint_chain(sp, ep.ip, ep.port)
+                out.append(f"add rule {t} {ech} ip6 saddr {ep.ip} jump mark-for-masquerade")
+                out.append(f"add rule {t} {ech} meta l4proto {proto} dnat to {ep}")
+            elif ep in sp.local_endpoints:  # an endpoint that reaches its own Service is masqueraded (1.36+)
+                out.append(f"add element {t} hairpin-connections {{ {ep.ip} . {ep.ip} . {proto} . {ep.port} }}")
     return Ruleset(out)
 
 
@@ -210,8 +263,8 @@ class NftablesDatapath(Datapath):
     tools = ("nft",)
     nft_tables = ("ip6 kube-proxy",)
 
-    def __init__(self, options: Options | None = None):
-        self.options = options or Options()
+    def __init__(self, options: Options | None = None, version: str | None = None):
+        self.options = options or Options(version=version or DEFAULT_VERSION)
 
     def render(self, ports: Sequence[ServicePort], node: Node) -> Ruleset:
         return render(ports, node, self.options)

@@ -24,8 +24,10 @@ class Switcher:
     namespace registered, so `none` and `ebpf` then run with conntrack on, as on a real node.
     """
 
-    def __init__(self, host: Host, node: Node, *, cilium_version: str | None = None):
+    def __init__(self, host: Host, node: Node, *, cilium_version: str | None = None,
+                 kube_proxy_version: str | None = None):  # fmt: skip
         self.host, self.node, self.cilium_version = host, node, cilium_version
+        self.kube_proxy_version = kube_proxy_version
         self.parked: dict[str, tuple[object, Programmed]] = {}  # name -> (key, how it was programmed)
         self.active: str | None = None
         self._cleared = False
@@ -36,7 +38,7 @@ class Switcher:
         With a `key`, a parked datapath programmed for the same key is resumed instead of programmed;
         the returned `Programmed` then carries the original programming and `detail["resumed_s"]`.
         """
-        chosen = datapaths.get(name, cilium_version=self.cilium_version)
+        chosen = datapaths.get(name, cilium_version=self.cilium_version, kube_proxy_version=self.kube_proxy_version)
         if not self._cleared:  # unknown state: take every datapath off the node once
             if isinstance(self.host, NetnsHost):
                 require_tools("nft", "ip6tables-nft-restore", "ip6tables-legacy-restore", "tc", "conntrack")
@@ -74,8 +76,9 @@ class Switcher:
 
 
 def switch(host: Host, node: Node, name: str, ports: Sequence[services.ServicePort], *,
-           cilium_version: str | None = None) -> Programmed:  # fmt: skip
-    """Make `name` the node's only service datapath, programmed with `ports` (ebpf: as `cilium_version`)."""
-    return Switcher(host, node, cilium_version=cilium_version).use(name, ports)
+           cilium_version: str | None = None, kube_proxy_version: str | None = None) -> Programmed:  # fmt: skip
+    """Make `name` the node's only service datapath, programmed with `ports` (ebpf: as `cilium_version`;
+    nftables: in the layout of `kube_proxy_version`)."""
+    return Switcher(host, node, cilium_version=cilium_version, kube_proxy_version=kube_proxy_version).use(name, ports)
 
 

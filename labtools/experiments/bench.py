@@ -2,7 +2,8 @@
 
 For the iptables backends the same run also times a bare `ip6tables-*-restore` of the very file, from
 the same empty tables, so the wrapper's overhead is a ratio measured side by side. Datapaths are
-interleaved within each repeat.
+interleaved within each repeat. A datapath may name the release it models: ``nftables@1.35`` (kube-proxy's
+rule layout) or ``ebpf@1.13`` (Cilium's), so that two releases are compared in the same run.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from pathlib import Path
 from labtools import datapaths
 from labtools import progress as bars
 from labtools.datapaths.iptables import IptablesDatapath
+from labtools.errors import LabError
 from labtools.experiments import provenance
 from labtools.experiments.recorder import Recorder
 from labtools.lab import Lab
@@ -22,11 +24,26 @@ from labtools.model import services
 BARE = "s=$(date +%s%N); {tool} -w < {path}; e=$(date +%s%N); echo $((e - s))"
 
 
+def _versions(base: str, version: str) -> dict:
+    if not version:
+        return {}
+    if base == "nftables":
+        return {"kube_proxy_version": version}
+    if base == "ebpf":
+        return {"cilium_version": version}
+    raise LabError(f"{base} has no modelled releases: name it without @{version}")
+
+
+def _get(name: str):
+    base, _, version = name.partition("@")
+    return datapaths.get(base, **_versions(base, version))
+
+
 def run(lab: Lab, run_id: str, counts: Sequence[int], names: Sequence[str], repeats: int, *,
         root: Path | None = None, progress: bool = True) -> list[dict]:  # fmt: skip
     """Program every datapath with every count, `repeats` times, interleaved; each apply is one recorded point."""
     for name in names:
-        datapaths.get(name)
+        _get(name)
     rec = Recorder(run_id, kind="bench", params={"counts": list(counts), "datapaths": list(names), "repeats": repeats},
                    root=root).open(lambda: provenance.collect(lab.backend))  # fmt: skip
     node = datapaths.node_of(lab.inventory)
@@ -38,10 +55,11 @@ def run(lab: Lab, run_id: str, counts: Sequence[int], names: Sequence[str], repe
     try:
         for count, repeat, name in todo:
             ports = ports_of.setdefault(count, services.service_ports(services.build(count), node.name))
-            done = datapaths.switch(host, node, name, ports)
+            base, _, version = name.partition("@")
+            done = datapaths.switch(host, node, base, ports, **_versions(base, version))
             row = {"datapath": name, "services": count, "repeat": repeat, "render_s": done.render_s,
                    "apply_s": done.apply_s, "objects": done.objects}  # fmt: skip
-            dp = datapaths.get(name)
+            dp = _get(name)
             if isinstance(dp, IptablesDatapath):
                 local = rec.path("rules.txt")  # the same file restored bare, from the same empty tables
                 local.write_text(dp.render(ports, node).full)

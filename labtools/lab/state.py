@@ -29,6 +29,7 @@ class ServicesState(BaseModel):
     objects: int
     workload: dict  # services.build() keyword arguments: the same Services can be rebuilt from it
     cilium_version: str | None = None  # the Cilium release the ebpf datapath models (None: another datapath)
+    kube_proxy_version: str | None = None  # the kube-proxy release whose nftables layout is programmed
 
 
 class Srv6State(BaseModel):
