@@ -251,12 +251,13 @@ def render(ports: Sequence[ServicePort], node: Node, opt: Options | None = None)
 class NftablesDatapath(Datapath):
     """kube-proxy nftables mode.
 
-    What is atomic, exactly: the new table is created and filled in one `nft -f` transaction, so no
-    packet sees half of it. A *re*-apply is two transactions: the old table is deleted first, in one of
-    its own, and for the milliseconds between the two the node has no service rules. kube-proxy instead
-    syncs in a single transaction; deleting and re-adding a table with thousands of anonymous sets in one
-    transaction makes the kernel walk the old table's sets for every new one
-    (``nf_tables_set_alloc_name``), which is what the separate delete avoids.
+    What is atomic, exactly: a ruleset without anonymous sets (1.37's single-endpoint Services) replaces
+    the old table in one `nft -f` transaction (``add table``, ``delete table``, the new table), as
+    kube-proxy syncs in one transaction, so no packet sees a node without rules or with half of them. A
+    ruleset with anonymous sets (1.35, 1.36, or Services with several endpoints) is applied in two: the
+    old table is deleted first, in a transaction of its own, and for the milliseconds between the two the
+    node has no service rules; in one transaction the kernel would walk the old table's thousands of
+    sets for every new one (``nf_tables_set_alloc_name``).
     """
 
     name = "nftables"
@@ -271,10 +272,12 @@ class NftablesDatapath(Datapath):
 
     def apply(self, host: Host, rendered: object, node: Node) -> int:
         assert isinstance(rendered, Ruleset)
-        # The old table goes in a transaction of its own: rebuilding it in the same one makes the kernel
-        # scan the old table's thousands of anonymous sets for every new one (nf_tables_set_alloc_name).
-        self.clear(host, node)
-        host.run(["nft", "-f", "-"], input=rendered.transaction(), timeout=600)
+        text = rendered.transaction()
+        if "numgen random" in text:  # anonymous sets: the old table goes in a transaction of its own
+            self.clear(host, node)
+            host.run(["nft", "-f", "-"], input=text, timeout=600)
+        else:  # one transaction; `add table` first, so that the delete finds a table even on a clean node
+            host.run(["nft", "-f", "-"], input=f"add table {TABLE}\ndelete table {TABLE}\n{text}", timeout=600)
         return len(rendered.lines)
 
     def clear(self, host: Host, node: Node) -> None:
