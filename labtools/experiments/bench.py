@@ -34,6 +34,10 @@ def _versions(base: str, version: str) -> dict:
     raise LabError(f"{base} has no modelled releases: name it without @{version}")
 
 
+def _key(count: int, repeat: int, name: str) -> str:
+    return f"n{count:05d}-r{repeat}-{name.replace('@', '-v')}"  # point files: nftables@1.35 -> nftables-v1.35
+
+
 def _get(name: str):
     base, _, version = name.partition("@")
     return datapaths.get(base, **_versions(base, version))
@@ -49,7 +53,7 @@ def run(lab: Lab, run_id: str, counts: Sequence[int], names: Sequence[str], repe
     node = datapaths.node_of(lab.inventory)
     host = lab.host(node.name)
     keys = [(c, r, n) for c in counts for r in range(repeats) for n in names]
-    todo = [k for k in keys if not rec.done(f"n{k[0]:05d}-r{k[1]}-{k[2]}")]
+    todo = [k for k in keys if not rec.done(_key(*k))]
     bar = bars.bar("programming", total=len(keys), done=len(keys) - len(todo), enabled=progress, unit="apply")
     ports_of: dict[int, list] = {}
     try:
@@ -68,7 +72,7 @@ def run(lab: Lab, run_id: str, counts: Sequence[int], names: Sequence[str], repe
                 ns = int(host.run(["sh", "-c", BARE.format(tool=dp.restore, path=remote)]).stdout.strip())
                 row["bare_restore_s"] = ns / 1e9
                 row["ratio_to_bare"] = done.apply_s / row["bare_restore_s"]
-            rec.write(f"n{count:05d}-r{repeat}-{name}", [row])
+            rec.write(_key(count, repeat, name), [row])
             bar.advance()
     finally:
         bar.close()
