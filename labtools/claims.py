@@ -9,7 +9,8 @@ the rows and writes ``paper/tables/claims.tex`` and ``findings.tex`` from them.
 The tests:
 
 - **TOST** (two one-sided t-tests) for "no difference": on paired log ratios within each repeat, equivalence
-  within ±`MARGIN` is shown when both one-sided p-values are below 0.05;
+  within ±`MARGIN` is shown when both one-sided p-values are below 0.05; for "adds no cost", one of them
+  (non-inferiority: the paired excess lies below +`TRANSIT_MARGIN_NS`);
 - **Brown–Forsythe** (Levene's test around the median) for "wider spread": on each sample's deviation from
   its own (datapath, N) median, so that the N-to-N changes do not count as spread;
 - **a slope's 95% CI** (`analysis.trend`) for "grows with N", and per-N **paired-ratio CIs**
@@ -131,15 +132,20 @@ def no_cost_at_small_n(s2: pd.DataFrame | None, target: str = "last") -> Claim:
     small = s2[s2["services"] == n]
     x = analysis.excess(small, "transit_request_p50", "ebpf", target)["value"].to_numpy()
     m, se = float(x.mean()), float(x.std(ddof=1) / np.sqrt(len(x)))
-    t_lo, t_hi = (m + TRANSIT_MARGIN_NS) / se, (m - TRANSIT_MARGIN_NS) / se
-    p = float(max(1 - stats.t.cdf(t_lo, len(x) - 1), stats.t.cdf(t_hi, len(x) - 1)))
-    # Refuted only when the difference's whole 90% CI (TOST's interval) lies outside the margin.
-    half = float(stats.t.ppf(1 - ALPHA, len(x) - 1)) * se
-    outside = m - half > TRANSIT_MARGIN_NS or m + half < -TRANSIT_MARGIN_NS
-    verdict = "reproduced" if p < ALPHA else ("refuted" if outside else "not shown")
+    # "Adds no cost" is a one-sided claim: non-inferiority, H0: the excess is at least the margin.
+    t = (m - TRANSIT_MARGIN_NS) / se
+    p = float(stats.t.cdf(t, len(x) - 1))
+    upper = m + float(stats.t.ppf(1 - ALPHA, len(x) - 1)) * se
+    if p < ALPHA:
+        verdict = "reproduced with an explanation" if upper < 0 else "reproduced"
+    else:
+        verdict = "refuted" if m - float(stats.t.ppf(1 - ALPHA, len(x) - 1)) * se > TRANSIT_MARGIN_NS else "not shown"
+    why = ("; eBPF is faster than the plain path: it DNATs at tc ingress and hands the packet to the pod's veth "
+           "(bpf_redirect_neigh), skipping the stack's forwarding") if upper < 0 else ""  # fmt: skip
     return Claim("ebpf-cost", claim, thesis,
                  f"worker transit of the SYN at the {target} NodePort, eBPF minus none at N = {n:,}, paired within "
-                 f"{len(x)} repeats: mean {m:+.0f} ns", f"TOST, margin ±{TRANSIT_MARGIN_NS:.0f} ns: p = {p:.3g}",
+                 f"{len(x)} repeats: mean {m:+.0f} ns (one-sided 95% upper bound {upper:+.0f} ns){why}",
+                 f"one-sided t-test (non-inferiority), margin +{TRANSIT_MARGIN_NS:.0f} ns: t = {t:.2f}, p = {p:.3g}",
                  verdict, "Table tab:tables/transit-summary")  # fmt: skip
 
 

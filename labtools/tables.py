@@ -35,7 +35,8 @@ def tabular(header: Sequence[str], rows: Sequence[Sequence[object]], column_form
 
 def stacked(*lines: str) -> str:
     """A header cell of several lines (each escaped), so that a table of many columns fits the text width."""
-    return r"\begin{tabular}[b]{@{}c@{}}" + r" \\ ".join(tex_escape(x) for x in lines) + r"\end{tabular}"
+    # `\\{}`: a line that starts with "[" must not read as the optional length of `\\`
+    return r"\begin{tabular}[b]{@{}c@{}}" + r" \\{} ".join(tex_escape(x) for x in lines) + r"\end{tabular}"
 
 
 def _number(v: object, fmt: str = ".2f") -> str:
@@ -158,10 +159,10 @@ def claims(frame: pd.DataFrame, *, thesis: bool = True) -> str:
     if thesis:
         header = ["claim", "thesis' evidence", "measured", "test", "verdict", "see"]
         cols = ["claim", "thesis", "measured", "test", "verdict", "ref"]
-        widths = (0.15, 0.12, 0.33, 0.15, 0.09, 0.06)
+        widths = (0.17, 0.11, 0.33, 0.13, 0.1, 0.05)  # with \tabcolsep 3pt: within the text width
     else:
         header, cols = ["finding", "measured", "test", "see"], ["claim", "measured", "test", "ref"]
-        widths = (0.22, 0.5, 0.14, 0.06)
+        widths = (0.22, 0.52, 0.13, 0.05)
     rows = [[(_REF + r[c] if c == "ref" else r[c]) for c in cols] for _, r in frame.iterrows()]
     fmt = "".join(f">{{\\raggedright\\arraybackslash}}p{{{w}\\linewidth}}" for w in widths)
     return _refs(tabular(header, rows, fmt))

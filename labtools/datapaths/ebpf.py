@@ -252,7 +252,6 @@ def drops(host: Host, node: Node) -> dict[str, int]:
                                                                       str(map_id)]).stdout)]  # fmt: skip
             if any(r is None for r in rows):
                 raise LabError("bpftool printed the drops map without its BTF: rebuild labtools/bpf (make setup)")
-            # The key is the enum: bpftool prints its enumerator's name (DROP_...), or the number.
-            names = {f"DROP_{r.upper()}": r for r in DROP_REASONS} | {i: r for i, r in enumerate(DROP_REASONS, 1)}
+            names = dict(enumerate(DROP_REASONS, 1))  # the key is the enum's value (lib/drop.h)
             return {names[r["key"]]: sum(v["value"] for v in r["values"]) for r in rows if r["key"] in names}
     return {}
