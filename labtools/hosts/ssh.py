@@ -164,13 +164,14 @@ class SSHHost(Host):
             chan.shutdown_write()
             out, err = bytearray(), bytearray()
             deadline = time.monotonic() + timeout
-            # Read both streams as they come: they share one flow-control window.
+            # Read both streams as they come: they share one flow-control window. Until the server's EOF, not
+            # just its exit status: that may arrive while the last of stderr is still waiting for window space.
             while True:
                 if chan.recv_ready():
                     out += chan.recv(65536)
                 elif chan.recv_stderr_ready():
                     err += chan.recv_stderr(65536)
-                elif chan.exit_status_ready():
+                elif chan.eof_received or chan.closed:
                     break
                 elif time.monotonic() > deadline:
                     raise CommandError(
