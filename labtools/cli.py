@@ -156,14 +156,26 @@ def cmd_services(args: argparse.Namespace) -> int:
         _needs_root(lab, "services bench")
         names = args.datapaths
         run_id = args.run_id or time.strftime("bench-%Y%m%dT%H%M%SZ", time.gmtime())
-        rows = bench.run(lab, run_id, args.counts, names, args.repeats)
+        if args.change:
+            rows = bench.run_change(lab, run_id, args.change, args.counts, names, args.repeats, mix=args.mix,
+                                    hz=args.probe_hz)  # fmt: skip
+            summary = bench.change_summary(rows)
+        else:
+            rows = bench.run(lab, run_id, args.counts, names, args.repeats, mix=args.mix)
+            summary = bench.summary(rows)
         if args.out:
             with open(args.out, "w") as fh:
-                json.dump({"rows": rows, "summary": bench.summary(rows)}, fh, indent=1)
+                json.dump({"rows": rows, "summary": summary}, fh, indent=1)
+        if args.json:
+            print(json.dumps(rows, indent=1))
+            return 0
         print(f"run {run_id}: every apply in data/raw/{run_id}/, the table in data/processed/{run_id}.csv")
         cols = ["datapath", "services", "repeats", "apply_median_s", "apply_min_s", "apply_max_s",
                 "render_median_s", "bare_median_s", "ratio_median"]  # fmt: skip
-        table = [[_fmt(r.get(c, "")) for c in cols] for r in bench.summary(rows)]
+        if args.change:
+            cols = ["datapath", "services", "repeats", "cold_apply_median_s", "change_apply_median_s",
+                    "change_e2e_median_s", "change_e2e_max_s", "spawn_median_s", "ratio_median"]  # fmt: skip
+        table = [[_fmt(r.get(c, "")) for c in cols] for r in summary]
         print(_table(table, cols))
         return 0
     if args.action == "drops":
@@ -584,6 +596,14 @@ def build_parser() -> argparse.ArgumentParser:
                        default="iptables,iptables-legacy,nftables,ebpf", metavar="D,D,...",
                        help=f"comma-separated; a release may be named: {', '.join(releases)}")  # fmt: skip
     bench.add_argument("--repeats", type=positive_int, default=3, help="repeats per datapath and count")
+    bench.add_argument("--mix", choices=services.MIXES, default="nodeport",
+                       help="all NodePort, or N-1 ClusterIP and one NodePort (needed above 64,512 Services)")
+    bench.add_argument("--change", choices=services.CHANGES,
+                       help="time one change on top of N Services (add one, remove one, or move one's endpoint) "
+                            "instead of the cold start alone: change_apply_s and change_e2e_s")
+    bench.add_argument("--probe-hz", type=float, default=2000.0, metavar="HZ",
+                       help="--change: handshakes per second with which the client watches for the change (>= 1000)")
+    bench.add_argument("--json", action="store_true", help="print every sample as JSON instead of the table")
     bench.add_argument("--run-id", help="the run under data/raw/ (default: bench-<UTC time>)")
     bench.add_argument("--out", help="also write every sample and the summary as JSON here")
     _lab_options(bench)

@@ -7,6 +7,15 @@
  * maps.bin: repeated records of  name[16] key_size:u32 value_size:u32 count:u32 keys[] values[]
  * The SRv6 SIDs of the program being replaced (srv6_sids) are carried over into the new one.
  *
+ * One change, as Cilium's agent writes it (labtools.datapaths.ebpf.EbpfDatapath.change):
+ *   labtools-bpf-load --update IFACE... < ops.bin
+ *       apply single-entry updates and deletes, in the order given, to the maps of the programs attached
+ *       to the IFACEs' ingress (the uplink's and the pods'; a map is found in the first program that uses
+ *       it): one bpf() call per entry, no batch, as the agent's lbmap code does.
+ *       ops.bin: repeated records of  name[16] op:u32 (1 update, 2 delete) key_size:u32 value_size:u32 key value
+ *       Prints the entries written and the nanoseconds spent in the map calls alone (the agent holds its
+ *       map fds open; finding them here is not part of its cost).
+ *
  * SRv6 (labtools.srv6):
  *   labtools-bpf-load --srv6-sid UPLINK add|del SID
  *       add or remove a decapsulating SID in srv6_sids of the program attached to UPLINK's ingress
@@ -24,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <bpf/bpf.h>
 #include <bpf/libbpf.h>
@@ -127,6 +137,59 @@ static int copy_map(int from, int to, size_t ksz, size_t vsz)
 			n++;
 	}
 	return n;
+}
+
+static int update(int argc, char **argv)
+{
+	struct { char name[17]; int fd; } fds[8] = {0};
+	char name[17] = {0};
+	unsigned char key[64], val[64];
+	uint32_t hdr[3];
+	uint64_t spent = 0;
+	int n = 0, nfds = 0;
+
+	if (argc < 3) {
+		fprintf(stderr, "usage: %s --update IFACE... < ops.bin\n", argv[0]);
+		return 2;
+	}
+	for (int i = 2; i < argc; i++)
+		if (!if_nametoindex(argv[i]))
+			die(argv[i], errno);
+	while (fread(name, 1, 16, stdin) == 16) {
+		read_exact(hdr, sizeof(hdr));
+		if (hdr[1] > sizeof(key) || hdr[2] > sizeof(val) || (hdr[0] != 1 && hdr[0] != 2))
+			die("bad operation record", EINVAL);
+		read_exact(key, hdr[1]);
+		read_exact(val, hdr[2]);
+		int fd = -1;
+		for (int i = 0; i < nfds && fd < 0; i++)
+			if (!strcmp(fds[i].name, name))
+				fd = fds[i].fd;
+		if (fd < 0) {
+			for (int i = 2; i < argc && fd < 0; i++)
+				fd = attached_map_fd(if_nametoindex(argv[i]), BPF_TC_INGRESS, 1, name);
+			if (fd < 0) {
+				fprintf(stderr, "labtools-bpf-load: no program at these interfaces' ingress has a map %s\n",
+					name);
+				return 1;
+			}
+			if (nfds == 8)
+				die("too many maps", E2BIG);
+			memcpy(fds[nfds].name, name, sizeof(name));
+			fds[nfds++].fd = fd;
+		}
+		struct timespec t0, t1;
+		clock_gettime(CLOCK_MONOTONIC, &t0);
+		int err = hdr[0] == 1 ? bpf_map_update_elem(fd, key, val, BPF_ANY) : bpf_map_delete_elem(fd, key);
+		clock_gettime(CLOCK_MONOTONIC, &t1);
+		if (err)
+			die(name, errno);
+		spent += (t1.tv_sec - t0.tv_sec) * 1000000000ull + t1.tv_nsec - t0.tv_nsec;
+		n++;
+		memset(name, 0, sizeof(name));
+	}
+	printf("%d %llu\n", n, (unsigned long long)spent);
+	return 0;
 }
 
 static void parse_in6(const char *text, void *out)
@@ -266,6 +329,8 @@ int main(int argc, char **argv)
 		return srv6_sid(argc, argv);
 	if (argc > 1 && strcmp(argv[1], "--srv6-encap") == 0)
 		return srv6_encap(argc, argv);
+	if (argc > 1 && strcmp(argv[1], "--update") == 0)
+		return update(argc, argv);
 	if (argc < 3) {
 		fprintf(stderr, "usage: %s OBJECT UPLINK [POD_IFACE...] < maps.bin\n", argv[0]);
 		return 2;

@@ -36,6 +36,19 @@ class Programmed:
     detail: dict = field(default_factory=dict)
 
 
+def changed_services(before: Sequence[ServicePort], after: Sequence[ServicePort]) -> set[tuple[str, str]]:
+    """(namespace, name) of every Service added, removed, or whose ports or endpoints differ: what kube-proxy's
+    change trackers report as `UpdatedServices` (pkg/proxy/servicechangetracker.go, ServicePortMap.Update)."""
+    def by_service(ports: Sequence[ServicePort]) -> dict[tuple[str, str], set[ServicePort]]:
+        out: dict[tuple[str, str], set[ServicePort]] = {}
+        for p in ports:
+            out.setdefault((p.namespace, p.name), set()).add(p)
+        return out
+
+    b, a = by_service(before), by_service(after)
+    return {k for k in b.keys() | a.keys() if b.get(k) != a.get(k)}
+
+
 class Datapath(ABC):
     """kube-proxy's shape: one sync renders the whole desired state, one call applies it atomically."""
 
@@ -74,6 +87,15 @@ class Datapath(ABC):
             raise NotImplementedError(f"{self.name} cannot be parked")
         flags = " { flags dormant; }" if dormant else ""  # re-adding a table without flags wakes it
         host.run(["nft", "-f", "-"], input="".join(f"add table {t}{flags}\n" for t in self.nft_tables))
+
+    def render_change(self, before: Sequence[ServicePort], after: Sequence[ServicePort], node: Node) -> object:
+        """What this datapath writes to go from `before` to `after` when one Service changed: its partial
+        sync (kube-proxy) or its map updates (Cilium), not the whole state again."""
+        raise NotImplementedError(f"{self.name} models no partial update")
+
+    def apply_change(self, host: Host, rendered: object, node: Node) -> int:
+        """Write what `render_change` produced onto a node programmed with `before`. Returns the objects written."""
+        raise NotImplementedError(f"{self.name} models no partial update")
 
     def program(self, host: Host, ports: Sequence[ServicePort], node: Node) -> Programmed:
         t0 = time.perf_counter()

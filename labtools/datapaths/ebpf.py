@@ -185,6 +185,76 @@ def render(ports: Sequence[ServicePort], node: Node, cilium_version: str = DEFAU
     return out
 
 
+UPDATE, DELETE = 1, 2  # labtools-bpf-load --update's operations
+
+
+@dataclass
+class MapOps:
+    """Single-entry map writes in the order Cilium's agent makes them: (map, UPDATE or DELETE, key, value)."""
+
+    ops: list[tuple[str, int, bytes, bytes]] = field(default_factory=list)
+
+    def stream(self) -> bytes:
+        """The loader's stdin for --update: per operation name[16] op key_size value_size key value."""
+        return b"".join(struct.pack("<16sIII", m.encode(), op, len(k), len(v)) + k + v for m, op, k, v in self.ops)
+
+
+def _frontend(key: bytes) -> bytes:
+    return key[:18] + key[20:]  # lb6_key without backend_slot: address, dport, proto, scope
+
+
+def _slot(key: bytes) -> int:
+    return struct.unpack_from("<H", key, 18)[0]
+
+
+def render_change(before: Sequence[ServicePort], after: Sequence[ServicePort], node: Node,
+                  cilium_version: str = DEFAULT_CILIUM) -> MapOps:  # fmt: skip
+    """The map writes of Cilium's agent for the change from `before` to `after`, one bpf() call each.
+
+    As pkg/service/service.go `upsertServiceIntoLBMaps` and pkg/maps/lbmap/lbmap.go (v1.13 and v1.17 alike;
+    read at skmatti/cilium 5f7ac91 and b095517): new backends first (`AddBackend`); then per frontend whose
+    entries changed, `upsertServiceProto`: every backend slot 1..N, the rev-NAT entry, the master slot 0
+    (with the backend count) last, then slots beyond the new count deleted; per removed frontend,
+    `deleteServiceProto`: the master first, then the slots in ascending order, then its rev-NAT entry;
+    backends no Service uses any more last (`DeleteBackendByID`).
+    """
+    b, a = render(before, node, cilium_version), render(after, node, cilium_version)
+    old = {m: dict(b.maps.get(m, [])) for m in ("lb6_services", "lb6_backends", "lb6_reverse_nat")}
+    new = {m: dict(a.maps.get(m, [])) for m in ("lb6_services", "lb6_backends", "lb6_reverse_nat")}
+
+    def frontends(entries: dict[bytes, bytes]) -> dict[bytes, dict[int, tuple[bytes, bytes]]]:
+        out: dict[bytes, dict[int, tuple[bytes, bytes]]] = {}
+        for k, v in entries.items():
+            out.setdefault(_frontend(k), {})[_slot(k)] = (k, v)
+        return out
+
+    def rev_nat_key(master_value: bytes) -> bytes:
+        return struct.pack("<H", struct.unpack("<IHHBBH", master_value)[2])
+
+    ofe, nfe = frontends(old["lb6_services"]), frontends(new["lb6_services"])
+    out = MapOps()
+    out.ops += [("lb6_backends", UPDATE, k, v) for k, v in new["lb6_backends"].items()
+                if old["lb6_backends"].get(k) != v]  # fmt: skip
+    for fe, slots in nfe.items():
+        if ofe.get(fe) == slots and all(old["lb6_reverse_nat"].get(k) == new["lb6_reverse_nat"][k]
+                                        for k in [rev_nat_key(slots[0][1])]):  # fmt: skip
+            continue
+        out.ops += [("lb6_services", UPDATE, *slots[i]) for i in sorted(slots) if i > 0]
+        rk = rev_nat_key(slots[0][1])
+        out.ops.append(("lb6_reverse_nat", UPDATE, rk, new["lb6_reverse_nat"][rk]))
+        out.ops.append(("lb6_services", UPDATE, *slots[0]))
+        out.ops += [("lb6_services", DELETE, k, b"") for i, (k, _) in sorted(ofe.get(fe, {}).items()) if i not in slots]
+    for fe, slots in ofe.items():
+        if fe in nfe:
+            continue
+        out.ops += [("lb6_services", DELETE, slots[i][0], b"") for i in sorted(slots)]  # the master (0) first
+        rk = rev_nat_key(slots[0][1])
+        if rk not in new["lb6_reverse_nat"] and ("lb6_reverse_nat", DELETE, rk, b"") not in out.ops:
+            out.ops.append(("lb6_reverse_nat", DELETE, rk, b""))  # two scopes of a NodePort share it
+    out.ops += [("lb6_backends", DELETE, k, b"") for k in old["lb6_backends"] if k not in new["lb6_backends"]]
+    return out
+
+
 def require_built() -> tuple[Path, Path]:
     """The compiled program and loader; `make setup` builds them with clang and gcc (libbpf)."""
     for built, src in ((OBJECT, SOURCE), (LOADER, paths.BPF / "loader.c")):
@@ -223,6 +293,22 @@ class EbpfDatapath(Datapath):
         written = int(res.stdout.strip() or 0)
         if written != entries.count():
             raise LabError(f"[{host.name}] the loader wrote {written} map entries, expected {entries.count()}")
+        return written
+
+    def render_change(self, before: Sequence[ServicePort], after: Sequence[ServicePort], node: Node) -> MapOps:
+        return render_change(before, after, node, self.cilium_version)
+
+    def apply_change(self, host: Host, rendered: object, node: Node) -> int:
+        """One `labtools-bpf-load --update` on the running program's maps (nothing reloaded or re-attached);
+        records the time inside the map calls alone in `self.last_map_calls_s`."""
+        assert isinstance(rendered, MapOps)
+        _, loader = require_built()
+        ifaces = [node.uplink, *sorted(set(node.pod_interfaces.values()))]  # rev-NAT lives in the pods' program
+        res = host.run([host.install(loader), "--update", *ifaces], input=rendered.stream(), timeout=120)
+        written, ns = (int(x) for x in res.stdout.split())
+        if written != len(rendered.ops):
+            raise LabError(f"[{host.name}] the loader made {written} map writes, expected {len(rendered.ops)}")
+        self.last_map_calls_s = ns / 1e9
         return written
 
     def clear(self, host: Host, node: Node) -> None:

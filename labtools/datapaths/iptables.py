@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from labtools.datapaths.base import Datapath, Node
+from labtools.datapaths.base import Datapath, Node, changed_services
 from labtools.hosts import Host
 from labtools.model.services import ServicePort
 
@@ -82,8 +83,23 @@ class Options:
     invalid_drop: bool = True  # off when nf_conntrack_tcp_be_liberal is set
 
 
-def render_kube_proxy(ports: Sequence[ServicePort], node: Node, opt: Options | None = None) -> tuple[str, int]:
-    """The exact `ip6tables-restore --noflush` input of kube-proxy's first full sync (syncProxyRules)."""
+def render_kube_proxy(
+    ports: Sequence[ServicePort],
+    node: Node,
+    opt: Options | None = None,
+    *,
+    changed: set[tuple[str, str]] | None = None,
+    stale: Sequence[str] = (),
+) -> tuple[str, int]:
+    """The exact `ip6tables-restore --noflush` input of kube-proxy's sync (syncProxyRules).
+
+    A full sync by default. A partial sync (`changed`: the (namespace, name) of the Services whose Service or
+    endpoints changed since the last sync) writes, as upstream's `!doFullSync` path does: the filter table
+    and the nat table's KUBE-SERVICES, KUBE-NODEPORTS, KUBE-POSTROUTING and KUBE-MARK-MASQ whole (every
+    Service's jumps), but the KUBE-SVC/SVL/EXT/SEP chains only of the changed Services (the others are
+    written to upstream's discard buffer, `skippedNatChains`), and each `stale` chain declared (which
+    flushes it) and deleted with `-X`.
+    """
     opt = opt or Options()
     m = opt.mark
     filter_chains = [":KUBE-SERVICES - [0:0]", ":KUBE-EXTERNAL-SERVICES - [0:0]", ":KUBE-FORWARD - [0:0]",
@@ -114,6 +130,7 @@ def render_kube_proxy(ports: Sequence[ServicePort], node: Node, opt: Options | N
             int_comment = ext_comment = f'"{spn} has no local endpoints"'
         l4 = f"-m {proto} -p {proto}"
         cip = f"-d {sp.cluster_ip} --dport {sp.port}"
+        own_chains, own = nat_chains, nat  # where this Service's chains go: upstream's natChains / natRules
 
         if has_internal:
             nat.append(f'-A KUBE-SERVICES -m comment --comment "{spn} cluster IP" {l4} {cip} -j {internal_chain}')
@@ -127,43 +144,47 @@ def render_kube_proxy(ports: Sequence[ServicePort], node: Node, opt: Options | N
                     f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment} -m addrtype --dst-type LOCAL "
                     f"{l4} --dport {sp.node_port} -j {ext_target}"
                 )
+        if changed is not None and (sp.namespace, sp.name) not in changed:
+            own_chains, own = [], []  # unchanged in a partial sync: its chains stay as they are
         if has_internal and opt.local_detector:
-            nat.append(
+            own.append(
                 f'-A {internal_chain} -m comment --comment "{spn} cluster IP" {l4} {cip} ! -s {pod_cidr} '
                 "-j KUBE-MARK-MASQ"
             )
         if sp.uses_external_chain:
-            nat_chains.append(f":{ext} - [0:0]")
+            own_chains.append(f":{ext} - [0:0]")
             if not sp.external_local:
-                nat.append(f'-A {ext} -m comment --comment "masquerade traffic for {spn} external destinations" '
+                own.append(f'-A {ext} -m comment --comment "masquerade traffic for {spn} external destinations" '
                            "-j KUBE-MARK-MASQ")  # fmt: skip
             else:
                 if opt.local_detector:
-                    nat.append(f'-A {ext} -m comment --comment "pod traffic for {spn} external destinations" '
+                    own.append(f'-A {ext} -m comment --comment "pod traffic for {spn} external destinations" '
                                f"-s {pod_cidr} -j {svc}")  # fmt: skip
-                nat.append(f'-A {ext} -m comment --comment "masquerade LOCAL traffic for {spn} external '
+                own.append(f'-A {ext} -m comment --comment "masquerade LOCAL traffic for {spn} external '
                            'destinations" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ')  # fmt: skip
-                nat.append(f'-A {ext} -m comment --comment "route LOCAL traffic for {spn} external '
+                own.append(f'-A {ext} -m comment --comment "route LOCAL traffic for {spn} external '
                            f'destinations" -m addrtype --src-type LOCAL -j {svc}')  # fmt: skip
             if has_external:
-                nat.append(f"-A {ext} -j {external_policy_chain}")
+                own.append(f"-A {ext} -j {external_policy_chain}")
         for chain, eps, used in ((svc, sp.cluster_endpoints, sp.uses_cluster_policy),
                                  (svl, sp.local_endpoints, sp.uses_local_policy)):  # fmt: skip
             if not used:
                 continue
-            nat_chains.append(f":{chain} - [0:0]")
+            own_chains.append(f":{chain} - [0:0]")
             n = len(eps)
             for i, ep in enumerate(eps):
                 cmt = "" if large else f'-m comment --comment "{spn} -> {ep}" '
                 stat = f"-m statistic --mode random --probability {1.0 / (n - i):0.10f} " if i < n - 1 else ""
-                nat.append(f"-A {chain} {cmt}{stat}-j {sep_chain(sp, str(ep))}")
+                own.append(f"-A {chain} {cmt}{stat}-j {sep_chain(sp, str(ep))}")
         for ep in sp.reachable_endpoints:
             key = str(ep)
             sep = sep_chain(sp, key)
-            nat_chains.append(f":{sep} - [0:0]")
+            own_chains.append(f":{sep} - [0:0]")
             cmt = "" if large else f"-m comment --comment {spn} "
-            nat.append(f"-A {sep} {cmt}-s {ep.ip} -j KUBE-MARK-MASQ")
-            nat.append(f"-A {sep} {cmt}{l4} -j DNAT --to-destination {ep}")
+            own.append(f"-A {sep} {cmt}-s {ep.ip} -j KUBE-MARK-MASQ")
+            own.append(f"-A {sep} {cmt}{l4} -j DNAT --to-destination {ep}")
+    nat_chains += [f":{c} - [0:0]" for c in stale]  # the declaration flushes it; then it can go
+    nat += [f"-X {c}" for c in stale]
     nat.append(
         '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule '
         'in this chain" -m addrtype --dst-type LOCAL ! -d ::1/128 -j KUBE-NODEPORTS'
@@ -218,6 +239,31 @@ def render(ports: Sequence[ServicePort], node: Node, opt: Options | None = None)
     return Rules(kp, full, n + sum(len(v) for v in jumps.values()))
 
 
+SERVICE_CHAIN = re.compile(r"^:(KUBE-(?:SVC|SVL|EXT|FW|SEP)-[A-Z2-7]{16}) ", re.M)  # isServiceChainName
+
+
+@dataclass
+class Partial:
+    """kube-proxy's restore input for a partial sync, and whether it reads the nat table first."""
+
+    text: str
+    rules: int
+    # Below largeClusterEndpointsThreshold kube-proxy runs `iptables-save -t nat` on every sync to find stale
+    # chains; above it, at most once per sync period (syncProxyRules: `!proxier.largeClusterMode || ...`).
+    save_first: bool
+
+
+def render_partial(before: Sequence[ServicePort], after: Sequence[ServicePort], node: Node,
+                   opt: Options | None = None) -> Partial:  # fmt: skip
+    """The restore input of the sync after one change: `render_kube_proxy` with the changed Services and the
+    service chains that no longer exist (upstream: the chains `iptables-save` lists minus `activeNATChains`)."""
+    old = set(SERVICE_CHAIN.findall(render_kube_proxy(before, node, opt)[0]))
+    new = set(SERVICE_CHAIN.findall(render_kube_proxy(after, node, opt)[0]))
+    text, n = render_kube_proxy(after, node, opt, changed=changed_services(before, after), stale=sorted(old - new))
+    large = sum(len(p.endpoints) for p in before) > LARGE_CLUSTER_ENDPOINTS_THRESHOLD
+    return Partial(text, n, save_first=not large)
+
+
 class IptablesDatapath(Datapath):
     """kube-proxy iptables mode. Applied with one ip6tables-restore that replaces filter and nat whole."""
 
@@ -238,6 +284,18 @@ class IptablesDatapath(Datapath):
     def apply(self, host: Host, rendered: object, node: Node) -> int:
         assert isinstance(rendered, Rules)
         host.run([self.restore, "-w"], input=rendered.full, timeout=300)
+        return rendered.rules
+
+    def render_change(self, before: Sequence[ServicePort], after: Sequence[ServicePort], node: Node) -> Partial:
+        return render_partial(before, after, node, self.options)
+
+    def apply_change(self, host: Host, rendered: object, node: Node) -> int:
+        """As kube-proxy's partial sync: `iptables-save -t nat` where it reads it, then one
+        `iptables-restore --noflush --counters` (RestoreAll with NoFlushTables, RestoreCounters)."""
+        assert isinstance(rendered, Partial)
+        if rendered.save_first:
+            host.run([self.restore.replace("-restore", "-save"), "-t", "nat"])
+        host.run([self.restore, "-w", "--noflush", "--counters"], input=rendered.text, timeout=300)
         return rendered.rules
 
     def clear(self, host: Host, node: Node) -> None:

@@ -30,7 +30,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from labtools.datapaths.base import Datapath, Node
+from labtools.datapaths.base import Datapath, Node, changed_services
 from labtools.datapaths.iptables import MASQUERADE_MARK
 from labtools.errors import LabError
 from labtools.hosts import Host
@@ -248,6 +248,64 @@ def render(ports: Sequence[ServicePort], node: Node, opt: Options | None = None)
     return Ruleset(out)
 
 
+SERVICE_CHAIN_PREFIXES = ("service-", "local-", "external-", "endpoint-", "firewall-")  # isServiceChainName
+
+
+def _chain_owners(ports: Sequence[ServicePort], opt: Options) -> dict[str, tuple[str, str]]:
+    """Every per-service chain name (whether the layout uses it or not) -> its Service's (namespace, name)."""
+    out: dict[str, tuple[str, str]] = {}
+    for sp in ports:
+        base = chain_base(sp)
+        for prefix in ("service-", "local-", "external-"):
+            out[prefix + base] = (sp.namespace, sp.name)
+        for ep in sp.endpoints if opt.version == "1.35" else ():
+            out[endpoint_chain(sp, ep.ip, ep.port)] = (sp.namespace, sp.name)
+    return out
+
+
+def _element(line: str) -> tuple[str, str]:
+    """(set, key) of an `add element T SET { KEY [comment "…"] [: VALUE] }` line."""
+    head, _, body = line.partition(" { ")
+    body = body.removesuffix(" }")
+    key = body.split(" comment ")[0].split(" : ")[0]
+    return head.split()[-1], key
+
+
+def render_partial(before: Sequence[ServicePort], after: Sequence[ServicePort], node: Node,
+                   opt: Options | None = None) -> Ruleset:  # fmt: skip
+    """kube-proxy's transaction for the sync after one change (syncProxyRules, `skipServiceUpdate` false only
+    for the changed Services): each chain of a changed Service added, flushed and its rules written again
+    (`ensureChain`); map and set elements written only where they differ from the kernel's (`ensureElem`:
+    an element that changed value is deleted and added); the chains of a removed Service or endpoint
+    flushed (`staleChains`: deleted in a later sync's transaction, at least a second on, which is not part
+    of the change); elements that are left over deleted by key. Nothing is flushed or re-added for the
+    unchanged Services, and nothing table-wide: that happens only on a full sync (`setupNFTables`)."""
+    opt = opt or Options()
+    t = TABLE
+    changed = changed_services(before, after)
+    old, new = render(before, node, opt).lines, render(after, node, opt).lines
+    owners = {**_chain_owners(before, opt), **_chain_owners(after, opt)}
+
+    def declared(lines: list[str]) -> list[str]:
+        return [x.split()[4] for x in lines if x.startswith(f"add chain {t} ") and x.split()[4] in owners]
+
+    def elements(lines: list[str]) -> dict[tuple[str, str], str]:
+        return {_element(x): x for x in lines if x.startswith(f"add element {t} ")}
+
+    rewrite = [c for c in declared(new) if owners[c] in changed]
+    out = [line for c in rewrite for line in (f"add chain {t} {c}", f"flush chain {t} {c}")]
+    old_el, new_el = elements(old), elements(new)
+    for key, line in new_el.items():
+        if key in old_el and old_el[key] != line:
+            out.append(f"delete element {t} {key[0]} {{ {key[1]} }}")
+        if old_el.get(key) != line:
+            out.append(line)
+    out += [x for x in new if x.startswith(f"add rule {t} ") and x.split()[4] in rewrite]
+    out += [f"flush chain {t} {c}" for c in declared(old) if c not in set(declared(new))]
+    out += [f"delete element {t} {s} {{ {k} }}" for s, k in old_el if (s, k) not in new_el]
+    return Ruleset(out)
+
+
 class NftablesDatapath(Datapath):
     """kube-proxy nftables mode.
 
@@ -278,6 +336,15 @@ class NftablesDatapath(Datapath):
             host.run(["nft", "-f", "-"], input=text, timeout=600)
         else:  # one transaction; `add table` first, so that the delete finds a table even on a clean node
             host.run(["nft", "-f", "-"], input=f"add table {TABLE}\ndelete table {TABLE}\n{text}", timeout=600)
+        return len(rendered.lines)
+
+    def render_change(self, before: Sequence[ServicePort], after: Sequence[ServicePort], node: Node) -> Ruleset:
+        return render_partial(before, after, node, self.options)
+
+    def apply_change(self, host: Host, rendered: object, node: Node) -> int:
+        """The partial sync's one transaction (`proxier.nftables.Run(ctx, tx)`: knftables runs `nft -f -`)."""
+        assert isinstance(rendered, Ruleset)
+        host.run(["nft", "-f", "-"], input=rendered.transaction(), timeout=600)
         return len(rendered.lines)
 
     def clear(self, host: Host, node: Node) -> None:

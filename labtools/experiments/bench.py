@@ -1,4 +1,6 @@
-"""Programming latency: how long each datapath takes to take in N Services, against the bare tool.
+"""Programming latency: how long each datapath takes to take in N Services (a cold start: one full sync),
+and how long one change takes on top of N (ClusterLoader2's network-programming latency), against the
+bare tool.
 
 For the iptables backends the same run also times a bare `ip6tables-*-restore` of the very file, from
 the same empty tables, so the wrapper's overhead is a ratio measured side by side. Datapaths are
@@ -9,19 +11,23 @@ rule layout) or ``ebpf@1.13`` (Cilium's), so that two releases are compared in t
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from labtools import datapaths
 from labtools import progress as bars
+from labtools.datapaths.base import Programmed
+from labtools.datapaths.ebpf import EbpfDatapath
 from labtools.datapaths.iptables import IptablesDatapath
 from labtools.errors import LabError
 from labtools.experiments import provenance
 from labtools.experiments.recorder import Recorder
-from labtools.lab import Lab
+from labtools.lab import Lab, traffic
 from labtools.model import services
 
 BARE = "s=$(date +%s%N); {tool} -w < {path}; e=$(date +%s%N); echo $((e - s))"
+BARE_PARTIAL = "s=$(date +%s%N); {tool} -w --noflush --counters < {path}; e=$(date +%s%N); echo $((e - s))"
 
 
 def _versions(base: str, version: str) -> dict:
@@ -43,12 +49,13 @@ def _get(name: str):
     return datapaths.get(base, **_versions(base, version))
 
 
-def run(lab: Lab, run_id: str, counts: Sequence[int], names: Sequence[str], repeats: int, *,
+def run(lab: Lab, run_id: str, counts: Sequence[int], names: Sequence[str], repeats: int, *, mix: str = "nodeport",
         root: Path | None = None, progress: bool = True) -> list[dict]:  # fmt: skip
     """Program every datapath with every count, `repeats` times, interleaved; each apply is one recorded point."""
     for name in names:
         _get(name)
-    rec = Recorder(run_id, kind="bench", params={"counts": list(counts), "datapaths": list(names), "repeats": repeats},
+    rec = Recorder(run_id, kind="bench", params={"counts": list(counts), "datapaths": list(names), "repeats": repeats,
+                                                 "mix": mix},
                    root=root).open(lambda: provenance.collect(lab.backend))  # fmt: skip
     node = datapaths.node_of(lab.inventory)
     host = lab.host(node.name)
@@ -58,10 +65,10 @@ def run(lab: Lab, run_id: str, counts: Sequence[int], names: Sequence[str], repe
     ports_of: dict[int, list] = {}
     try:
         for count, repeat, name in todo:
-            ports = ports_of.setdefault(count, services.service_ports(services.build(count), node.name))
+            ports = ports_of.setdefault(count, services.service_ports(services.build(count, mix=mix), node.name))
             base, _, version = name.partition("@")
             done = datapaths.switch(host, node, base, ports, **_versions(base, version))
-            row = {"datapath": name, "services": count, "repeat": repeat, "render_s": done.render_s,
+            row = {"datapath": name, "services": count, "repeat": repeat, "mix": mix, "render_s": done.render_s,
                    "apply_s": done.apply_s, "objects": done.objects}  # fmt: skip
             dp = _get(name)
             if isinstance(dp, IptablesDatapath):
@@ -82,6 +89,94 @@ def run(lab: Lab, run_id: str, counts: Sequence[int], names: Sequence[str], repe
     return [r for p in rec.all_points().values() for r in p["records"]]
 
 
+def _cold(host, node, name: str, ports) -> Programmed:
+    base, _, version = name.partition("@")
+    return datapaths.switch(host, node, base, ports, **_versions(base, version))
+
+
+def run_change(lab: Lab, run_id: str, change: str, counts: Sequence[int], names: Sequence[str], repeats: int, *,
+               mix: str = "nodeport", hz: float = 2000.0, root: Path | None = None,
+               progress: bool = True) -> list[dict]:  # fmt: skip
+    """One change on top of N Services, per datapath, `repeats` times, interleaved.
+
+    Each point programs the N Services from nothing (a full sync, recorded as the cold start), starts a
+    client probing the changed Service's NodePort at `hz` handshakes per second, then applies the change
+    as the datapath's own update path does (`Datapath.apply_change`: kube-proxy's partial sync, Cilium's
+    map writes). `change_apply_s` is that call, `change_e2e_s` the time from its start to the first
+    probe whose outcome shows the change (its SYN's departure: a connection to an added Service or an
+    endpoint that now answers; a refusal from a removed one); `change_e2e_lo_s` the last probe before it,
+    so the truth lies between the two. Both clocks are the machine's CLOCK_MONOTONIC, so e2e needs the
+    netns lab; over SSH it is left out. `spawn_s` is the floor of running any command on the worker
+    (kube-proxy execs iptables-restore and nft too; Cilium's agent makes its bpf() calls in-process).
+    """
+    if change not in services.CHANGES:
+        raise LabError(f"change must be one of {', '.join(services.CHANGES)}, got {change!r}")
+    if hz < 1000:
+        raise LabError(f"probe rate {hz:g}/s is below 1 kHz: the change would be seen at coarser than 1 ms")
+    for name in names:
+        _get(name)
+    params = {"change": change, "counts": list(counts), "datapaths": list(names), "repeats": repeats, "mix": mix,
+              "probe_hz": hz}  # fmt: skip
+    rec = Recorder(run_id, kind="bench", params=params, root=root).open(lambda: provenance.collect(lab.backend))
+    node = datapaths.node_of(lab.inventory)
+    host = lab.host(node.name)
+    ends = traffic.ends(lab)
+    shared_clock = lab.backend == "netns"
+    keys = [(c, r, n) for c in counts for r in range(repeats) for n in names]
+    todo = [k for k in keys if not rec.done(_key(*k))]
+    bar = bars.bar(f"one change ({change})", total=len(keys), done=len(keys) - len(todo), enabled=progress,
+                   unit="change")  # fmt: skip
+    changes: dict[int, services.Change] = {}
+    server = traffic.start_crr_server(ends.pod, services.IPERF_PORT, ends.server_cpu) if todo else None
+    try:
+        for count, repeat, name in todo:
+            ch = changes.setdefault(count, services.one_change(services.build(count, mix=mix), kind=change))
+            before = services.service_ports(ch.before, node.name)
+            after = services.service_ports(ch.after, node.name)
+            cold = _cold(host, node, name, before)
+            dp = _get(name)
+            t0 = time.perf_counter()
+            rendered = dp.render_change(before, after, node)
+            render_s = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            host.run(["true"])
+            spawn_s = time.perf_counter() - t0
+            target = traffic.Target(ch.service, ends.node_address, ch.node_port)
+            probe = traffic.watch(ends.client, target, ch.want, hz, cpu=ends.client_cpu) if shared_clock else None
+            start = time.monotonic_ns()
+            objects = dp.apply_change(host, rendered, node)
+            end = time.monotonic_ns()
+            row = {"datapath": name, "services": count, "repeat": repeat, "change": change, "mix": mix,
+                   "cold_render_s": cold.render_s, "cold_apply_s": cold.apply_s, "cold_objects": cold.objects,
+                   "change_render_s": render_s, "change_apply_s": (end - start) / 1e9, "change_objects": objects,
+                   "spawn_s": spawn_s}  # fmt: skip
+            if probe is not None:
+                flip = traffic.watched(probe)
+                row |= {"change_e2e_s": (flip["flip_ns"] - start) / 1e9,
+                        "change_e2e_lo_s": (flip["last_other_ns"] - start) / 1e9,
+                        "probe_hz": flip["hz"], "probe_attempts": flip["attempts"],
+                        "probe_lost": flip["lost"]}  # fmt: skip
+            if isinstance(dp, EbpfDatapath):
+                row["map_calls_s"] = dp.last_map_calls_s
+            if isinstance(dp, IptablesDatapath):  # the same partial restore, bare, onto the same state
+                _cold(host, node, name, before)
+                local = rec.path("rules.txt")
+                local.write_text(rendered.text)
+                ns = int(host.run(["sh", "-c", BARE_PARTIAL.format(tool=dp.restore, path=host.install(local))]).stdout)
+                row["bare_restore_s"] = ns / 1e9
+                row["ratio_to_bare"] = row["change_apply_s"] / row["bare_restore_s"]
+            rec.write(_key(count, repeat, name), [row])
+            bar.advance()
+    finally:
+        bar.close()
+        if server is not None:
+            server.stop()
+        datapaths.switch(host, node, "none", [])
+        rec.path("rules.txt").unlink(missing_ok=True)
+    rec.table()
+    return [r for p in rec.all_points().values() for r in p["records"]]
+
+
 def summary(rows: list[dict]) -> list[dict]:
     """Median and range per (datapath, services)."""
     groups: dict[tuple[str, int], list[dict]] = {}
@@ -96,5 +191,24 @@ def summary(rows: list[dict]) -> list[dict]:
         if "ratio_to_bare" in rs[0]:
             row["bare_median_s"] = statistics.median(r["bare_restore_s"] for r in rs)
             row["ratio_median"] = statistics.median(r["ratio_to_bare"] for r in rs)
+        out.append(row)
+    return out
+
+
+def change_summary(rows: list[dict]) -> list[dict]:
+    """Median and maximum per (datapath, services) of one change's times, with the cold start's median."""
+    groups: dict[tuple[str, int], list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["datapath"], r["services"]), []).append(r)
+    out = []
+    for (name, count), rs in groups.items():
+        row = {"datapath": name, "services": count, "repeats": len(rs), "change": rs[0]["change"]}
+        for col in ("cold_apply_s", "change_apply_s", "change_e2e_s", "spawn_s", "map_calls_s", "ratio_to_bare"):
+            values = [r[col] for r in rs if col in r]
+            if values:
+                stem = col.removesuffix("_s") if col.endswith("_s") else col.removesuffix("_to_bare")
+                row[f"{stem}_median{'_s' if col.endswith('_s') else ''}"] = statistics.median(values)
+                if col == "change_e2e_s":
+                    row["change_e2e_max_s"] = max(values)
         out.append(row)
     return out

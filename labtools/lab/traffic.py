@@ -140,6 +140,31 @@ def start_crr_server(server: Host, port: int, cpu: int | None = None) -> Process
     return start_server(server, pinned([tool(server), "serve", str(port)], cpu), "listening")
 
 
+def watch(client: Host, t: Target, want: str, hz: float = 2000.0, timeout: float = 120.0,
+          cpu: int | None = None) -> Process:  # fmt: skip
+    """Start probing `t` with one handshake every 1/`hz` s until it turns `want` ("up": a connection completes;
+    "down": the connection is refused). Returns once the probe has seen the other state; `watched()` then
+    waits for the flip. A target already `want` is an error: the change would not be observable."""
+    if want not in ("up", "down"):
+        raise LabError(f"want must be up or down, got {want!r}")
+    argv = pinned([tool(client), "watch", t.address, str(t.port), want, f"{hz:g}", f"{timeout:g}"], cpu)
+    return start_server(client, argv, "probing")
+
+
+def watched(proc: Process, timeout: float = 130.0) -> dict:
+    """The flip `watch()` saw: CLOCK_MONOTONIC nanoseconds of the first attempt with the wanted outcome
+    (`flip_ns`, when its SYN left) and of the last one without (`last_other_ns`), attempts, lost attempts."""
+    try:
+        proc.wait(timeout)
+    finally:
+        proc.stop()
+    lines = [x for x in proc.output().splitlines() if x.startswith("{")]
+    out = json.loads(lines[-1]) if lines else {}
+    if not out.get("flipped"):
+        raise LabError(f"[{proc.host.name}] the target did not flip within the probe's time:\n{proc.output()}")
+    return out
+
+
 def handshake(client: Host, t: Target, connects: int = 2000, cpu: int | None = None) -> dict:
     """connect() latency alone (SYN out, SYN-ACK back), every sample kept, and the distribution's modes."""
     res = client.run(pinned([tool(client), "handshake", t.address, str(t.port), str(connects)], cpu), timeout=300)

@@ -169,42 +169,47 @@ def build(
 
     services, slices = [], []
     for i in range(1, count + 1):
-        name = f"svc-{i:05d}"
-        ip = str(SERVICE_CIDR.network_address + 1 + ips.next())
+        ip = str(SERVICE_CIDR.network_address + 1 + ips.next())  # before the node port: one rng serves both
         is_np = mix == "nodeport" or i == count
         node_port = ports.lo + nps.next() if is_np else None  # TCP and UDP of one port share it
-        labels = {LABEL: "true", "app.kubernetes.io/name": "iperf3"}
         protos = [*protocols, "UDP"] if i in udp_on and "UDP" not in protocols else protocols
-        svc_ports = [
-            k8s.V1ServicePort(name=_port_name(p), protocol=p, port=IPERF_PORT, target_port=IPERF_PORT,
-                              node_port=node_port)
-            for p in protos
-        ]  # fmt: skip
-        spec = k8s.V1ServiceSpec(
-            type="NodePort" if is_np else "ClusterIP",
-            selector={"app.kubernetes.io/name": "iperf3"},
-            ip_families=["IPv6"],
-            ip_family_policy="SingleStack",
-            cluster_ip=ip,
-            cluster_ips=[ip],
-            ports=svc_ports,
-            external_traffic_policy="Local" if is_np else None,
-            internal_traffic_policy="Cluster",
-        )
-        meta = k8s.V1ObjectMeta(name=name, namespace=NAMESPACE, labels=labels)
-        services.append(k8s.V1Service(api_version="v1", kind="Service", metadata=meta, spec=spec))
-        slices.append(_slice(name, protos, endpoint_ip, endpoint_node))
+        svc = _service(f"svc-{i:05d}", ip, node_port, protos)
+        services.append(svc)
+        slices.append(_slice(svc.metadata.name, protos, endpoint_ip, endpoint_node))
     params = {"count": count, "protocols": protocols, "udp_targets": udp_targets, "mix": mix,
               "node_port_range": str(ports),
               "endpoint_ip": endpoint_ip, "endpoint_node": endpoint_node, "seed": seed}  # fmt: skip
     return Workload(services, slices, ports, params)
 
 
+def _service(name: str, ip: str, node_port: int | None, protocols: Sequence[str]) -> k8s.V1Service:
+    """One Service like the thesis' iperf3 one: NodePort (eTP Local) when it has a node port, else ClusterIP."""
+    labels = {LABEL: "true", "app.kubernetes.io/name": "iperf3"}
+    svc_ports = [
+        k8s.V1ServicePort(name=_port_name(p), protocol=p, port=IPERF_PORT, target_port=IPERF_PORT, node_port=node_port)
+        for p in protocols
+    ]
+    spec = k8s.V1ServiceSpec(
+        type="NodePort" if node_port else "ClusterIP",
+        selector={"app.kubernetes.io/name": "iperf3"},
+        ip_families=["IPv6"],
+        ip_family_policy="SingleStack",
+        cluster_ip=ip,
+        cluster_ips=[ip],
+        ports=svc_ports,
+        external_traffic_policy="Local" if node_port else None,
+        internal_traffic_policy="Cluster",
+    )
+    meta = k8s.V1ObjectMeta(name=name, namespace=NAMESPACE, labels=labels)
+    return k8s.V1Service(api_version="v1", kind="Service", metadata=meta, spec=spec)
+
+
 def _port_name(protocol: str) -> str:
     return "iperf3" if protocol == "TCP" else f"iperf3-{protocol.lower()}"
 
 
-def _slice(service: str, protocols: Sequence[str], ip: str, node: str | None) -> k8s.V1EndpointSlice:
+def _slice(service: str, protocols: Sequence[str], ip: str, node: str | None,
+           port: int = IPERF_PORT) -> k8s.V1EndpointSlice:  # fmt: skip
     endpoints = [] if ip is None else [
         k8s.V1Endpoint(
             addresses=[ip],
@@ -222,8 +227,71 @@ def _slice(service: str, protocols: Sequence[str], ip: str, node: str | None) ->
         ),
         address_type="IPv6",
         endpoints=endpoints,
-        ports=[k8s.DiscoveryV1EndpointPort(name=_port_name(p), port=IPERF_PORT, protocol=p) for p in protocols],
+        ports=[k8s.DiscoveryV1EndpointPort(name=_port_name(p), port=port, protocol=p) for p in protocols],
     )
+
+
+# ----------------------------------------------------------------------------- one change
+
+CHANGES = ("add", "remove", "endpoints")
+# The endpoint port before an `endpoints` change: nothing in the pod listens there, so a client of the
+# Service is refused by the pod until its endpoint is the iperf3 port again.
+RETIRED_PORT = IPERF_PORT + 98
+
+
+@dataclass(frozen=True)
+class Change:
+    """One Service changed on top of a workload, as kube-proxy's change trackers would see it."""
+
+    kind: str  # one of CHANGES
+    before: Workload
+    after: Workload
+    service: str  # the changed Service
+    node_port: int  # where a client sees the change
+    want: str  # what that client sees once the change is in: "up" (connects) or "down" (refused)
+
+
+def one_change(workload: Workload, kind: str) -> Change:
+    """`workload` with one Service added (a new NodePort one), removed (the last NodePort one) or with its
+    endpoints changed (the last NodePort one's endpoint moves from RETIRED_PORT to the iperf3 port: a pod
+    replaced by a ready one). Every change touches one Service and leaves the others as they are."""
+    if kind not in CHANGES:
+        raise LabError(f"change must be one of {', '.join(CHANGES)}, got {kind!r}")
+    p = workload.params
+    if kind == "add":
+        rng = random.Random(p.get("seed", 0) + 1)
+        size = SERVICE_CIDR.num_addresses - 1
+        ips = OffsetAllocator(size, _service_ip_offset(size), rng)
+        for s in workload.services:
+            ips.reserve(int(ipaddress.IPv6Address(s.spec.cluster_ip)) - int(SERVICE_CIDR.network_address) - 1)
+        for reserved in (0, 9):
+            ips.reserve(reserved)
+        nps = OffsetAllocator(workload.node_port_range.size, _node_port_offset(workload.node_port_range.size), rng)
+        for s in workload.services:
+            for sp in s.spec.ports:
+                if sp.node_port:
+                    nps.reserve(sp.node_port - workload.node_port_range.lo)
+        node_port = workload.node_port_range.lo + nps.next()
+        new = _service(f"svc-{len(workload) + 1:05d}", str(SERVICE_CIDR.network_address + 1 + ips.next()), node_port,
+                       p.get("protocols", ["TCP"]))  # fmt: skip
+        after = Workload([*workload.services, new],
+                         [*workload.slices, _slice(new.metadata.name, p.get("protocols", ["TCP"]),
+                                                   p["endpoint_ip"], p["endpoint_node"])],
+                         workload.node_port_range, {**p, "count": len(workload) + 1})  # fmt: skip
+        return Change(kind, workload, after, new.metadata.name, node_port, "up")
+    target = workload.target("last")
+    name, node_port = target.metadata.name, target.spec.ports[0].node_port
+    if kind == "remove":
+        after = Workload([s for s in workload.services if s.metadata.name != name],
+                         [s for s in workload.slices if s.metadata.labels["kubernetes.io/service-name"] != name],
+                         workload.node_port_range, {**p, "count": len(workload) - 1})  # fmt: skip
+        return Change(kind, workload, after, name, node_port, "down")
+    protos = [sp.protocol for sp in target.spec.ports]
+    retired = _slice(name, protos, p["endpoint_ip"], p["endpoint_node"], RETIRED_PORT)
+    before = Workload(workload.services,
+                      [retired if s.metadata.labels["kubernetes.io/service-name"] == name else s
+                       for s in workload.slices], workload.node_port_range, p)  # fmt: skip
+    return Change(kind, before, workload, name, node_port, "up")
 
 
 # ----------------------------------------------------------------------------- serialisation

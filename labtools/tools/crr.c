@@ -12,6 +12,15 @@
  *   labtools-crr handshake ADDR PORT COUNT  COUNT times: socket, connect, close with RST; only connect() is
  *                                           timed (SYN out, SYN-ACK back: answered by the kernel, no server
  *                                           wakeup); the same JSON
+ *   labtools-crr watch ADDR PORT up|down HZ TIMEOUT_S
+ *                                           one handshake attempt every 1/HZ s (absolute schedule) until the
+ *                                           outcome flips to the one wanted: "up" is a completed connect(),
+ *                                           "down" an answered refusal (RST or ICMP error). An attempt without
+ *                                           an answer within 20 ms is "lost" and decides nothing (a loaded
+ *                                           node must not look like a removed Service). Prints "probing" once
+ *                                           the first attempt showed the other outcome, then one JSON object
+ *                                           with CLOCK_MONOTONIC times; exits 3 if the first attempt already
+ *                                           showed the wanted one, 4 at TIMEOUT_S without a flip
  *
  * The client is C so that its own cost per transaction stays in the low microseconds; the
  * harness overhead is measured against the `none` datapath (straight to the pod IP).
@@ -20,6 +29,7 @@
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,6 +137,78 @@ static int client(const char *addr, int port, long count, int handshake_only)
 	return 0;
 }
 
+enum outcome { UP, DOWN, LOST };
+
+/* One handshake: SYN out, then wait for the answer. *sent is the time the SYN left (connect() called). */
+static enum outcome attempt(const struct sockaddr_in6 *a, uint64_t *sent)
+{
+	struct linger lg = {.l_onoff = 1, .l_linger = 0};
+	struct pollfd p = {.events = POLLOUT};
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	p.fd = socket(AF_INET6, SOCK_STREAM | SOCK_NONBLOCK, 0);
+	*sent = now_ns();
+	if (connect(p.fd, (const struct sockaddr *)a, sizeof(*a)) && errno != EINPROGRESS)
+		err = errno;
+	else if (poll(&p, 1, 20) <= 0)
+		err = ETIMEDOUT;
+	else
+		getsockopt(p.fd, SOL_SOCKET, SO_ERROR, &err, &len);
+	setsockopt(p.fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+	close(p.fd);
+	if (!err)
+		return UP;
+	return err == ETIMEDOUT ? LOST : DOWN;
+}
+
+static int watch(const char *addr, int port, const char *want_s, double hz, double timeout_s)
+{
+	struct sockaddr_in6 a = {.sin6_family = AF_INET6, .sin6_port = htons(port)};
+	enum outcome want = strcmp(want_s, "up") ? DOWN : UP, o;
+	uint64_t period = (uint64_t)(1e9 / hz), start, next, sent, last_other = 0;
+	long attempts = 0, lost = 0;
+
+	if (inet_pton(AF_INET6, addr, &a.sin6_addr) != 1 || hz < 1 || timeout_s <= 0 ||
+	    (strcmp(want_s, "up") && strcmp(want_s, "down"))) {
+		fprintf(stderr, "labtools-crr watch: need an IPv6 address, up or down, HZ >= 1, TIMEOUT_S > 0\n");
+		return 2;
+	}
+	start = next = now_ns();
+	for (;;) {
+		o = attempt(&a, &sent);
+		attempts++;
+		if (o == LOST) {
+			lost++;
+		} else if (o != want) {
+			if (!last_other) {
+				printf("probing\n");
+				fflush(stdout);
+			}
+			last_other = sent;
+		} else if (!last_other) {
+			fprintf(stderr, "labtools-crr watch: [%s]:%d is already %s\n", addr, port, want_s);
+			return 3;
+		} else {
+			break;
+		}
+		if (sent - start > (uint64_t)(timeout_s * 1e9)) {
+			printf("{\"flipped\": false, \"attempts\": %ld, \"lost\": %ld}\n", attempts, lost);
+			return 4;
+		}
+		do	/* the next tick still ahead (a slow attempt skips ticks rather than bunching them) */
+			next += period;
+		while (next <= now_ns());
+		struct timespec ts = {.tv_sec = next / 1000000000ull, .tv_nsec = next % 1000000000ull};
+		clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
+	}
+	printf("{\"flipped\": true, \"want\": \"%s\", \"flip_ns\": %llu, \"last_other_ns\": %llu, "
+	       "\"start_ns\": %llu, \"attempts\": %ld, \"lost\": %ld, \"hz\": %.1f}\n",
+	       want_s, (unsigned long long)sent, (unsigned long long)last_other, (unsigned long long)start,
+	       attempts, lost, hz);
+	return 0;
+}
+
 int main(int argc, char **argv)
 {
 	if (argc == 3 && !strcmp(argv[1], "serve"))
@@ -135,6 +217,9 @@ int main(int argc, char **argv)
 		return client(argv[2], atoi(argv[3]), atol(argv[4]), 0);
 	if (argc == 5 && !strcmp(argv[1], "handshake"))
 		return client(argv[2], atoi(argv[3]), atol(argv[4]), 1);
-	fprintf(stderr, "usage: %s serve PORT | connect ADDR PORT COUNT | handshake ADDR PORT COUNT\n", argv[0]);
+	if (argc == 7 && !strcmp(argv[1], "watch"))
+		return watch(argv[2], atoi(argv[3]), argv[4], atof(argv[5]), atof(argv[6]));
+	fprintf(stderr, "usage: %s serve PORT | connect ADDR PORT COUNT | handshake ADDR PORT COUNT | "
+		"watch ADDR PORT up|down HZ TIMEOUT_S\n", argv[0]);
 	return 2;
 }
