@@ -324,3 +324,27 @@ def flagged(df: pd.DataFrame) -> pd.DataFrame:
             rows.append({"datapath": d, "metric": name, "samples": len(g), "multimodal": int((g["value"] > 1).sum()),
                          "drifting": int(drift[drift["datapath"] == d]["value"].sum())})  # fmt: skip
     return pd.DataFrame(rows, columns=["datapath", "metric", "samples", "multimodal", "drifting"])
+
+
+# ----------------------------------------------------------------------------- programming benches
+
+BENCH_METRICS = ("cold_apply_s", "change_apply_s", "change_e2e_s", "change_e2e_lo_s", "spawn_s", "map_calls_s",
+                 "ratio_to_bare", "apply_s")  # fmt: skip
+
+
+def load_bench(run_ids: list[str], root: Path | None = None) -> pd.DataFrame:
+    """`services bench` runs as one tidy table: datapath (with its release, e.g. ``nftables@1.35``), services,
+    repeat, change (``cold`` for a run without ``--change``), metric, value, run_id, and target ``nodeport``
+    (where the bench's client looks), so that `per_point` and `trend` take it as they take a sweep."""
+    frames = []
+    for run in run_ids:
+        path = (root or paths.data_root()) / "processed" / f"{run}.csv"
+        if not path.exists():
+            raise LabError(f"no processed table {path}: run `labtools services bench ... --run-id {run}`")
+        wide = pd.read_csv(path)
+        if "change" not in wide:
+            wide["change"] = "cold"
+        keep = [m for m in BENCH_METRICS if m in wide]
+        long = wide.melt(id_vars=["datapath", "services", "repeat", "change"], value_vars=keep, var_name="metric")
+        frames.append(long.dropna(subset=["value"]).assign(run_id=run, target="nodeport"))
+    return pd.concat(frames, ignore_index=True)

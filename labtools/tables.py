@@ -178,3 +178,25 @@ def _refs(tex: str) -> str:
         return f"{_REF_KINDS[kind]}~\\ref{{{label}}}" if kind in _REF_KINDS and label else EMPTY
 
     return re.sub(r"REFCELL:([^&\\]*?)(?= \\\\| &)", lambda m: one(m), tex)
+
+
+# -- notebook 04 ------------------------------------------------------------------------------------------------
+
+
+def programming(table: pd.DataFrame) -> str:
+    """Cold start and one change per datapath and N (``programming.tex``) from `benchview.change_table`: medians
+    with 95% CIs; the cold start in s, each change end to end in ms."""
+    rows = []
+    for r in table.to_dict("records"):
+        row = [r["datapath"], f"{r['services']:,}", _with_ci(r["cold_median"], r["cold_ci_lo"], r["cold_ci_hi"])]
+        for kind in ("add", "remove", "endpoints"):
+            row.append(_with_ci(*(r[f"{kind}_{x}"] * 1e3 for x in ("median", "ci_lo", "ci_hi")), ".1f"))
+        rows.append(row)
+    header = ["datapath", "N", stacked("cold start", "(s) [95% CI]"), stacked("add one", "(ms) [95% CI]"),
+              stacked("remove one", "(ms) [95% CI]"), stacked("move an endpoint", "(ms) [95% CI]")]  # fmt: skip
+    return tabular(header, rows, "lrrrrr")
+
+
+def sentences(lines: Sequence[str]) -> str:
+    """The sentences a notebook prints, as a LaTeX list, so that the paper quotes them word for word."""
+    return "\\begin{itemize}\n" + "".join(f"\\item {tex_escape(x)}\n" for x in lines) + "\\end{itemize}\n"

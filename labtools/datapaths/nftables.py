@@ -292,7 +292,9 @@ def render_partial(before: Sequence[ServicePort], after: Sequence[ServicePort], 
     def elements(lines: list[str]) -> dict[tuple[str, str], str]:
         return {_element(x): x for x in lines if x.startswith(f"add element {t} ")}
 
-    rewrite = [c for c in declared(new) if owners[c] in changed]
+    now = declared(new)
+    live = set(now)
+    rewrite = [c for c in now if owners[c] in changed]
     out = [line for c in rewrite for line in (f"add chain {t} {c}", f"flush chain {t} {c}")]
     old_el, new_el = elements(old), elements(new)
     for key, line in new_el.items():
@@ -300,8 +302,9 @@ def render_partial(before: Sequence[ServicePort], after: Sequence[ServicePort], 
             out.append(f"delete element {t} {key[0]} {{ {key[1]} }}")
         if old_el.get(key) != line:
             out.append(line)
-    out += [x for x in new if x.startswith(f"add rule {t} ") and x.split()[4] in rewrite]
-    out += [f"flush chain {t} {c}" for c in declared(old) if c not in set(declared(new))]
+    rewritten = set(rewrite)
+    out += [x for x in new if x.startswith(f"add rule {t} ") and x.split()[4] in rewritten]
+    out += [f"flush chain {t} {c}" for c in declared(old) if c not in live]
     out += [f"delete element {t} {s} {{ {k} }}" for s, k in old_el if (s, k) not in new_el]
     return Ruleset(out)
 

@@ -212,3 +212,23 @@ def change_summary(rows: list[dict]) -> list[dict]:
                     row["change_e2e_max_s"] = max(values)
         out.append(row)
     return out
+
+
+def run_profile(lab: Lab, run_id: str, benches: dict[str, dict], *, progress: bool = True) -> list[str]:
+    """A profile's benches (notebook 04's ``benches``): each ``{suffix: spec}`` becomes run ``<run_id>-<suffix>``,
+    a one-change bench when the spec names a ``change``, else a cold-start bench. Returns the run ids."""
+    out = []
+    for suffix, spec in benches.items():
+        unknown = set(spec) - {"change", "counts", "datapaths", "repeats", "mix", "probe_hz"}
+        if unknown or not {"counts", "datapaths"} <= set(spec):
+            raise LabError(f"bench {suffix!r}: needs counts and datapaths, may have change, repeats, mix, probe_hz; "
+                           f"got {', '.join(sorted(spec))}")  # fmt: skip
+        common = {"mix": spec.get("mix", "nodeport"), "progress": progress}
+        rid = f"{run_id}-{suffix}"
+        if spec.get("change"):
+            run_change(lab, rid, spec["change"], spec["counts"], spec["datapaths"], spec.get("repeats", 3),
+                       hz=spec.get("probe_hz", 2000.0), **common)  # fmt: skip
+        else:
+            run(lab, rid, spec["counts"], spec["datapaths"], spec.get("repeats", 3), **common)
+        out.append(rid)
+    return out
