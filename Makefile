@@ -41,9 +41,9 @@ labtools/tools/labtools-udp-flood: labtools/tools/udpflood.c | system-deps
 
 # The eBPF NodePort datapath: the tc program (clang, BPF target) and its libbpf loader.
 # The transit probe: stamps at the worker's uplink and pod veth (transit.c) and its loader.
-bpf: $(BPF)/nodeport.o $(BPF)/labtools-bpf-load $(BPF)/transit.o $(BPF)/labtools-transit
+bpf: $(BPF)/nodeport.o $(BPF)/cni.o $(BPF)/labtools-bpf-load $(BPF)/transit.o $(BPF)/labtools-transit
 
-$(BPF)/nodeport.o: $(wildcard $(BPF)/lib/*.h)
+$(BPF)/nodeport.o $(BPF)/cni.o: $(wildcard $(BPF)/lib/*.h)
 
 $(BPF)/%.o: $(BPF)/%.c | system-deps
 	clang -O2 -g -Wall -target bpf -I/usr/include/$(MULTIARCH) -c $< -o $@
@@ -142,7 +142,7 @@ lint: python-env
 
 # The suite, then nbval on the notebooks that read committed data (their outputs are the reference;
 # generated files go to a scratch folder so that paper/ is not touched).
-NBVAL_NOTEBOOKS = $(wildcard notebooks/01-*.ipynb notebooks/02-*.ipynb notebooks/03-*.ipynb)
+NBVAL_NOTEBOOKS = $(wildcard notebooks/01-*.ipynb notebooks/02-*.ipynb notebooks/03-*.ipynb notebooks/04-*.ipynb)
 test: setup tex-deps browser-deps
 	$(BIN)/pytest
 	scratch=$$(mktemp -d) && trap 'rm -rf $$scratch' EXIT && \

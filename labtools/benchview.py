@@ -28,6 +28,10 @@ GOAL_N = 10_000
 CHANGE_GOALS = {"ebpf": 0.005, "nftables@1.37": 0.100}
 BARE_RATIO_GOAL = 1.3  # iptables: the partial sync within 1.3x a bare restore of the same input
 COLD_GOALS = {10_000: 3.0, 50_000: 15.0}  # nftables, current upstream layout: one full sync, seconds
+# Where a datapath stops being practical: one change slower than kube-proxy's minimum sync period (its
+# --iptables-min-sync-period / --min-sync-period default, 1 s), so that syncs run back to back and every
+# further change waits for the one before.
+PRACTICAL_S = 1.0
 ORDER = ("iptables", "iptables-legacy", "nftables@1.35", "nftables@1.37", "nftables", "ebpf")
 
 
@@ -156,10 +160,13 @@ def change_statements(df: pd.DataFrame) -> list[str]:
         out.append(f"One change ({kind}) at N = {n:,}, until the client's probe sees it: " + "; ".join(parts) + ".")
         growth = []
         for d in present(sub):
+            if sub[(sub["datapath"] == d) & (sub["metric"] == "change_e2e_s")]["services"].nunique() < 2:
+                continue  # a slope needs two Ns
             t = analysis.trend(sub, d, "change_e2e_s", "nodeport", flat_slope=_flat_slope(sub))
             growth.append(f"{d} {t.word} ({t.slope * 1e9:,.0f} ns per Service, 95% CI {t.ci_lo * 1e9:,.0f} to "
                           f"{t.ci_hi * 1e9:,.0f})")  # fmt: skip
-        out.append(f"Against N ({ns[0]:,} to {ns[-1]:,}), one change ({kind}) " + "; ".join(growth) + ".")
+        if growth:
+            out.append(f"Against N ({ns[0]:,} to {ns[-1]:,}), one change ({kind}) " + "; ".join(growth) + ".")
     for d, goal in CHANGE_GOALS.items():
         verdicts = [f"{kind} {_goal_word(s, goal)}" + (f" ({_ms(s['median'])})" if s else "")
                     for kind in CHANGES if kind in set(df["change"])
@@ -175,6 +182,30 @@ def change_statements(df: pd.DataFrame) -> list[str]:
         if verdicts:
             out.append(f"Goal: {d}, the partial sync within {BARE_RATIO_GOAL}× a bare restore of the same input at "
                        f"N = {GOAL_N:,}: " + "; ".join(verdicts) + ".")  # fmt: skip
+    return out
+
+
+def practical_statements(df: pd.DataFrame) -> list[str]:
+    """Per datapath, the largest N at which every change measured stays under `PRACTICAL_S` (its whole CI) and
+    the smallest at which one exceeds it (its whole CI)."""
+    out = []
+    for d in present(df):
+        ok, over = [], []
+        for n in sorted(df[df["datapath"] == d]["services"].unique()):
+            pts = [point(df, d, "change_e2e_s", n, k) for k in CHANGES]
+            pts = [p for p in pts if p]
+            if pts and all(p["ci_hi"] < PRACTICAL_S for p in pts):
+                ok.append(n)
+            elif any(p["ci_lo"] > PRACTICAL_S for p in pts):
+                over.append((n, max(p["median"] for p in pts)))
+        if over:
+            n, worst = over[0]
+            out.append(f"{d} stops being practical by N = {n:,}: one change takes {_ms(worst)}, beyond kube-proxy's "
+                       f"{PRACTICAL_S:g} s minimum sync period" + (f" (under it up to N = {max(ok):,})." if ok
+                                                                  else "."))  # fmt: skip
+        elif ok:
+            out.append(f"{d} stays practical up to the largest N measured, {max(ok):,}: every change under "
+                       f"{PRACTICAL_S:g} s.")  # fmt: skip
     return out
 
 
@@ -216,3 +247,10 @@ def change_table(df: pd.DataFrame) -> pd.DataFrame:
                 row |= {f"{name}_{x}": (s or {}).get(x, float("nan")) for x in ("median", "ci_lo", "ci_hi")}
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def from_sweep(df: pd.DataFrame) -> pd.DataFrame:
+    """A sweep's `change` metric (target ``new``: one Service added on top of N, then removed) as the bench's
+    tidy table, so that `change_figure` and `change_statements` take it too."""
+    sub = df[df["metric"].isin(["change_apply_s", "change_e2e_s", "change_e2e_lo_s"])]
+    return sub.assign(change="add", target="nodeport")

@@ -110,8 +110,9 @@ def cmd_lab(args: argparse.Namespace) -> int:
         raise LabError(f"cannot see lab {lab.prefix} without root (its namespaces' interfaces are root's to read): "
                        f"run `sudo labtools lab status{lab.hint}`")  # fmt: skip
     if args.action == "up":
-        lab.up(progress=not args.quiet)
-        print(f"lab {lab.inventory.name} is up ({where}): {', '.join(lab.inventory.machines)}")
+        lab.up(progress=not args.quiet, cni=args.cni)
+        cni = f"; pod attached as by {args.cni or lab.inventory.cni}" if lab.backend == "netns" else ""
+        print(f"lab {lab.inventory.name} is up ({where}): {', '.join(lab.inventory.machines)}{cni}")
     elif args.action == "down":
         removed = lab.down()
         print(f"lab {lab.inventory.name} is down ({where}); removed: {', '.join(removed) or 'nothing'}")
@@ -123,6 +124,11 @@ def cmd_lab(args: argparse.Namespace) -> int:
         rows = [(s.machine, s.interface, s.state, s.mtu, s.link, " ".join(s.addresses) or "-") for s in status]
         print(f"lab {lab.inventory.name} ({where})")
         print(_table(rows, ["machine", "iface", "state", "mtu", "link", "addresses"]))
+        if lab.backend == "netns":
+            from labtools.lab import cni
+
+            worker = lab.host(lab.inventory.by_role("worker").name)
+            print(f"pod attachment (cni): {cni.attached(worker, lab.inventory)}")
         broken = [f"{s.machine}:{s.interface} {s.state}" for s in status if s.state not in ("UP", "UNKNOWN")]
         if lab.backend == "netns" and (broken or not lab.is_up()):
             print(f"lab {lab.prefix} is incomplete ({', '.join(broken) or 'namespaces missing'}): "
@@ -548,10 +554,15 @@ def build_parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
     defaults = argparse.ArgumentDefaultsHelpFormatter
 
+    from labtools.model import topology
+
     lab = sub.add_parser("lab", help="bring the testbed up or down, or show it")
     lab.add_argument("action", choices=["up", "down", "status"])
     _lab_options(lab)
     lab.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    lab.add_argument("--cni", choices=topology.CNIS, default=None,
+                     help="up: how the pod is attached: as Cilium does (BPF on its veth ages every routed packet "
+                          "once more, as in the thesis) or plainly; default the inventory's cni (cilium)")
     lab.set_defaults(func=cmd_lab)
 
     from labtools import datapaths

@@ -26,8 +26,8 @@ from labtools.errors import LabError
 from labtools.model.plan import load_profile
 
 # Notebooks in order; those that can read a committed run instead of measuring take `measure`/`run_id`.
-ORDER = ("00-lab-setup", "01-scale-sweep", "02-srv6-captures", "03-claims")
-LOADS_DATA = ("01-scale-sweep", "02-srv6-captures", "03-claims")
+ORDER = ("00-lab-setup", "01-scale-sweep", "02-srv6-captures", "03-claims", "04-programming")
+LOADS_DATA = ("01-scale-sweep", "02-srv6-captures", "03-claims", "04-programming")
 
 
 def _execute(name: str, out: Path, parameters: dict) -> Path:

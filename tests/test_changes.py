@@ -8,6 +8,7 @@ import json
 import re
 import struct
 
+import pandas as pd
 import pytest
 
 from labtools import datapaths
@@ -230,3 +231,33 @@ def test_the_bench_sees_one_change_end_to_end(clab, tmp_path, kind, name):
 def test_the_bench_refuses_a_probe_slower_than_1khz(clab, tmp_path):
     with pytest.raises(LabError, match="below 1 kHz"):
         bench.run_change(clab, "t-slow", "add", [1], ["ebpf"], 1, hz=100, root=tmp_path, progress=False)
+
+
+def test_the_change_metric_has_the_target_new_and_only_it():
+    from labtools.model.plan import Plan
+
+    Plan("t", ["none", "ebpf"], [1], ["change", "crr"], {"change": ["new"], "crr": ["last"]})
+    with pytest.raises(LabError, match="the change metric has the target new"):
+        Plan("t", ["ebpf"], [1], ["change"], ["last"])
+    with pytest.raises(LabError, match="crr at new"):
+        Plan("t", ["ebpf"], [1], ["crr"], ["new"])
+    points = Plan("t", ["none", "ebpf"], [1], ["change"], ["new"], repeats=1).points()
+    assert [p[2] for p in points] == ["ebpf"]  # `none` has no Service to change
+
+
+@pytest.mark.lab
+def test_a_sweep_times_one_change_and_leaves_the_workload_as_it_was(clab, tmp_path):
+    from labtools.benchview import from_sweep
+    from labtools.experiments import sweep
+    from labtools.model.plan import Plan
+
+    plan = Plan("t-sweep-change", ["nftables", "ebpf"], [1, 20], ["change", "crr"],
+                {"change": ["new"], "crr": ["last"]}, repeats=1, crr_transactions=200)  # fmt: skip
+    csv, new = sweep.run(clab, plan, root=tmp_path, progress=False)
+    assert new == 8
+    df = pd.read_csv(csv)
+    ch = from_sweep(df)
+    assert len(ch[ch["metric"] == "change_e2e_s"]) == 4
+    assert (ch.pivot_table(index=["datapath", "services"], columns="metric", values="value")
+            .eval("change_e2e_lo_s < change_e2e_s").all())  # fmt: skip
+    assert (df[df["metric"] == "crr_p50"]["value"] > 0).all()  # the Service added and removed again: crr still runs

@@ -39,3 +39,27 @@ def test_testbed_setup_notebook_runs_headless(tmp_path):
     assert "echo checks and the TCP transfer passed" in text
     assert "removed: ['pynb-client'" in text
     assert not namespaces.lab_namespaces("pynb")
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root: brings the lab up")
+def test_programming_notebook_measures_and_draws_headless(tmp_path, monkeypatch):
+    monkeypatch.setenv("LABTOOLS_DATA", str(tmp_path / "data"))  # the kernel inherits both
+    monkeypatch.setenv("LABTOOLS_PAPER", str(tmp_path / "paper"))
+    add = {"change": "add", "counts": [1, 10], "datapaths": ["nftables@1.37", "ebpf"], "repeats": 1}
+    cold = {"counts": [10], "datapaths": ["nftables@1.35", "nftables@1.37"], "repeats": 1}
+    benches = {"change-add": add, "coldstart": cold}
+    out = tmp_path / "04.ipynb"
+    try:
+        pm.execute_notebook(str(NOTEBOOKS / "04-programming.ipynb"), str(out),
+                            parameters={"prefix": "pynb4", "measure": True, "run_id": "t", "benches": benches},
+                            cwd=str(NOTEBOOKS), kernel_name="python3", progress_bar=False)  # fmt: skip
+    finally:
+        namespaces.teardown("pynb4")
+    nb = nbformat.read(out, as_version=4)
+    text = "\n".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs)
+    assert "2 runs: t-change-add, t-coldstart" in text
+    assert "One change (add) at N = 10, until the client's probe sees it: nftables@1.37" in text
+    assert "Cold start, nftables@1.35: N = 10:" in text
+    assert (tmp_path / "paper" / "figures" / "programming-change.pdf").exists()
+    assert (tmp_path / "paper" / "tables" / "programming-statements.tex").exists()
+    assert not namespaces.lab_namespaces("pynb4")

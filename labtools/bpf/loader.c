@@ -16,6 +16,11 @@
  *       Prints the entries written and the nanoseconds spent in the map calls alone (the agent holds its
  *       map fds open; finding them here is not part of its cost).
  *
+ * The pods' CNI (labtools.lab.cni, `lab up --cni cilium`):
+ *   labtools-bpf-load --cni OBJECT ROUTER_IP POD_IFACE...
+ *       attach cni.o's to_container at each pod veth's egress (pref 1) and from_container_cni at its ingress
+ *       (pref 2); ROUTER_IP is the source of the node's ICMPv6 time exceeded. `tc filter del` removes them.
+ *
  * SRv6 (labtools.srv6):
  *   labtools-bpf-load --srv6-sid UPLINK add|del SID
  *       add or remove a decapsulating SID in srv6_sids of the program attached to UPLINK's ingress
@@ -255,6 +260,35 @@ static void attach(struct bpf_object *obj, const char *prog_name, const char *de
 	attach_at(obj, prog_name, dev, BPF_TC_INGRESS, 1);
 }
 
+#define CNI_INGRESS_PREF 2	/* after the eBPF datapath's from_container (pref 1), which lets packets continue */
+
+/* The Cilium-like CNI programs (cni.o) on each pod veth: to_container at egress, from_container_cni at ingress. */
+static int cni(int argc, char **argv)
+{
+	unsigned char router[16];
+	__u32 key = 0;
+
+	if (argc < 5) {
+		fprintf(stderr, "usage: %s --cni OBJECT ROUTER_IP POD_IFACE...\n", argv[0]);
+		return 2;
+	}
+	parse_in6(argv[3], router);
+	struct bpf_object *obj = bpf_object__open_file(argv[2], NULL);
+	if (!obj)
+		die(argv[2], errno);
+	int err = bpf_object__load(obj);
+	if (err)
+		die("load (verifier)", err);
+	if (bpf_map_update_elem(bpf_map__fd(bpf_object__find_map_by_name(obj, "cni_config")), &key, router, BPF_ANY))
+		die("cni_config", errno);
+	for (int i = 4; i < argc; i++) {
+		attach_at(obj, "to_container", argv[i], BPF_TC_EGRESS, 1);
+		attach_at(obj, "from_container_cni", argv[i], BPF_TC_INGRESS, CNI_INGRESS_PREF);
+	}
+	printf("%d\n", argc - 4);
+	return 0;
+}
+
 static int srv6_encap(int argc, char **argv)
 {
 	struct { __u32 prefixlen; unsigned char addr[16]; } key;
@@ -331,6 +365,8 @@ int main(int argc, char **argv)
 		return srv6_encap(argc, argv);
 	if (argc > 1 && strcmp(argv[1], "--update") == 0)
 		return update(argc, argv);
+	if (argc > 1 && strcmp(argv[1], "--cni") == 0)
+		return cni(argc, argv);
 	if (argc < 3) {
 		fprintf(stderr, "usage: %s OBJECT UPLINK [POD_IFACE...] < maps.bin\n", argv[0]);
 		return 2;

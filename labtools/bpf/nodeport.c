@@ -133,6 +133,8 @@ int from_netdev(struct __sk_buff *skb)
 	return bpf_redirect_neigh(ep->ifindex, NULL, 0, 0);
 }
 
+/* On the pod veth's ingress: reverse NAT of replies. It lets every packet continue (TC_ACT_UNSPEC, not
+ * TC_ACT_OK) so that the CNI's program after it (cni.c, pref 2) still ages it. */
 SEC("tc")
 int from_container(struct __sk_buff *skb)
 {
@@ -144,7 +146,7 @@ int from_container(struct __sk_buff *skb)
 	__u16 index;
 
 	if (parse(skb, &ip6, &l4) < 0)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	__builtin_memcpy(ct.saddr, &ip6.saddr, 16);
 	__builtin_memcpy(ct.daddr, &ip6.daddr, 16);
 	ct.sport = l4.sport;
@@ -153,17 +155,17 @@ int from_container(struct __sk_buff *skb)
 	ct.dir = CT_DIR_REV;
 	entry = ct_lookup(&ct);
 	if (!entry)
-		return TC_ACT_OK;	/* not a reply to a NodePort connection */
+		return TC_ACT_UNSPEC;	/* not a reply to a NodePort connection */
 	ct_touch(entry, &l4);
 	index = entry->rev_nat_index;
 	nat = bpf_map_lookup_elem(&lb6_reverse_nat, &index);
 	if (!nat)
-		return TC_ACT_OK;
+		return TC_ACT_UNSPEC;
 	if (rewrite_addr(skb, ETH_HLEN + offsetof(struct ipv6hdr, saddr), (__u8 *)&ip6.saddr, nat->address, &l4) < 0)
 		return drop(DROP_CSUM_L4);
 	if (rewrite_port(skb, l4.off + offsetof(struct tcphdr, source), l4.sport, nat->port, &l4) < 0)
 		return drop(DROP_CSUM_L4);
-	return TC_ACT_OK;
+	return TC_ACT_UNSPEC;
 }
 
 /* SRv6 encapsulation on the uplink's egress, after the stack (and netfilter) is done with the packet. */

@@ -318,7 +318,7 @@ class EbpfDatapath(Datapath):
 
 # The program's counted drop reasons (labtools/bpf/lib/drop.h, enum drop_reason from 1), in enum order;
 # tests/test_bpf_layout.py checks them against the object's BTF.
-DROP_REASONS = ("invalid", "is_cluster_ip", "no_service", "no_backend", "csum_l4", "srv6_encap")
+DROP_REASONS = ("invalid", "is_cluster_ip", "no_service", "no_backend", "csum_l4", "srv6_encap", "unknown_l4")
 
 
 def drops(host: Host, node: Node) -> dict[str, int]:

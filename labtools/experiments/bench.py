@@ -11,20 +11,19 @@ rule layout) or ``ebpf@1.13`` (Cilium's), so that two releases are compared in t
 from __future__ import annotations
 
 import statistics
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from labtools import datapaths
 from labtools import progress as bars
 from labtools.datapaths.base import Programmed
-from labtools.datapaths.ebpf import EbpfDatapath
 from labtools.datapaths.iptables import IptablesDatapath
 from labtools.errors import LabError
 from labtools.experiments import provenance
 from labtools.experiments.recorder import Recorder
 from labtools.lab import Lab, traffic
 from labtools.model import services
+from labtools.rigs.lab import timed_change
 
 BARE = "s=$(date +%s%N); {tool} -w < {path}; e=$(date +%s%N); echo $((e - s))"
 BARE_PARTIAL = "s=$(date +%s%N); {tool} -w --noflush --counters < {path}; e=$(date +%s%N); echo $((e - s))"
@@ -56,7 +55,7 @@ def run(lab: Lab, run_id: str, counts: Sequence[int], names: Sequence[str], repe
         _get(name)
     rec = Recorder(run_id, kind="bench", params={"counts": list(counts), "datapaths": list(names), "repeats": repeats,
                                                  "mix": mix},
-                   root=root).open(lambda: provenance.collect(lab.backend))  # fmt: skip
+                   root=root).open(lambda: provenance.collect(lab.backend, lab.pod_attachment()))  # fmt: skip
     node = datapaths.node_of(lab.inventory)
     host = lab.host(node.name)
     keys = [(c, r, n) for c in counts for r in range(repeats) for n in names]
@@ -76,7 +75,7 @@ def run(lab: Lab, run_id: str, counts: Sequence[int], names: Sequence[str], repe
                 local.write_text(dp.render(ports, node).full)
                 remote = host.install(local)
                 dp.clear(host, node)
-                ns = int(host.run(["sh", "-c", BARE.format(tool=dp.restore, path=remote)]).stdout.strip())
+                ns = int(host.run(["sh", "-c", BARE.format(tool=dp.restore, path=remote)], timeout=600).stdout.strip())
                 row["bare_restore_s"] = ns / 1e9
                 row["ratio_to_bare"] = done.apply_s / row["bare_restore_s"]
             rec.write(_key(count, repeat, name), [row])
@@ -117,7 +116,8 @@ def run_change(lab: Lab, run_id: str, change: str, counts: Sequence[int], names:
         _get(name)
     params = {"change": change, "counts": list(counts), "datapaths": list(names), "repeats": repeats, "mix": mix,
               "probe_hz": hz}  # fmt: skip
-    rec = Recorder(run_id, kind="bench", params=params, root=root).open(lambda: provenance.collect(lab.backend))
+    rec = Recorder(run_id, kind="bench", params=params, root=root)
+    rec.open(lambda: provenance.collect(lab.backend, lab.pod_attachment()))
     node = datapaths.node_of(lab.inventory)
     host = lab.host(node.name)
     ends = traffic.ends(lab)
@@ -135,34 +135,18 @@ def run_change(lab: Lab, run_id: str, change: str, counts: Sequence[int], names:
             after = services.service_ports(ch.after, node.name)
             cold = _cold(host, node, name, before)
             dp = _get(name)
-            t0 = time.perf_counter()
-            rendered = dp.render_change(before, after, node)
-            render_s = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            host.run(["true"])
-            spawn_s = time.perf_counter() - t0
             target = traffic.Target(ch.service, ends.node_address, ch.node_port)
-            probe = traffic.watch(ends.client, target, ch.want, hz, cpu=ends.client_cpu) if shared_clock else None
-            start = time.monotonic_ns()
-            objects = dp.apply_change(host, rendered, node)
-            end = time.monotonic_ns()
+            timed = timed_change(host, node, dp, before, after, ends if shared_clock else None, target, ch.want, hz)
+            rendered = timed.pop("rendered")
             row = {"datapath": name, "services": count, "repeat": repeat, "change": change, "mix": mix,
                    "cold_render_s": cold.render_s, "cold_apply_s": cold.apply_s, "cold_objects": cold.objects,
-                   "change_render_s": render_s, "change_apply_s": (end - start) / 1e9, "change_objects": objects,
-                   "spawn_s": spawn_s}  # fmt: skip
-            if probe is not None:
-                flip = traffic.watched(probe)
-                row |= {"change_e2e_s": (flip["flip_ns"] - start) / 1e9,
-                        "change_e2e_lo_s": (flip["last_other_ns"] - start) / 1e9,
-                        "probe_hz": flip["hz"], "probe_attempts": flip["attempts"],
-                        "probe_lost": flip["lost"]}  # fmt: skip
-            if isinstance(dp, EbpfDatapath):
-                row["map_calls_s"] = dp.last_map_calls_s
+                   **timed}  # fmt: skip
             if isinstance(dp, IptablesDatapath):  # the same partial restore, bare, onto the same state
                 _cold(host, node, name, before)
                 local = rec.path("rules.txt")
                 local.write_text(rendered.text)
-                ns = int(host.run(["sh", "-c", BARE_PARTIAL.format(tool=dp.restore, path=host.install(local))]).stdout)
+                bare = BARE_PARTIAL.format(tool=dp.restore, path=host.install(local))
+                ns = int(host.run(["sh", "-c", bare], timeout=600).stdout)  # 50,000 Services: a minute and more
                 row["bare_restore_s"] = ns / 1e9
                 row["ratio_to_bare"] = row["change_apply_s"] / row["bare_restore_s"]
             rec.write(_key(count, repeat, name), [row])

@@ -62,7 +62,7 @@ def run(lab: Lab, run_id: str, *, scenarios: Sequence[str] = SCENARIOS, mode: st
     rec = Recorder(run_id, kind="capture", params={"scenarios": list(scenarios), "mode": mode, "datapath": datapath,
                                                    "points": list(point_names), "count": count, "timeout": timeout,
                                                    "command": list(command or [])}, root=root)  # fmt: skip
-    rec.open(lambda: provenance.collect(lab.backend))
+    rec.open(lambda: provenance.collect(lab.backend, lab.pod_attachment()))
     if mode is not None:
         srv6.up(lab, mode)
     tunnel = lab.state.get(Srv6State)

@@ -57,7 +57,7 @@ def run(lab: Lab, run_id: str, modes: Sequence[str] = ALL_MODES,
         raise LabError("the SRv6 matrix needs the pod as a machine of the inventory (role: pod) to run its server")
     rec = Recorder(run_id, kind="srv6-matrix", params={"modes": list(modes), "datapaths": list(datapath_names),
                                                        "timeout": timeout}, root=root)  # fmt: skip
-    rec.open(lambda: provenance.collect(lab.backend))
+    rec.open(lambda: provenance.collect(lab.backend, lab.pod_attachment()))
     node = datapaths.node_of(inv)
     workload = services.build(1)
     ports = services.service_ports(workload, node.name)
@@ -117,7 +117,7 @@ def crr(lab: Lab, run_id: str, cells: Sequence[tuple[str, str, str]], *, repeats
     cells = sorted(set(cells))
     rec = Recorder(run_id, kind="srv6-crr", params={"cells": [list(c) for c in cells], "repeats": repeats,
                                                     "transactions": transactions}, root=root)  # fmt: skip
-    rec.open(lambda: provenance.collect(lab.backend))
+    rec.open(lambda: provenance.collect(lab.backend, lab.pod_attachment()))
     node = datapaths.node_of(lab.inventory)
     workload = services.build(1)
     keys = [(r, *c) for r in range(repeats) for c in cells]

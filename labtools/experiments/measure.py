@@ -42,7 +42,7 @@ def run(lab: Lab, metric: str, target: str, *, repeats: int = 1, run_id: str | N
             "target": target}  # fmt: skip
     rec = Recorder(run_id or default_run_id(metric), kind="measure",
                    params={**base, "metric": metric, "repeats": repeats, "address": t.address, "port": t.port},
-                   root=root).open(lambda: provenance.collect(lab.backend))  # fmt: skip
+                   root=root).open(lambda: provenance.collect(lab.backend, lab.pod_attachment()))  # fmt: skip
     for r in range(repeats):
         key = f"{metric}-{target}-r{r}"
         if rec.done(key):

@@ -64,8 +64,9 @@ def _lock_hash() -> str:
         return "no lock file"
 
 
-def collect(backend: str) -> dict:
-    """Kernel, tools, CPU and clock, the commit (and whether the tree was dirty), packages, time."""
+def collect(backend: str, cni: str | None = None) -> dict:
+    """Kernel, tools, CPU and clock, the commit (and whether the tree was dirty), packages, time; on the netns
+    lab also how its pod is attached (`cni`: the Cilium-like attachment ages packets once more)."""
     dirty = _first_line(["sh", "-c", f"git -C {paths.PACKAGE.parent} status --porcelain | head -1"])
     return {
         "kernel": platform.release(),
@@ -83,5 +84,6 @@ def collect(backend: str) -> dict:
         "git_commit": _git("rev-parse", "HEAD"),
         "git_dirty": dirty not in ("", "unavailable"),
         "backend": backend,
+        **({"cni": cni} if cni else {}),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }

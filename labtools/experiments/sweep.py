@@ -70,7 +70,7 @@ def run(lab: Lab, plan: Plan, root: Path | None = None, progress: bool = True,
     bar = bars.bar(plan.run_id, total=len(points), done=len(points) - len(todo), enabled=progress)
     try:
         rig.check()
-        rec.open(lambda: {**provenance.collect(lab.backend), **rig.provenance()})
+        rec.open(lambda: {**provenance.collect(lab.backend, lab.pod_attachment()), **rig.provenance()})
         prov = rec.manifest()["provenance"]
         ends = rig.endpoints() if todo else None
         for c, r, d, m, t in todo:
@@ -79,10 +79,12 @@ def run(lab: Lab, plan: Plan, root: Path | None = None, progress: bool = True,
                     workload = rig.workload(c, plan.seed)
                 prog = rig.use(d, workload, key=(c, plan.seed))
                 programmed = (c, r, d)
-            target = traffic.target(ends, workload, t)
             base = {"run_id": plan.run_id, "datapath": d, "services": c, "target": t, "repeat": r}
-            raw_out = traffic.sample(ends, m, target, transactions=plan.crr_transactions,
-                                     seconds=plan.throughput_seconds, packets=plan.udp_packets)  # fmt: skip
+            if m == "change":  # one Service added by the datapath's own update path, and removed again
+                raw_out = rig.change(d, workload, ends)
+            else:
+                raw_out = traffic.sample(ends, m, traffic.target(ends, workload, t), transactions=plan.crr_transactions,
+                                         seconds=plan.throughput_seconds, packets=plan.udp_packets)  # fmt: skip
             recs = traffic.records(m, raw_out, {**base, "conntrack_entries": raw_out.get("conntrack_entries")})
             rec.write(point_key(c, r, d, m, t), recs, raw=raw_out, programming=prog, provenance=prov)
             bar.advance()

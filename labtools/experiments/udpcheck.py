@@ -24,7 +24,7 @@ def run(lab: Lab, run_id: str, *, repeats: int = 3, packets: int = 2000, root: P
     """Every case `repeats` times, interleaved; returns the tidy table (``udp_delivered_ratio`` per sample)."""
     params = {"repeats": repeats, "packets": packets, "cases": [list(c) for c in CASES]}
     rec = Recorder(run_id, kind="udp-to-tcp-service", params=params, root=root)
-    rec.open(lambda: provenance.collect(lab.backend))
+    rec.open(lambda: provenance.collect(lab.backend, lab.pod_attachment()))
     node = datapaths.node_of(lab.inventory)
     workload = services.build(1)  # the thesis' Service: TCP/5201 only
     ports = services.service_ports(workload, node.name)

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from labtools.errors import HostUnreachable, InventoryError, LabError
 from labtools.hosts import Host, NetnsHost, SSHConfig, SSHHost, namespaces
+from labtools.lab import cni as pod_cni
 from labtools.lab.state import LabState
 from labtools.model import topology
 from labtools.model.topology import Inventory, Link
@@ -84,8 +85,10 @@ class Lab:
         have = set(namespaces.lab_namespaces(self.prefix or ""))
         return all(self.ns(m) in have for m in self.inventory.machines)
 
-    def up(self, progress: bool = True) -> None:
-        """Create (netns) and configure every machine. Idempotent; a failed first `up` leaves nothing."""
+    def up(self, progress: bool = True, cni: str | None = None) -> None:
+        """Create (netns) and configure every machine. Idempotent; a failed first `up` leaves nothing.
+
+        `cni`: how the netns lab attaches its pod (`labtools.lab.cni`), default the inventory's (``cilium``)."""
         if self.backend == "netns":
             require_root("labtools lab up")
             require_tools("ip", "sysctl")
@@ -106,11 +109,21 @@ class Lab:
                 h = self.host(name)
                 for argv in topology.configure_commands(m):
                     h.run(argv)
+            if self.backend == "netns":
+                worker = self.inventory.by_role("worker").name
+                pod_cni.attach(self.host(worker), self.inventory, cni or self.inventory.cni)
             self.wait_settled()
         except BaseException:
             if fresh:
                 self.down()
             raise
+
+    def pod_attachment(self) -> str | None:
+        """How the netns lab's pod is attached now (`labtools.lab.cni`: ``cilium`` or ``plain``); None over SSH,
+        where the cluster's own CNI attaches it."""
+        if self.backend != "netns" or not self.is_up():
+            return None
+        return pod_cni.attached(self.host(self.inventory.by_role("worker").name), self.inventory)
 
     def check_roles(self) -> None:
         """The lab's roles: exactly one client, router and worker; at most one pod (the measurements need them)."""

@@ -140,7 +140,7 @@ def start_crr_server(server: Host, port: int, cpu: int | None = None) -> Process
     return start_server(server, pinned([tool(server), "serve", str(port)], cpu), "listening")
 
 
-def watch(client: Host, t: Target, want: str, hz: float = 2000.0, timeout: float = 120.0,
+def watch(client: Host, t: Target, want: str, hz: float = 2000.0, timeout: float = 600.0,
           cpu: int | None = None) -> Process:  # fmt: skip
     """Start probing `t` with one handshake every 1/`hz` s until it turns `want` ("up": a connection completes;
     "down": the connection is refused). Returns once the probe has seen the other state; `watched()` then
@@ -151,7 +151,7 @@ def watch(client: Host, t: Target, want: str, hz: float = 2000.0, timeout: float
     return start_server(client, argv, "probing")
 
 
-def watched(proc: Process, timeout: float = 130.0) -> dict:
+def watched(proc: Process, timeout: float = 610.0) -> dict:
     """The flip `watch()` saw: CLOCK_MONOTONIC nanoseconds of the first attempt with the wanted outcome
     (`flip_ns`, when its SYN left) and of the last one without (`last_other_ns`), attempts, lost attempts."""
     try:
@@ -318,8 +318,13 @@ def shape(name: str, samples, base: dict) -> list[dict]:
     return [{**base, "metric": f"{name}_{k}", "value": v, "unit": "1"} for k, v in distribution.flags(samples).items()]
 
 
+CHANGE_FIELDS = ("change_apply_s", "change_e2e_s", "change_e2e_lo_s")  # the `change` metric's, in seconds
+
+
 def records(metric: str, raw: dict, base: dict) -> list[dict]:
     """Tidy records (one value each) from a raw measurement; `base` carries the sample's coordinates."""
+    if metric == "change":
+        return [{**base, "metric": m, "value": raw[m], "unit": "s"} for m in CHANGE_FIELDS if m in raw]
     if metric == "crr":
         fields = [("crr_p50", "p50_us", "us"), ("crr_p90", "p90_us", "us"), ("crr_p99", "p99_us", "us"),
                   ("crr_rate", "rate_per_s", "1/s")]  # fmt: skip

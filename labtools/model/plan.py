@@ -18,8 +18,8 @@ from labtools.errors import InventoryError, LabError
 from labtools.model import yamlsrc
 
 DATAPATHS = ("none", "iptables", "iptables-legacy", "nftables", "ebpf")
-METRICS = ("throughput", "crr", "udp-pps", "handshake", "transit", "probe-overhead")
-TARGETS = ("first", "middle", "last", "pod")
+METRICS = ("throughput", "crr", "udp-pps", "handshake", "transit", "probe-overhead", "change")
+TARGETS = ("first", "middle", "last", "pod", "new")  # "new": the Service the `change` metric adds
 # "repeat": count > repeat > datapath (interleaved: drift spreads over all datapaths);
 # "datapath": datapath > count > repeat, counts up for one datapath and down for the next, so a
 # real cluster switches mode once per datapath and changes its Services as little as possible.
@@ -56,6 +56,8 @@ class Plan:
         bad += [t for m in self.metrics for t in self.targets_of(m) if t not in TARGETS]
         if isinstance(self.targets, dict):
             bad += [f"{m} (in targets, not in metrics)" for m in self.targets if m not in self.metrics]
+        bad += [f"{m} at {t} (the change metric has the target new, and only it)" for m in self.metrics
+                for t in self.targets_of(m) if (m == "change") != (t == "new")]  # fmt: skip
         if bad:
             raise LabError(f"unknown datapath/metric/target: {', '.join(bad)}")
         if not self.datapaths or not self.metrics:
@@ -72,7 +74,8 @@ class Plan:
         return list(self.targets.get(metric, [])) if isinstance(self.targets, dict) else list(self.targets)
 
     def points(self) -> list[Point]:
-        """(count, repeat, datapath, metric, target) in measuring order; `none` is measured at the pod only."""
+        """(count, repeat, datapath, metric, target) in measuring order; `none` is measured at the pod only, and
+        has no Service to change."""
         if self.order == "repeat":
             outer = [(c, r, d) for c in self.counts for r in range(self.repeats) for d in self.datapaths]
         else:
@@ -82,6 +85,7 @@ class Plan:
             (c, r, d, m, t)
             for c, r, d in outer
             for m in self.metrics
+            if not (d == "none" and m == "change")
             for t in (["pod"] if d == "none" else self.targets_of(m))
         ]
 

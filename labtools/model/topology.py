@@ -107,6 +107,9 @@ class Inventory:
     raw: dict[str, Any] = field(default_factory=dict, repr=False)
     # `cluster:` — the machines run a Kubernetes cluster and the pod is a real one (ssh backend only).
     cluster: dict[str, Any] | None = None
+    # `cni:` — how the netns lab attaches the pod: as Cilium does (BPF on its veth ages every routed packet
+    # once more, as in both of the thesis' modes) or plainly (a veth and a route). A real cluster has its own.
+    cni: str = "cilium"
 
     def machine(self, name: str) -> Machine:
         try:
@@ -293,15 +296,22 @@ def _parse_machine(ctx: _Ctx, name: str, raw: Any, line: int | None, default_mtu
     return Machine(str(name), role, ifaces, routes, forwarding, sysctls, ssh, line)
 
 
+CNIS = ("cilium", "plain")
+DEFAULT_CNI = "cilium"  # the thesis ran Cilium as the CNI in both modes
+
+
 def parse(data: Any, path: str | None = None) -> Inventory:
     """Validate already-parsed inventory data (as from `yaml`)."""
     ctx = _Ctx(path)
     top = ctx.mapping(data, "the inventory", 1)
     ctx.known_keys(
         top,
-        {"name", "description", "backend", "prefix", "mtu", "machines", "links", "ssh_defaults", "cluster"},
+        {"name", "description", "backend", "prefix", "mtu", "machines", "links", "ssh_defaults", "cluster", "cni"},
         "the inventory",
     )
+    cni = top.get("cni", DEFAULT_CNI)
+    if cni not in CNIS:
+        raise ctx.fail(f"cni must be one of {', '.join(CNIS)}, got {cni!r}", _line(top, "cni"))
     backend = top.get("backend", "netns")
     if backend not in BACKENDS:
         raise ctx.fail(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}", _line(top, "backend"))
@@ -384,6 +394,7 @@ def parse(data: Any, path: str | None = None) -> Inventory:
         path,
         dict(top),
         cluster,
+        str(cni),
     )
 
 

@@ -30,6 +30,9 @@ class Rig(Protocol):
     def use(self, datapath: str, workload: services.Workload, key: object = None) -> dict:
         """Put the worker on `datapath` with `workload`; the programming record."""
 
+    def change(self, datapath: str, workload: services.Workload, ends: traffic.TrafficEnds) -> dict:
+        """The `change` metric: one Service added on top of `workload` and timed end to end, then removed."""
+
     def close(self) -> None:
         """Leave the rig as it was found."""
 

@@ -238,6 +238,12 @@ class ClusterRig:
                     "probe": wait["probe"], "polls": wait["polls"]})  # fmt: skip
         return rec
 
+    def change(self, datapath: str, workload: services.Workload, ends: traffic.TrafficEnds) -> dict:
+        """Not on a real cluster: its Services change through the API and its agents, and the client's and the
+        node's clocks differ, so the lab's timing would not be what it claims."""
+        raise LabError("the change metric needs the emulated lab (a real cluster's programming latency is "
+                       "ClusterLoader2's to measure)")
+
     def close(self) -> None:
         """Delete the sweep's Services and the iperf3 Deployment (by label); the mode stays as it is."""
         try:

@@ -8,12 +8,14 @@
 #include "common.h"
 
 enum drop_reason {
-	DROP_INVALID = 1,	/* malformed SRv6: not the last segment, or no inner IPv6 packet */
+	DROP_INVALID = 1,	/* malformed: SRv6 not at its last segment or without an inner IPv6 packet; or
+				 * a packet the CNI could not read or rewrite into its time exceeded */
 	DROP_IS_CLUSTER_IP,	/* a ClusterIP reached from outside the node */
 	DROP_NO_SERVICE,	/* a Service without a (local) backend */
 	DROP_NO_BACKEND,	/* a backend slot or backend id without its entry (a map being rewritten) */
 	DROP_CSUM_L4,		/* an address or port rewrite or its checksum update failed */
 	DROP_SRV6_ENCAP,	/* the SRv6 outer headers could not be inserted */
+	DROP_UNKNOWN_L4,	/* a spent packet that is not TCP, UDP or ICMPv6: no time exceeded for it (cni.h) */
 	__DROP_MAX,
 };
 
