@@ -75,17 +75,24 @@ def cold(df: pd.DataFrame) -> pd.DataFrame:
     return c.assign(metric="cold_apply_s")
 
 
+def _short(n: int) -> str:
+    return f"{n // 1000:,}k" if n >= 1000 and n % 1000 == 0 else f"{n:,}"
+
+
 def _log_axes(ax, counts: Sequence[int]) -> None:
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xticks(sorted(counts), [f"{n:,}" for n in sorted(counts)])
+    ax.set_xticks(sorted(counts), [_short(int(n)) for n in sorted(counts)])  # 10k and 50k sit close on a log axis
     ax.xaxis.set_minor_formatter(FuncFormatter(lambda *_: ""))
 
 
-def _legend(fig, datapaths: Sequence[str], extra: Sequence[Line2D] = ()) -> None:
+def _legend(fig, datapaths: Sequence[str], extra: Sequence[Line2D] = (), *, right: bool = False) -> None:
     handles = [Line2D([], [], marker="o", ms=3, label=d, **_style(d)) for d in datapaths]
-    fig.legend(handles=[*handles, *extra], loc="lower center", ncol=min(len(handles) + len(extra), 6),
-               frameon=False, bbox_to_anchor=(0.5, 0), handlelength=2.2, columnspacing=1.2)  # fmt: skip
+    if right:  # beside the axes, one entry per line
+        fig.legend(handles=[*handles, *extra], loc="center right", frameon=False, handlelength=2.2)
+        return
+    fig.legend(handles=[*handles, *extra], loc="lower center", ncol=4, frameon=False, bbox_to_anchor=(0.5, 0),
+               handlelength=2.2, columnspacing=1.2)  # fmt: skip
 
 
 def _band(ax, pp: pd.DataFrame, scale: float, **kw) -> None:
@@ -116,7 +123,7 @@ def change_figure(df: pd.DataFrame) -> Figure:
     extra = [Line2D([], [], color="0.3", ls=":", lw=0.9, label="update call returns"),
              Line2D([], [], color="0.55", lw=0.8, label="probe period")]  # fmt: skip
     _legend(fig, present(df), extra)
-    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.tight_layout(rect=(0, 0.13, 1, 1))
     return fig
 
 
@@ -124,15 +131,15 @@ def cold_figure(df: pd.DataFrame) -> Figure:
     """One full sync from an empty node against N, per datapath and kube-proxy layout, in s on log axes, with
     95% CI bands; nftables' goals for the current layout as open markers."""
     c = cold(df)
-    fig, ax = plt.subplots(figsize=(figstyle.TEXT_WIDTH * 0.62, 2.8))
+    fig, ax = plt.subplots(figsize=(figstyle.TEXT_WIDTH * 0.8, 2.6))
     for d in present(c):
         _band(ax, analysis.per_point(c, "cold_apply_s", d, "nodeport"), 1.0, **_style(d))
     ax.plot(list(COLD_GOALS), list(COLD_GOALS.values()), ls="none", marker="v", mfc="none", mec="tab:blue", ms=5)
     _log_axes(ax, c["services"].unique())
     ax.set(xlabel="Services (N)", ylabel="cold start (s)")
     _legend(fig, present(c), [Line2D([], [], ls="none", marker="v", mfc="none", mec="tab:blue",
-                                     label="goal, nftables 1.37")])  # fmt: skip
-    fig.tight_layout(rect=(0, 0.2, 1, 1))
+                                     label="goal, nftables 1.37")], right=True)  # fmt: skip
+    fig.tight_layout(rect=(0, 0, 0.7, 1))
     return fig
 
 

@@ -111,7 +111,7 @@ def cmd_lab(args: argparse.Namespace) -> int:
                        f"run `sudo labtools lab status{lab.hint}`")  # fmt: skip
     if args.action == "up":
         lab.up(progress=not args.quiet, cni=args.cni)
-        cni = f"; pod attached as by {args.cni or lab.inventory.cni}" if lab.backend == "netns" else ""
+        cni = f"; pod attachment: {args.cni or lab.inventory.cni}" if lab.backend == "netns" else ""
         print(f"lab {lab.inventory.name} is up ({where}): {', '.join(lab.inventory.machines)}{cni}")
     elif args.action == "down":
         removed = lab.down()
@@ -124,11 +124,9 @@ def cmd_lab(args: argparse.Namespace) -> int:
         rows = [(s.machine, s.interface, s.state, s.mtu, s.link, " ".join(s.addresses) or "-") for s in status]
         print(f"lab {lab.inventory.name} ({where})")
         print(_table(rows, ["machine", "iface", "state", "mtu", "link", "addresses"]))
-        if lab.backend == "netns":
-            from labtools.lab import cni
-
-            worker = lab.host(lab.inventory.by_role("worker").name)
-            print(f"pod attachment (cni): {cni.attached(worker, lab.inventory)}")
+        attachment = lab.pod_attachment()  # None over SSH, or while the lab is incomplete
+        if attachment:
+            print(f"pod attachment (cni): {attachment}")
         broken = [f"{s.machine}:{s.interface} {s.state}" for s in status if s.state not in ("UP", "UNKNOWN")]
         if lab.backend == "netns" and (broken or not lab.is_up()):
             print(f"lab {lab.prefix} is incomplete ({', '.join(broken) or 'namespaces missing'}): "

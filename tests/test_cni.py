@@ -4,6 +4,8 @@ node when a packet is spent) or plainly, under every service datapath."""
 from __future__ import annotations
 
 import re
+import subprocess
+import sys
 
 import pytest
 
@@ -11,7 +13,7 @@ from labtools import datapaths, paths
 from labtools.errors import InventoryError
 from labtools.lab import Lab, cni, reachability
 from labtools.model import services, topology
-from tests.conftest import fresh_lab
+from tests.conftest import ROOT, fresh_lab
 
 CLIENT = "2001:db8:1234:5679::1"
 POD = services.POD_IP
@@ -20,6 +22,12 @@ POD = services.POD_IP
 @pytest.fixture(scope="module")
 def nlab():
     yield from fresh_lab("pycn")
+
+
+@pytest.fixture(scope="module")
+def echo(nlab):
+    with reachability.EchoServer(nlab.ns("pod"), services.IPERF_PORT) as server:
+        yield server
 
 
 def ping(lab: Lab, src: str, dst: str, hops: int = 64) -> str:
@@ -42,7 +50,7 @@ def test_the_inventory_takes_a_cni_and_refuses_an_unknown_one(tmp_path):
     assert inv.cni == topology.DEFAULT_CNI == "cilium"
     assert cni.pod_veths(inv) == ["lxc0"]  # the worker's side of the pod's veth
     bad = tmp_path / "bad.yml"
-    bad.write_text(paths.DEFAULT_INVENTORY.read_text() + "cni: calico\n")
+    bad.write_text(paths.DEFAULT_INVENTORY.read_text().replace("cni: cilium", "cni: calico"))
     with pytest.raises(InventoryError, match="cni must be one of cilium, plain"):
         topology.load(str(bad))
 
@@ -50,6 +58,9 @@ def test_the_inventory_takes_a_cni_and_refuses_an_unknown_one(tmp_path):
 @pytest.mark.lab
 def test_by_default_the_pod_is_attached_as_cilium_does(nlab):
     assert nlab.pod_attachment() == "cilium"
+    res = subprocess.run([sys.executable, "-m", "labtools", "lab", "status", "-p", "pycn"], capture_output=True,
+                         text=True, cwd=ROOT)  # fmt: skip
+    assert res.returncode == 0 and "pod attachment (cni): cilium" in res.stdout, res.stdout + res.stderr
 
 
 @pytest.mark.lab
@@ -76,14 +87,13 @@ def test_each_attachment_ages_the_packets_it_should(nlab, kind):
 
 @pytest.mark.lab
 @pytest.mark.parametrize("datapath", ["iptables", "nftables", "ebpf"])
-def test_every_datapath_carries_nodeport_traffic_through_the_cni(nlab, datapath):
+def test_every_datapath_carries_nodeport_traffic_through_the_cni(nlab, echo, datapath):
     nlab.up(progress=False, cni="cilium")
     node = datapaths.node_of(nlab.inventory)
     workload = services.build(3)
     datapaths.switch(nlab.host("worker"), node, datapath, services.service_ports(workload, node.name))
-    with reachability.EchoServer(nlab.ns("pod"), services.IPERF_PORT):
-        port = workload.target("last").spec.ports[0].node_port
-        assert reachability.tcp_echo(nlab.ns("client"), node.ip, port, b"x" * 20000) == b"x" * 20000
+    port = workload.target("last").spec.ports[0].node_port
+    assert reachability.tcp_echo(nlab.ns("client"), node.ip, port, b"x" * 20000) == b"x" * 20000
     # the datapath's own programs leave the CNI's in place, and clearing them too
     datapaths.switch(nlab.host("worker"), node, "none", [])
     assert nlab.pod_attachment() == "cilium"
