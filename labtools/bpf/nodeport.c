@@ -92,7 +92,9 @@ int from_netdev(struct __sk_buff *skb)
 		ct_touch(known, &l4);
 	} else {
 		if (svc->count == 0)
-			return drop(DROP_NO_SERVICE);	/* e.g. eTP=Local without a local backend */
+			return drop(DROP_NO_SERVICE);	/* e.g. eTP=Local without a local backend. As Cilium v1.13:
+							 * lb6_local() drops, no ICMP (--service-no-backend-response,
+							 * default reject, came in v1.15) */
 		key.backend_slot = (bpf_get_prandom_u32() % svc->count) + 1;
 		slot = bpf_map_lookup_elem(&lb6_services, &key);
 		if (!slot)

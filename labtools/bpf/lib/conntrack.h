@@ -28,7 +28,16 @@ struct ct6_entry {
 #define CT_CLOSING 1
 
 /* Lifetimes as Cilium's defaults (CT_CONNECTION_LIFETIME_TCP/NONTCP, CT_CLOSE_TIMEOUT); an RST ends
- * a connection at once, so its entries only linger for stray packets. */
+ * a connection at once, so its entries only linger for stray packets.
+ *
+ * Where this departs from Cilium v1.13 (bpf/lib/conntrack.h ct_update_timeout(), __ct_lookup(), ct_create6();
+ * read at skmatti/cilium 5f7ac91): there a new TCP entry lives CT_SYN_TIMEOUT (60 s) until a packet without
+ * SYN is seen, then 21,600 s; FIN and RST close only their own direction, and the 10 s CT_CLOSE_TIMEOUT
+ * applies once both directions are closing (an RST before both SYNs closes both); there is no 1 s value;
+ * Service entries (CT_SERVICE) have lifetimes of their own, with the same defaults. Here every TCP entry
+ * gets 21,600 s from its first packet, any FIN 10 s and any RST 1 s. The measurements open a new connection
+ * per transaction and end it with an RST, so a lifetime decides only how many entries the table holds
+ * (here fewer than in Cilium), not what a lookup finds. */
 #define NSEC 1000000000ULL
 #define LIFETIME_TCP (21600 * NSEC)
 #define LIFETIME_NONTCP (60 * NSEC)
