@@ -329,7 +329,7 @@ def flagged(df: pd.DataFrame) -> pd.DataFrame:
 # ----------------------------------------------------------------------------- programming benches
 
 BENCH_METRICS = ("cold_apply_s", "change_apply_s", "change_e2e_s", "change_e2e_lo_s", "spawn_s", "map_calls_s",
-                 "ratio_to_bare", "apply_s")  # fmt: skip
+                 "ratio_to_bare", "apply_s", "probe_hz")  # fmt: skip
 
 
 def load_bench(run_ids: list[str], root: Path | None = None) -> pd.DataFrame:

@@ -113,8 +113,7 @@ def change_figure(df: pd.DataFrame) -> Figure:
             _band(ax, analysis.per_point(sub, "change_e2e_s", d, "nodeport"), 1e3, **st)
             apply = analysis.per_point(sub, "change_apply_s", d, "nodeport")
             ax.plot(apply["services"], apply["median"] * 1e3, color=st["color"], ls=":", lw=0.9)
-        hz = sub[sub["metric"] == "change_e2e_s"].attrs.get("probe_hz") or 2000.0
-        ax.axhline(1e3 / hz, color="0.55", lw=0.8)
+        ax.axhline(probe_period(sub) * 1e3, color="0.55", lw=0.8)
         _log_axes(ax, sub["services"].unique())
         ax.set(title=f"{kind} one Service" if kind != "endpoints" else "move one Service's endpoint",
                xlabel="Services already programmed (N)")  # fmt: skip
@@ -149,10 +148,15 @@ def _goal_word(s: dict | None, goal: float) -> str:
     return "met" if s["ci_hi"] < goal else "missed" if s["ci_lo"] > goal else "undecided"
 
 
+def probe_period(df: pd.DataFrame) -> float:
+    """The client probe's period in seconds, as the runs recorded it (`probe_hz`)."""
+    return 1.0 / float(df[df["metric"] == "probe_hz"]["value"].median())
+
+
 def _flat_slope(df: pd.DataFrame) -> float:
     """Seconds per Service below which a change is "flat": one probe period over the whole range of N."""
     span = df["services"].max() - df["services"].min()
-    return (1.0 / 2000.0) / span if span else float("inf")
+    return probe_period(df) / span if span else float("inf")
 
 
 def change_statements(df: pd.DataFrame) -> list[str]:
@@ -259,5 +263,5 @@ def change_table(df: pd.DataFrame) -> pd.DataFrame:
 def from_sweep(df: pd.DataFrame) -> pd.DataFrame:
     """A sweep's `change` metric (target ``new``: one Service added on top of N, then removed) as the bench's
     tidy table, so that `change_figure` and `change_statements` take it too."""
-    sub = df[df["metric"].isin(["change_apply_s", "change_e2e_s", "change_e2e_lo_s"])]
+    sub = df[df["metric"].isin(["change_apply_s", "change_e2e_s", "change_e2e_lo_s", "probe_hz"])]
     return sub.assign(change="add", target="nodeport")

@@ -16,7 +16,7 @@ def bench_csv(path, rows: list[dict]) -> None:
 
 def change_rows(datapath: str, change: str, values: dict[int, list[float]]) -> list[dict]:
     return [{"datapath": datapath, "services": n, "repeat": r, "change": change, "cold_apply_s": 0.1 * n / 1000,
-             "change_apply_s": v, "change_e2e_s": v, "change_e2e_lo_s": v - 0.0005}
+             "change_apply_s": v, "change_e2e_s": v, "change_e2e_lo_s": v - 0.0005, "probe_hz": 2000.0}
             for n, vs in values.items() for r, v in enumerate(vs)]  # fmt: skip
 
 

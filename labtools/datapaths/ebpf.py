@@ -236,11 +236,10 @@ def render_change(before: Sequence[ServicePort], after: Sequence[ServicePort], n
     out.ops += [("lb6_backends", UPDATE, k, v) for k, v in new["lb6_backends"].items()
                 if old["lb6_backends"].get(k) != v]  # fmt: skip
     for fe, slots in nfe.items():
-        if ofe.get(fe) == slots and all(old["lb6_reverse_nat"].get(k) == new["lb6_reverse_nat"][k]
-                                        for k in [rev_nat_key(slots[0][1])]):  # fmt: skip
-            continue
-        out.ops += [("lb6_services", UPDATE, *slots[i]) for i in sorted(slots) if i > 0]
         rk = rev_nat_key(slots[0][1])
+        if ofe.get(fe) == slots and old["lb6_reverse_nat"].get(rk) == new["lb6_reverse_nat"][rk]:
+            continue  # an unchanged frontend: the agent does not touch it
+        out.ops += [("lb6_services", UPDATE, *slots[i]) for i in sorted(slots) if i > 0]
         out.ops.append(("lb6_reverse_nat", UPDATE, rk, new["lb6_reverse_nat"][rk]))
         out.ops.append(("lb6_services", UPDATE, *slots[0]))
         out.ops += [("lb6_services", DELETE, k, b"") for i, (k, _) in sorted(ofe.get(fe, {}).items()) if i not in slots]

@@ -65,8 +65,7 @@ def run(lab: Lab, run_id: str, counts: Sequence[int], names: Sequence[str], repe
     try:
         for count, repeat, name in todo:
             ports = ports_of.setdefault(count, services.service_ports(services.build(count, mix=mix), node.name))
-            base, _, version = name.partition("@")
-            done = datapaths.switch(host, node, base, ports, **_versions(base, version))
+            done = _cold(host, node, name, ports)
             row = {"datapath": name, "services": count, "repeat": repeat, "mix": mix, "render_s": done.render_s,
                    "apply_s": done.apply_s, "objects": done.objects}  # fmt: skip
             dp = _get(name)
@@ -136,8 +135,8 @@ def run_change(lab: Lab, run_id: str, change: str, counts: Sequence[int], names:
             cold = _cold(host, node, name, before)
             dp = _get(name)
             target = traffic.Target(ch.service, ends.node_address, ch.node_port)
-            timed = timed_change(host, node, dp, before, after, ends if shared_clock else None, target, ch.want, hz)
-            rendered = timed.pop("rendered")
+            timed, rendered = timed_change(host, node, dp, before, after, ends if shared_clock else None, target,
+                                           ch.want, hz)  # fmt: skip
             row = {"datapath": name, "services": count, "repeat": repeat, "change": change, "mix": mix,
                    "cold_render_s": cold.render_s, "cold_apply_s": cold.apply_s, "cold_objects": cold.objects,
                    **timed}  # fmt: skip

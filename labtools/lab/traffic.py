@@ -324,7 +324,10 @@ CHANGE_FIELDS = ("change_apply_s", "change_e2e_s", "change_e2e_lo_s")  # the `ch
 def records(metric: str, raw: dict, base: dict) -> list[dict]:
     """Tidy records (one value each) from a raw measurement; `base` carries the sample's coordinates."""
     if metric == "change":
-        return [{**base, "metric": m, "value": raw[m], "unit": "s"} for m in CHANGE_FIELDS if m in raw]
+        out = [{**base, "metric": m, "value": raw[m], "unit": "s"} for m in CHANGE_FIELDS if m in raw]
+        if "probe_hz" in raw:  # the resolution the times above have
+            out.append({**base, "metric": "probe_hz", "value": raw["probe_hz"], "unit": "1/s"})
+        return out
     if metric == "crr":
         fields = [("crr_p50", "p50_us", "us"), ("crr_p90", "p90_us", "us"), ("crr_p99", "p99_us", "us"),
                   ("crr_rate", "rate_per_s", "1/s")]  # fmt: skip

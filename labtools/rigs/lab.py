@@ -17,11 +17,12 @@ PROBE_HZ = 2000.0  # the client's handshakes per second while it watches for a c
 
 def timed_change(host: Host, node: Node, dp: Datapath, before: Sequence[services.ServicePort],
                  after: Sequence[services.ServicePort], ends: traffic.TrafficEnds | None, target: traffic.Target,
-                 want: str, hz: float = PROBE_HZ) -> dict:  # fmt: skip
+                 want: str, hz: float = PROBE_HZ) -> tuple[dict, object]:  # fmt: skip
     """Apply one change with `dp`'s own update path onto a node programmed with `before`, while the client
     watches `target` turn `want` (without `ends`, e.g. over SSH where the clocks differ, nobody watches).
 
-    Returns `change_render_s` (the lab rendering the update), `change_apply_s` (the update call), `spawn_s`
+    Returns the record and what was rendered (the partial restore input, the transaction, the map writes).
+    The record: `change_render_s` (the lab rendering the update), `change_apply_s` (the update call), `spawn_s`
     (the floor of running any command on the node), `change_objects`, and with a watcher `change_e2e_s` (from
     the update call's start to the SYN of the first handshake that shows the change), `change_e2e_lo_s` (the
     handshake before it), `probe_hz`, `probe_attempts`, `probe_lost`; for eBPF `map_calls_s`.
@@ -37,7 +38,7 @@ def timed_change(host: Host, node: Node, dp: Datapath, before: Sequence[services
     objects = dp.apply_change(host, rendered, node)
     end = time.monotonic_ns()
     out = {"change_render_s": render_s, "change_apply_s": (end - start) / 1e9, "change_objects": objects,
-           "spawn_s": spawn_s, "rendered": rendered}  # fmt: skip
+           "spawn_s": spawn_s}  # fmt: skip
     if probe is not None:
         flip = traffic.watched(probe)
         out |= {"change_e2e_s": (flip["flip_ns"] - start) / 1e9,
@@ -45,7 +46,7 @@ def timed_change(host: Host, node: Node, dp: Datapath, before: Sequence[services
                 "probe_hz": flip["hz"], "probe_attempts": flip["attempts"], "probe_lost": flip["lost"]}  # fmt: skip
     if isinstance(dp, EbpfDatapath):
         out["map_calls_s"] = dp.last_map_calls_s
-    return out
+    return out, rendered
 
 
 class LabRig:
@@ -87,11 +88,10 @@ class LabRig:
         target = traffic.Target("new", ends.node_address, ch.node_port)
         server = traffic.start_crr_server(ends.pod, services.IPERF_PORT, ends.server_cpu)
         try:
-            out = timed_change(host, self.node, dp, before, after, ends, target, ch.want)
+            out, _ = timed_change(host, self.node, dp, before, after, ends, target, ch.want)
         finally:
             server.stop()
         dp.apply_change(host, dp.render_change(after, before, self.node), self.node)
-        out.pop("rendered")
         return out
 
     def close(self) -> None:
