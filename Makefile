@@ -81,7 +81,7 @@ browser-deps:
 # PAPER_DIR=build/paper: the paper of the last `make reproduce` run (with a banner naming it).
 PAPER_DIR ?= paper
 paper: tex-deps python-env
-	$(BIN)/python -m labtools.paper --paper $(PAPER_DIR)
+	$(BIN)/python -m labtools.outputs.paper --paper $(PAPER_DIR)
 	@mkdir -p $(PAPER_DIR)/build && cd $(PAPER_DIR) && \
 	  latexmk -pdf -interaction=batchmode -halt-on-error -outdir=build thesis.tex >build/latexmk.out 2>&1 \
 	  || { grep -A8 '^!' build/thesis.log >&2 || tail -40 build/latexmk.out >&2; \

@@ -21,8 +21,8 @@ from pathlib import Path
 
 import papermill as pm
 
-from labtools import paths
-from labtools.errors import LabError
+from labtools.base import paths
+from labtools.base.errors import LabError
 from labtools.model.plan import load_profile
 
 # Notebooks in order; those that can read a committed run instead of measuring take `measure`/`run_id`.
@@ -40,7 +40,7 @@ def _execute(name: str, out: Path, parameters: dict) -> Path:
     t0 = time.monotonic()
     stop = threading.Event()
 
-    def tail() -> None:  # the kernel's progress lines (labtools.progress writes them to $LABTOOLS_PROGRESS)
+    def tail() -> None:  # the kernel's progress lines (labtools.base.progress writes them to $LABTOOLS_PROGRESS)
         with open(log) as fh:
             while not stop.is_set() or fh.tell() < log.stat().st_size:
                 line = fh.readline()

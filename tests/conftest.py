@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from labtools import prereqs
+from labtools.base import prereqs
 from labtools.hosts import namespaces
 from labtools.lab import Lab
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from labtools import analysis
-from labtools.errors import LabError
+from labtools.base.errors import LabError
 from labtools.model import plan as plan_
+from labtools.outputs import analysis
 
 
 def table(rows):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from labtools import analysis, benchview, tables
-from labtools.errors import LabError
+from labtools.base.errors import LabError
+from labtools.outputs import analysis, benchview, tables
 
 
 def bench_csv(path, rows: list[dict]) -> None:

@@ -10,7 +10,7 @@ import subprocess
 
 import pytest
 
-from labtools import paths
+from labtools.base import paths
 from labtools.datapaths import ebpf
 
 OBJECT = paths.BPF / "nodeport.o"

@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 
 from labtools import datapaths
+from labtools.base.errors import LabError
 from labtools.datapaths import ebpf, iptables, nftables
 from labtools.datapaths.base import Node
-from labtools.errors import LabError
 from labtools.experiments import bench
 from labtools.lab import traffic
 from labtools.model import services
@@ -247,9 +247,9 @@ def test_the_change_metric_has_the_target_new_and_only_it():
 
 @pytest.mark.lab
 def test_a_sweep_times_one_change_and_leaves_the_workload_as_it_was(clab, tmp_path):
-    from labtools.benchview import from_sweep
     from labtools.experiments import sweep
     from labtools.model.plan import Plan
+    from labtools.outputs.benchview import from_sweep
 
     plan = Plan("t-sweep-change", ["nftables", "ebpf"], [1, 20], ["change", "crr"],
                 {"change": ["new"], "crr": ["last"]}, repeats=1, crr_transactions=200)  # fmt: skip

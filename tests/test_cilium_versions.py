@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from labtools import datapaths
+from labtools.base.errors import LabError
 from labtools.datapaths import ebpf
-from labtools.errors import LabError
 from labtools.lab import traffic
 from labtools.model import services
 from tests.conftest import fresh_lab

@@ -1,4 +1,4 @@
-"""The claims ledger (`labtools.claims`): each test's verdict follows its statistic, on data whose answer is
+"""The claims ledger (`labtools.outputs.claims`): each test's verdict follows its statistic, on data whose answer is
 known by construction, and a claim without its input says so instead of guessing."""
 
 from __future__ import annotations
@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from labtools import claims, tables
+from labtools.outputs import claims, tables
 
 
 def _throughput(ebpf_scale: float, ebpf_spread: float, ns=(1, 500, 1000), repeats=8, seed=0) -> pd.DataFrame:

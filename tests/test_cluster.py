@@ -23,8 +23,8 @@ import yaml
 from kubernetes import client as k8s
 
 from labtools import datapaths
+from labtools.base.errors import InventoryError, LabError
 from labtools.datapaths import readback
-from labtools.errors import InventoryError, LabError
 from labtools.experiments import sweep
 from labtools.hosts import ExecHost
 from labtools.lab import Lab

@@ -9,8 +9,9 @@ import sys
 
 import pytest
 
-from labtools import datapaths, paths
-from labtools.errors import InventoryError
+from labtools import datapaths
+from labtools.base import paths
+from labtools.base.errors import InventoryError
 from labtools.lab import Lab, cni, reachability
 from labtools.model import services, topology
 from tests.conftest import ROOT, fresh_lab

@@ -6,9 +6,9 @@ import struct
 
 import pytest
 
+from labtools.base.errors import LabError
 from labtools.datapaths import ebpf, iptables, nftables
 from labtools.datapaths.base import Node
-from labtools.errors import LabError
 from labtools.model import services
 from labtools.model.services import Backend, ServicePort, _categorize
 from tests import kubeproxy_fixtures as fx

@@ -1,4 +1,4 @@
-"""labtools.dissect: scapy dissection of captures into tidy rows, cross-checked field by field against tshark."""
+"""labtools.outputs.dissect: scapy dissection of captures into tidy rows,, checked field by field against tshark."""
 
 from __future__ import annotations
 
@@ -25,8 +25,9 @@ from scapy.layers.l2 import ARP, CookedLinux, CookedLinuxV2, Ether
 from scapy.packet import Packet, Raw
 from scapy.utils import PcapReader, wrpcap
 
-from labtools import cli, dissect
-from labtools.errors import LabError
+from labtools import cli
+from labtools.base.errors import LabError
+from labtools.outputs import dissect
 
 CLIENT, POD = "2001:db8:1234:5679::1", "2001:db8:1234:5678:8:2:1:841"
 MACS = {"src": "02:00:00:00:00:01", "dst": "02:00:00:00:00:02"}

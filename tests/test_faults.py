@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from labtools import paths
-from labtools.errors import InventoryError, LabError
+from labtools.base import paths
+from labtools.base.errors import InventoryError, LabError
 from labtools.experiments.recorder import Recorder
 from labtools.hosts import namespaces
 from labtools.lab import Lab

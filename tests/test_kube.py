@@ -12,8 +12,8 @@ import os
 import pytest
 from kubernetes import client as k8s
 
+from labtools.base.errors import LabError
 from labtools.datapaths import readback
-from labtools.errors import LabError
 from labtools.hosts import Result
 from labtools.model import services
 from labtools.rigs import kube

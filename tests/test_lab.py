@@ -10,10 +10,10 @@ import time
 
 import pytest
 
-from labtools.errors import HostUnreachable, LabError, PrerequisiteError
+from labtools.base.errors import HostUnreachable, LabError, PrerequisiteError
+from labtools.base.prereqs import require_tools
 from labtools.hosts import namespaces
 from labtools.lab import Lab, reachability
-from labtools.prereqs import require_tools
 from tests.conftest import POD_IP, ROOT, needs_root
 
 CLI = [sys.executable, "-m", "labtools"]

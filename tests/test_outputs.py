@@ -1,5 +1,5 @@
-"""The outputs layer that the notebooks narrate: `labtools.verdicts` (notebook 01), `labtools.srv6view`
-(notebook 02) and `labtools.tables` (their LaTeX), on the committed reference run; and the notebooks
+"""The outputs layer that the notebooks narrate: `labtools.outputs.verdicts` (notebook 01), `labtools.outputs.srv6view`
+(notebook 02) and `labtools.outputs.tables` (their LaTeX), on the committed reference run; and the notebooks
 themselves stay thin (no `def`/`class`, no code cell over 12 lines, no lab stack unless measuring)."""
 
 from __future__ import annotations
@@ -20,8 +20,9 @@ import pytest
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from labtools import analysis, figstyle, paper, paths, srv6view, sweepview, tables, verdicts
+from labtools.base import paths
 from labtools.model.plan import Plan, plans, profile_params
+from labtools.outputs import analysis, figstyle, paper, srv6view, sweepview, tables, verdicts
 from tests.conftest import ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -60,7 +61,7 @@ def _close_figures():
     plt.close("all")
 
 
-# -- notebook 01: labtools.verdicts ---------------------------------------------------------------------------
+# -- notebook 01: labtools.outputs.verdicts ---------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -275,7 +276,7 @@ def test_committed_figures_embed_no_type3_fonts():
     assert type3 == []
 
 
-# -- labtools.tables ------------------------------------------------------------------------------------------
+# -- labtools.outputs.tables ------------------------------------------------------------------------------------------
 
 
 def test_tabular_escapes_cells_not_headers():
@@ -319,7 +320,7 @@ def test_sweep_summary_without_none_or_udp(hd):
     assert "nan" not in "".join(lines).lower()
 
 
-# -- notebook 02: labtools.srv6view ----------------------------------------------------------------------------
+# -- notebook 02: labtools.outputs.srv6view ----------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -542,7 +543,7 @@ def test_srv6_macros(req, M):
 
 
 def test_outputs_import_no_lab_stack():
-    code = ("import sys, labtools.verdicts, labtools.tables, labtools.srv6view; "
+    code = ("import sys, labtools.outputs.verdicts, labtools.outputs.tables, labtools.outputs.srv6view; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('paramiko', 'kubernetes') or "
             "m.startswith(('labtools.lab', 'labtools.hosts', 'labtools.datapaths', 'labtools.rigs', "
             "'labtools.experiments'))))")  # fmt: skip

@@ -7,7 +7,8 @@ import subprocess
 
 import pytest
 
-from labtools import figures, paper, paths
+from labtools.base import paths
+from labtools.outputs import figures, paper
 
 PAPER = paths.project_root() / "paper"
 MANIFEST = PAPER / "manifest.json"

@@ -12,9 +12,10 @@ from scapy.layers.inet import TCP
 from scapy.layers.inet6 import ICMPv6EchoReply, ICMPv6EchoRequest, IPv6, IPv6ExtHdrSegmentRouting
 from scapy.utils import rdpcap
 
-from labtools import cli, paths, prereqs
+from labtools import cli
+from labtools.base import paths, prereqs
+from labtools.base.errors import LabError, PrerequisiteError
 from labtools.datapaths import srv6
-from labtools.errors import LabError, PrerequisiteError
 from labtools.experiments import captures, matrix
 from labtools.hosts import NetnsHost, namespaces
 from labtools.lab import Lab, capture

@@ -8,7 +8,7 @@ import subprocess
 import paramiko
 import pytest
 
-from labtools.errors import HostKeyError, HostUnreachable, LabError
+from labtools.base.errors import HostKeyError, HostUnreachable, LabError
 from labtools.hosts import SSHConfig, SSHHost
 from labtools.lab import Lab, reachability, ssh_config
 from tests.conftest import IS_ROOT, POD_IP, emulated_vms_up
@@ -152,7 +152,7 @@ def test_exec_host_runs_in_the_pod_through_the_master(vms, ssh_lab, tmp_path):
         assert not srv.running()
     # A transport that fails (kubectl exec refused, sudo asking for a password) is an error, not "gone":
     # otherwise stop() would leave the server running on the port.
-    from labtools.errors import CommandError
+    from labtools.base.errors import CommandError
     from labtools.hosts import ShellProcess
 
     refuse = "echo 'error: unable to upgrade connection' >&2; exit 1"

@@ -11,7 +11,7 @@ import time
 import pandas as pd
 import pytest
 
-from labtools.errors import LabError
+from labtools.base.errors import LabError
 from labtools.experiments import sweep
 from labtools.model import plan as plan_
 from tests.conftest import IS_ROOT, ROOT

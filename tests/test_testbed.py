@@ -14,9 +14,10 @@ import pytest
 import yaml
 from kubernetes import client as k8s
 
-from labtools import cli, datapaths, prereqs
+from labtools import cli, datapaths
+from labtools.base import prereqs
+from labtools.base.errors import LabError
 from labtools.datapaths import readback
-from labtools.errors import LabError
 from labtools.hosts import Result
 from labtools.lab import Lab, reachability
 from labtools.model import services, topology

@@ -7,7 +7,7 @@ import textwrap
 
 import pytest
 
-from labtools.errors import InventoryError
+from labtools.base.errors import InventoryError
 from labtools.model import topology
 from tests.conftest import POD_IP, ROOT
 

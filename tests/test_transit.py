@@ -17,7 +17,8 @@ from scapy.layers.inet import TCP
 from scapy.layers.inet6 import IPv6
 from scapy.utils import PcapReader
 
-from labtools import datapaths, distribution
+from labtools import datapaths
+from labtools.base import distribution
 from labtools.lab import traffic
 from labtools.lab.capture import Capture, Point
 from labtools.model import services

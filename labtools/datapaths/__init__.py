@@ -6,11 +6,11 @@ applies the chosen one for the given service ports ("none" leaves the node witho
 
 from __future__ import annotations
 
+from labtools.base.errors import LabError
 from labtools.datapaths.base import Datapath, Node, Programmed
 from labtools.datapaths.ebpf import DEFAULT_CILIUM, EbpfDatapath
 from labtools.datapaths.iptables import IptablesDatapath
 from labtools.datapaths.nftables import NftablesDatapath
-from labtools.errors import LabError
 from labtools.model import plan, services
 from labtools.model.topology import InterfaceRef, Inventory
 

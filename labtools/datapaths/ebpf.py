@@ -28,9 +28,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from labtools import paths
+from labtools.base import paths
+from labtools.base.errors import LabError, PrerequisiteError
 from labtools.datapaths.base import Datapath, Node
-from labtools.errors import LabError, PrerequisiteError
 from labtools.hosts import Host
 from labtools.model.services import ServicePort
 

@@ -30,9 +30,9 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from labtools.base.errors import LabError
 from labtools.datapaths.base import Datapath, Node, changed_services
 from labtools.datapaths.iptables import MASQUERADE_MARK
-from labtools.errors import LabError
 from labtools.hosts import Host
 from labtools.model.services import ServicePort
 

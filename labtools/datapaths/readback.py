@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from kubernetes import client as k8s
 
-from labtools.errors import CommandError, LabError
+from labtools.base.errors import CommandError, LabError
 from labtools.hosts import Host, as_root
 
 ADMIN_KUBECONFIG = "/etc/kubernetes/admin.conf"

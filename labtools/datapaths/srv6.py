@@ -125,12 +125,12 @@ import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from labtools.errors import CommandError, LabError, PrerequisiteError
+from labtools.base.errors import CommandError, LabError, PrerequisiteError
+from labtools.base.prereqs import require_seg6_lwtunnel, require_tools
 from labtools.hosts import Host, NetnsHost
 from labtools.lab.state import Srv6State
 from labtools.model import services
 from labtools.model.topology import InterfaceRef, Inventory, Machine
-from labtools.prereqs import require_seg6_lwtunnel, require_tools
 
 MODES = ("end-dt6", "local-sid", "pod-sidecar", "ebpf", "local-sid+tc-encap")
 DEFAULT_MODE = "end-dt6"

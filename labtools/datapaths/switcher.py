@@ -6,10 +6,10 @@ import time
 from collections.abc import Sequence
 
 from labtools import datapaths
+from labtools.base.prereqs import require_tools
 from labtools.datapaths.base import Node, Programmed
 from labtools.hosts import Host, NetnsHost
 from labtools.model import services
-from labtools.prereqs import require_tools
 
 
 class Switcher:

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from labtools import datapaths
-from labtools import progress as bars
+from labtools.base import progress as bars
+from labtools.base.errors import LabError
 from labtools.datapaths.base import Programmed
 from labtools.datapaths.iptables import IptablesDatapath
-from labtools.errors import LabError
 from labtools.experiments import provenance
 from labtools.experiments.recorder import Recorder
 from labtools.lab import Lab, traffic

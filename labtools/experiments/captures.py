@@ -15,8 +15,8 @@ from dataclasses import asdict
 from pathlib import Path
 
 from labtools import datapaths
+from labtools.base.errors import LabError
 from labtools.datapaths import srv6
-from labtools.errors import LabError
 from labtools.experiments import provenance
 from labtools.experiments.recorder import Recorder
 from labtools.hosts import Host, Process

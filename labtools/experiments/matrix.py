@@ -20,9 +20,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from labtools import datapaths
-from labtools import progress as bars
+from labtools.base import progress as bars
+from labtools.base.errors import LabError
 from labtools.datapaths import srv6
-from labtools.errors import LabError
 from labtools.experiments import provenance
 from labtools.experiments.recorder import Recorder
 from labtools.lab import Lab, traffic

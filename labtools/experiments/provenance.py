@@ -10,7 +10,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from labtools import paths
+from labtools.base import paths
 
 # The Python packages whose versions decide what a run computes and draws.
 PACKAGES = ("labtools", "pandas", "numpy", "scipy", "matplotlib", "seaborn", "scapy", "paramiko", "kubernetes",

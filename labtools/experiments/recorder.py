@@ -27,9 +27,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from labtools import paths
-from labtools.errors import LabError
-from labtools.paths import write_atomic
+from labtools.base import paths
+from labtools.base.errors import LabError
+from labtools.base.paths import write_atomic
 
 _KEY = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._+-]{0,150}$")
 

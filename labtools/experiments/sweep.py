@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 
 from labtools import datapaths
-from labtools import progress as bars
+from labtools.base import progress as bars
 from labtools.experiments import provenance
 from labtools.experiments.recorder import Recorder
 from labtools.lab import Lab, traffic

@@ -13,8 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from labtools.errors import CommandError, LabError
-from labtools.waiting import Timeout, until
+from labtools.base.errors import CommandError, LabError
+from labtools.base.waiting import Timeout, until
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from labtools.errors import CommandError, HostUnreachable
+from labtools.base.errors import CommandError, HostUnreachable
 from labtools.hosts import namespaces
 from labtools.hosts.base import Host, Process, Result
 

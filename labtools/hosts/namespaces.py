@@ -17,9 +17,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
-from labtools.errors import CommandError, HostUnreachable, LabError
+from labtools.base.errors import CommandError, HostUnreachable, LabError
+from labtools.base.waiting import Timeout, until
 from labtools.model.topology import check_prefix
-from labtools.waiting import Timeout, until
 
 NETNS_DIR = Path("/run/netns")
 _CLONE_NEWNET = 0x40000000

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import paramiko
 
-from labtools.errors import CommandError, HostKeyError, HostUnreachable, LabError
+from labtools.base.errors import CommandError, HostKeyError, HostUnreachable, LabError
 from labtools.hosts import namespaces
 from labtools.hosts.base import Host, Process, Result, start_script, started
 

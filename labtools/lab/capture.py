@@ -24,11 +24,11 @@ from pathlib import Path
 from scapy.error import Scapy_Exception
 from scapy.utils import PcapReader
 
-from labtools.errors import LabError, PrerequisiteError
+from labtools.base.errors import LabError, PrerequisiteError
+from labtools.base.prereqs import require_tools
+from labtools.base.waiting import Timeout, until
 from labtools.hosts import Host, NetnsHost, Process
 from labtools.model.topology import Inventory, Machine
-from labtools.prereqs import require_tools
-from labtools.waiting import Timeout, until
 
 POINTS = ("client", "router-client", "router-cluster", "worker", "pod")
 SNAPLEN = 262144  # tcpdump's default maximum: whole jumbo frames (MTU 8950) plus the SRH

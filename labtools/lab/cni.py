@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 
-from labtools import paths
-from labtools.errors import LabError, PrerequisiteError
+from labtools.base import paths
+from labtools.base.errors import LabError, PrerequisiteError
 from labtools.hosts import Host
 from labtools.model.topology import CNIS, InterfaceRef, Inventory
 

@@ -17,12 +17,12 @@ from pathlib import Path
 import paramiko
 import yaml
 
-from labtools.errors import LabError
+from labtools.base.errors import LabError
+from labtools.base.prereqs import require_tools
+from labtools.base.waiting import Timeout, until
 from labtools.hosts import NetnsHost, Process, namespaces
 from labtools.lab import Lab
 from labtools.model import topology
-from labtools.prereqs import require_tools
-from labtools.waiting import Timeout, until
 
 MGMT_NET = ipaddress.IPv6Network("fd00:10:99::/64")  # ULA, only ever inside the lab's namespaces
 SSHD_CONFIG = """\

@@ -13,14 +13,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from labtools.errors import HostUnreachable, InventoryError, LabError
+from labtools.base.errors import HostUnreachable, InventoryError, LabError
+from labtools.base.prereqs import require_root, require_tools
+from labtools.base.waiting import Timeout, until
 from labtools.hosts import Host, NetnsHost, SSHConfig, SSHHost, namespaces
 from labtools.lab import cni as pod_cni
 from labtools.lab.state import LabState
 from labtools.model import topology
 from labtools.model.topology import Inventory, Link
-from labtools.prereqs import require_root, require_tools
-from labtools.waiting import Timeout, until
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import socket
 import threading
 from dataclasses import dataclass
 
-from labtools.errors import LabError
+from labtools.base.errors import LabError
 from labtools.hosts import Host, namespaces
 from labtools.lab import traffic
 

@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from labtools import paths
+from labtools.base import paths
 
 
 class ServicesState(BaseModel):

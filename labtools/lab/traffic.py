@@ -30,14 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from labtools import distribution, paths
-from labtools.errors import LabError, PrerequisiteError
+from labtools.base import distribution, paths
+from labtools.base.errors import LabError, PrerequisiteError
+from labtools.base.waiting import Timeout, until
 from labtools.hosts import Host, Process
 from labtools.lab import Lab
 from labtools.lab.transit import TransitProbe
 from labtools.model import plan, services
 from labtools.model.topology import InterfaceRef
-from labtools.waiting import Timeout, until
 
 CRR = paths.TOOLS / "labtools-crr"
 UDP_FLOOD = paths.TOOLS / "labtools-udp-flood"

@@ -20,10 +20,10 @@ from __future__ import annotations
 import contextlib
 import json
 
-from labtools import paths
-from labtools.errors import LabError, PrerequisiteError
+from labtools.base import paths
+from labtools.base.errors import LabError, PrerequisiteError
+from labtools.base.waiting import Timeout, until
 from labtools.hosts import Host, Process
-from labtools.waiting import Timeout, until
 
 LOADER = paths.BPF / "labtools-transit"
 OBJECT = paths.BPF / "transit.o"

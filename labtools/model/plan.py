@@ -13,8 +13,8 @@ import pydantic
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
 
-from labtools import paths
-from labtools.errors import InventoryError, LabError
+from labtools.base import paths
+from labtools.base.errors import InventoryError, LabError
 from labtools.model import yamlsrc
 
 DATAPATHS = ("none", "iptables", "iptables-legacy", "nftables", "ebpf")

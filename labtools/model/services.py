@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 import yaml
 from kubernetes import client as k8s
 
-from labtools.errors import LabError
+from labtools.base.errors import LabError
 
 SERVICE_CIDR = ipaddress.IPv6Network("2001:db8:1234:5678:8:3::/112")
 CLUSTER_CIDR = ipaddress.IPv6Network("2001:db8:1234:5678:8:2::/104")

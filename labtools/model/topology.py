@@ -15,8 +15,8 @@ from typing import Annotated, Any
 
 import pydantic
 
-from labtools import paths
-from labtools.errors import InventoryError, LabError
+from labtools.base import paths
+from labtools.base.errors import InventoryError, LabError
 from labtools.model import yamlsrc
 from labtools.model.yamlsrc import LineMap
 

@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from labtools.errors import InventoryError
+from labtools.base.errors import InventoryError
 
 
 class LineLoader(yaml.SafeLoader):

@@ -26,8 +26,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
+from labtools.base.errors import LabError
 from labtools.datapaths import readback
-from labtools.errors import LabError
 from labtools.hosts import ExecHost, Host, as_root
 from labtools.hosts.exec import privileged
 from labtools.lab import Lab, traffic

@@ -21,11 +21,11 @@ from concurrent.futures import ThreadPoolExecutor
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 
-from labtools import progress as progress_
+from labtools.base import progress as progress_
+from labtools.base.errors import LabError
+from labtools.base.waiting import Timeout, until
 from labtools.datapaths.readback import frontends
-from labtools.errors import LabError
 from labtools.model import services
-from labtools.waiting import Timeout, until
 
 SELECTOR = f"{services.LABEL}=true"
 DEPLOYMENT = "iperf3-deployment"  # thesis-hu.txt line 1421

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-from labtools.errors import LabError
+from labtools.base.errors import LabError
 from labtools.hosts.exec import privileged
 from labtools.model import services, topology
 from labtools.model.topology import Inventory

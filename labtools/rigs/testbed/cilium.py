@@ -41,7 +41,7 @@ from typing import Any
 
 import yaml
 
-from labtools.errors import LabError
+from labtools.base.errors import LabError
 from labtools.model import services
 from labtools.model.topology import Inventory
 from labtools.rigs.testbed.kubeadm import ADMIN_KUBECONFIG, API_PORT, CONFIG_DIR, INIT_PATH, master_ip

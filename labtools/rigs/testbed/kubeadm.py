@@ -35,7 +35,7 @@ from typing import Any
 
 import yaml
 
-from labtools.errors import LabError
+from labtools.base.errors import LabError
 from labtools.model import services
 from labtools.model.topology import Inventory
 

@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
-from labtools import analysis, figstyle
-from labtools.verdicts import PALETTE
+from labtools.outputs import analysis, figstyle
+from labtools.outputs.verdicts import PALETTE
 
 figstyle.apply()
 CHANGES = ("add", "remove", "endpoints")

@@ -13,8 +13,8 @@ import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
-from labtools import paths
-from labtools.errors import LabError
+from labtools.base import paths
+from labtools.base.errors import LabError
 
 
 def sha256(path: str | Path) -> str:

@@ -3,7 +3,7 @@ field-by-field comparison with the thesis, the packet walk, the reachability mat
 working way, and the numbers the text quotes.
 
 Everything here reads committed files (``data/raw/<run>-srv6/``, ``data/processed/<run>-srv6-matrix.csv``
-and ``-srv6-crr.csv``) through `labtools.dissect` and pandas; the measuring side is
+and ``-srv6-crr.csv``) through `labtools.outputs.dissect` and pandas; the measuring side is
 `labtools.experiments.captures` and `labtools.experiments.matrix`.
 """
 
@@ -18,9 +18,9 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Patch
 
-from labtools import dissect, figstyle, figures
-from labtools.paper import tex_escape
-from labtools.verdicts import macro_name
+from labtools.outputs import dissect, figstyle, figures
+from labtools.outputs.paper import tex_escape
+from labtools.outputs.verdicts import macro_name
 
 figstyle.apply()
 

@@ -1,5 +1,5 @@
 """The LaTeX tables the notebooks write into ``paper/tables/``: booktabs tabulars, every cell escaped with
-`labtools.paper.tex_escape` (the one escaper), headers given as LaTeX.
+`labtools.outputs.paper.tex_escape` (the one escaper), headers given as LaTeX.
 
 - `sweep_summary`: notebook 01's summary table (slope per Service, R², ratios to `none`);
 - `srv6_headers`: notebook 02's IPv6/SRH header fields at each capture point (`srv6view.header_rows`);
@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from labtools.paper import tex_escape
+from labtools.outputs.paper import tex_escape
 
 EMPTY = "--"  # a missing number (e.g. a ratio to `none` on a cluster, which has no `none`)
 
@@ -155,7 +155,7 @@ def transit_summary(tt: pd.DataFrame) -> str:
 
 def claims(frame: pd.DataFrame, *, thesis: bool = True) -> str:
     """The claims ledger (``claims.tex``) or our findings (``findings.tex``, `thesis=False`) from
-    `labtools.claims.as_frame`: the claim, (the thesis' evidence,) our measurement, the test, the verdict."""
+    `labtools.outputs.claims.as_frame`: the claim, (the thesis' evidence,) our measurement, the test, the verdict."""
     if thesis:
         header = ["claim", "thesis' evidence", "measured", "test", "verdict", "see"]
         cols = ["claim", "thesis", "measured", "test", "verdict", "ref"]

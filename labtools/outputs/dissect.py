@@ -54,7 +54,7 @@ from scapy.layers.l2 import ARP
 from scapy.packet import NoPayload, Packet, Padding, Raw
 from scapy.utils import PcapReader
 
-from labtools.errors import LabError
+from labtools.base.errors import LabError
 
 __all__ = [
     "COLUMNS",

@@ -1,7 +1,7 @@
 """Notebook 01's figures: the thesis' throughput figures, connection setup and new-flow rate against N, the
 worker's transit time, and where a connection's setup time goes.
 
-They draw the tidy tables of `labtools.analysis`; colours and datapath order are `verdicts`'.
+They draw the tidy tables of `labtools.outputs.analysis`; colours and datapath order are `verdicts`'.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FormatStrFormatter, FuncFormatter, LogLocator, NullFormatter
 
-from labtools import analysis, figstyle
 from labtools.model.plan import Plan
-from labtools.verdicts import PALETTE, order, scenario_name, scenario_target, throughput_plans
+from labtools.outputs import analysis, figstyle
+from labtools.outputs.verdicts import PALETTE, order, scenario_name, scenario_target, throughput_plans
 
 figstyle.apply()
 WIDE = figstyle.TEXT_WIDTH

@@ -1,7 +1,7 @@
 """What notebook 01's scale sweeps say: the summary table, and the sentences and LaTeX macros computed
-from it (the figures are `labtools.sweepview`'s). Notebook 01 and the paper both take their words here.
+from it (the figures are `labtools.outputs.sweepview`'s). Notebook 01 and the paper both take their words here.
 
-Everything works on the tidy tables of `labtools.analysis` (``data/processed/<run>.csv``) and the sweeps'
+Everything works on the tidy tables of `labtools.outputs.analysis` (``data/processed/<run>.csv``) and the sweeps'
 `Plan`s; nothing measures. Every verdict word follows a 95% confidence interval (`analysis.trend` for
 slopes, `analysis.paired_ratio_ci` for ratios to `none`), never a point estimate.
 """
@@ -14,8 +14,9 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from labtools import analysis, figures, paths
+from labtools.base import paths
 from labtools.model.plan import Plan
+from labtools.outputs import analysis, figures
 
 # One colour per datapath, in the order the figures list them; `none` is the grey baseline.
 PALETTE = {"none": "0.45", "iptables": "tab:red", "iptables-legacy": "tab:orange", "nftables": "tab:blue",

@@ -3,7 +3,7 @@
 Each claim names the thesis' evidence, what we measured, the statistical test and its result, and a verdict
 that follows the test: *reproduced*, *refuted*, *reproduced with an explanation* (the observation holds, but
 for a reason the thesis did not give), or *not shown* (the test cannot decide). Everything is computed from
-the tidy tables (`labtools.analysis`) and the SRv6 run's tables (`labtools.srv6view`); notebook 03 prints
+the tidy tables (`outputs.analysis`) and the SRv6 run's tables (`outputs.srv6view`); notebook 03 prints
 the rows and writes ``paper/tables/claims.tex`` and ``findings.tex`` from them.
 
 The tests:
@@ -28,8 +28,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from labtools import analysis
 from labtools.model.plan import Plan
+from labtools.outputs import analysis
 
 MARGIN = 0.05  # equivalence margin for "no difference": ±5% (of throughput), the band `analysis` calls flat
 ALPHA = 0.05

@@ -7,7 +7,7 @@ import os
 import shutil
 import subprocess
 
-from labtools.errors import PrerequisiteError
+from labtools.base.errors import PrerequisiteError
 
 # Tool -> Debian package that provides it (what `make setup` installs).
 DEBIAN_PACKAGE = {

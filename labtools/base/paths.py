@@ -17,9 +17,9 @@ import os
 import re
 from pathlib import Path
 
-from labtools.errors import LabError
+from labtools.base.errors import LabError
 
-PACKAGE = Path(__file__).resolve().parent
+PACKAGE = Path(__file__).resolve().parents[1]  # labtools/, this module sits in labtools/base/
 INVENTORIES = PACKAGE / "inventories"
 DEFAULT_INVENTORY = INVENTORIES / "thesis-netns.yml"
 BPF = PACKAGE / "bpf"

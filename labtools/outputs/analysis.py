@@ -12,8 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from labtools import paths
-from labtools.errors import LabError
+from labtools.base import paths
+from labtools.base.errors import LabError
 from labtools.model.plan import Plan
 
 KEYS = ["datapath", "services", "target", "metric"]

@@ -1,0 +1,79 @@
+"""labtools: a reproducible lab for Kubernetes service datapaths (kube-proxy iptables/nftables, eBPF) and SRv6.
+
+commands:
+  lab up|down|status        the thesis testbed in network namespaces (or real VMs over SSH)
+  services apply|manifests|bench
+                            N Kubernetes Services into a datapath; YAML for a cluster; programming time
+  measure                   one metric through the programmed datapath (a recorded run)
+  udp-check                 the thesis' UDP observation: UDP to a TCP-only Service, per datapath and release
+  sweep                     datapaths x counts x metrics x targets x repeats, resumable
+  srv6 up|down|status|matrix
+                            the thesis' SRv6 L3VPN, and which way through it reaches what
+  capture                   tcpdump at the thesis' five capture points around traffic
+  dissect                   one row per packet and header of a capture, tshark cross-check
+  reproduce, figures        the notebooks headless (measuring, or from committed data)
+  testbed                   render or apply the real testbed's set-up
+
+The lab needs root. Its prefix comes from --prefix, else $LABTOOLS_PREFIX, else the inventory."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+from collections.abc import Sequence
+
+from labtools.base.errors import LabError
+
+EXAMPLES = """examples:
+  sudo labtools lab up --prefix mylab
+  sudo labtools services apply --prefix mylab --datapath nftables --count 1000 --udp-targets
+  sudo labtools measure --prefix mylab --metric crr --target last --repeats 3
+  sudo labtools sweep --prefix mylab --run-id try1 --datapaths none,ebpf --counts 1,1000 --metrics crr
+  labtools dissect data/raw/reference-srv6/icmp/*.pcap --check-tshark
+  labtools figures
+  sudo labtools lab down --prefix mylab
+"""
+
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole command line: one module of this package per command group adds its parsers."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from labtools.cli import lab, measure, outputs, services, srv6, sweep, testbed
+
+    try:
+        ver = version("labtools")
+    except PackageNotFoundError:
+        from labtools import __version__ as ver
+    fmt = argparse.RawDescriptionHelpFormatter
+    p = argparse.ArgumentParser(prog="labtools", description=__doc__, epilog=EXAMPLES, formatter_class=fmt)
+    p.add_argument("--version", action="version", version=f"labtools {ver}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in (lab, services, measure, sweep, outputs, testbed, srv6):
+        group.add_parsers(sub)
+    return p
+
+
+def _terminate(signum: int, frame: object) -> None:
+    # Turn SIGTERM into an exception so `up` can clean up after itself, as on Ctrl-C.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _terminate)
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except LabError as e:
+        print(f"labtools: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("labtools: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

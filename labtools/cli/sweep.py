@@ -1,0 +1,87 @@
+"""`labtools sweep`: datapaths x counts x metrics x targets x repeats, resumable."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from labtools.base.errors import LabError
+from labtools.cli.common import DEFAULTS, int_list, lab_options, name_list, needs_root, positive_int
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from labtools.experiments import sweep
+    from labtools.lab import Lab
+    from labtools.model import plan as plan_
+    from labtools.rigs import cluster
+
+    lab = Lab(args.inventory, args.prefix)
+    if not args.dry_run:
+        needs_root(lab, "sweep")
+    if args.profile:
+        if not args.run_id:
+            raise LabError("--profile needs --run-id (each of the profile's sweeps becomes RUN-ID-<name>)")
+        plans = plan_.plans(
+            plan_.profile_params(args.profile)["sweeps"], args.run_id, str(plan_.profile_path(args.profile))
+        )
+        root = None
+    else:
+        out = Path(args.out) if args.out else None
+        run_id = out.name if out else args.run_id
+        if not run_id:
+            raise LabError("give --profile P --run-id RUN, --out data/raw/RUN or --run-id RUN")
+        root = out.parents[1] if out else None
+        on_cluster = cluster.is_cluster(lab.inventory)
+        dps = args.datapaths or (["iptables", "ebpf"] if on_cluster else list(plan_.DATAPATHS))
+        order = args.order or ("datapath" if on_cluster else "repeat")  # a Cilium mode switch takes minutes
+        plans = [plan_.Plan(run_id=run_id, datapaths=dps, counts=args.counts,
+                            metrics=args.metrics, targets=args.targets, repeats=args.repeats,
+                            crr_transactions=args.crr_transactions, throughput_seconds=args.throughput_seconds,
+                            udp_packets=args.udp_packets, seed=args.seed, order=order)]  # fmt: skip
+    if args.dry_run:
+        for plan in plans:
+            print(f"# ==== {plan.run_id}: {len(plan.points())} points")
+            print("\n".join(sweep.describe(lab, plan)))
+        return 0
+    for plan in plans:
+        t0 = time.monotonic()
+        csv, new = sweep.run(lab, plan, root)
+        print(f"{plan.run_id}: {new} new points measured, {len(plan.points()) - new} already there, "
+              f"in {time.monotonic() - t0:.0f} s; table: {csv}")  # fmt: skip
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from labtools import datapaths
+    from labtools.lab import traffic
+    from labtools.model import plan as plan_
+
+    defaults = DEFAULTS
+    sw = sub.add_parser("sweep", help="datapaths x counts x metrics x targets x repeats, resumable",
+                        formatter_class=defaults)  # fmt: skip
+    sw.add_argument("--datapaths", type=name_list(datapaths.NAMES), metavar="D,D,...",
+                    help="comma-separated; default: none,iptables,iptables-legacy,nftables,ebpf; on a real cluster "
+                         "(inventory with `cluster:`): iptables,ebpf")  # fmt: skip
+    sw.add_argument("--counts", type=int_list, default="1,1000,10000", metavar="N,N,...",
+                    help="comma-separated Service counts")  # fmt: skip
+    sw.add_argument("--metrics", type=name_list(traffic.METRICS), default="throughput,crr,udp-pps",
+                    metavar="M,M,...", help=f"comma-separated, of {', '.join(traffic.METRICS)}")  # fmt: skip
+    sw.add_argument("--targets", type=name_list(traffic.TARGETS), default="last,pod", metavar="T,T,...",
+                    help=f"comma-separated, of {', '.join(traffic.TARGETS)} (none is measured at the pod)")  # fmt: skip
+    sw.add_argument("--repeats", type=positive_int, default=3, help="repeats of every point")
+    sw.add_argument("--crr-transactions", type=positive_int, default=2000, help="crr: connections per sample")
+    sw.add_argument("--throughput-seconds", type=positive_int, default=2, help="throughput: iperf3 -t")
+    sw.add_argument("--udp-packets", type=positive_int, default=50000, help="udp-pps: new flows per sample")
+    sw.add_argument("--profile", help="take the sweeps of params/PROFILE.yaml (quick, full) instead of the flags")
+    sw.add_argument("--seed", type=int, default=0, help="seed of the cluster IP / node port allocator")
+    sw.add_argument("--order", choices=plan_.ORDERS,
+                    help="repeat (default on the lab): interleave datapaths within every repeat; datapath (default on "
+                         "a cluster): one datapath after the other, one Cilium mode switch each")  # fmt: skip
+    sw.add_argument("--dry-run", action="store_true", help="print what the sweep would change and measure, in order")
+    sw.add_argument("--out", help="data/raw/RUN: the run's directory (its name is the run id)")
+    sw.add_argument("--run-id", help="run id under data/raw/ (instead of --out)")
+    lab_options(sw)
+    sw.set_defaults(func=cmd_sweep)
+
