@@ -126,8 +126,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from labtools.base.errors import CommandError, LabError, PrerequisiteError
-from labtools.base.prereqs import require_seg6_lwtunnel, require_tools
-from labtools.hosts import Host, NetnsHost
+from labtools.base.prereqs import require_seg6_lwtunnel
+from labtools.hosts import Host
 from labtools.lab.state import Srv6State
 from labtools.model import services
 from labtools.model.topology import InterfaceRef, Inventory, Machine
@@ -433,14 +433,7 @@ def require(hosts: Mapping[str, Host], machines: list[str]) -> None:
         h = hosts.get(name)
         if h is None:
             raise LabError(f"srv6: no host for machine {name!r}")
-        if isinstance(h, NetnsHost):
-            require_tools("ip", "sysctl", "tc")
-            continue
-        res = h.run(["sh", "-c", "command -v ip && command -v sysctl && command -v tc"], check=False)
-        if not res.ok:
-            raise PrerequisiteError(
-                f"[{name}] `ip`, `sysctl` and `tc` are needed for SRv6: apt-get install iproute2 procps"
-            )
+        h.require_tools("ip", "sysctl", "tc")
 
 
 def resolve_argv(host: Host, argv: list[str], check: bool) -> list[str] | None:
@@ -494,7 +487,7 @@ def up(
     require(hosts, list(dict.fromkeys([*p, *undo])))
     if lab is not None:
         lab.state.forget(Srv6State)  # from here until success the tunnel is in no known mode
-    if any(isinstance(hosts[m], NetnsHost) for m in p):  # this machine's kernel; a VM's says so itself
+    if any(hosts[m].is_local for m in p):  # this machine's kernel; a VM's says so itself
         require_seg6_lwtunnel()
     _apply(hosts, undo, check=False)
     try:

@@ -6,9 +6,8 @@ import time
 from collections.abc import Sequence
 
 from labtools import datapaths
-from labtools.base.prereqs import require_tools
 from labtools.datapaths.base import Node, Programmed
-from labtools.hosts import Host, NetnsHost
+from labtools.hosts import Host
 from labtools.model import services
 
 
@@ -40,8 +39,7 @@ class Switcher:
         """
         chosen = datapaths.get(name, cilium_version=self.cilium_version, kube_proxy_version=self.kube_proxy_version)
         if not self._cleared:  # unknown state: take every datapath off the node once
-            if isinstance(self.host, NetnsHost):
-                require_tools("nft", "ip6tables-nft-restore", "ip6tables-legacy-restore", "tc", "conntrack")
+            self.host.require_tools("nft", "ip6tables-nft-restore", "ip6tables-legacy-restore", "tc", "conntrack")
             for d in datapaths.all_datapaths():
                 d.clear(self.host, self.node)
             self._cleared = True

@@ -13,7 +13,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from labtools.base.errors import CommandError, LabError
+from labtools.base.errors import CommandError, LabError, PrerequisiteError
+from labtools.base.prereqs import DEBIAN_PACKAGE, require_tools
 from labtools.base.waiting import Timeout, until
 
 
@@ -71,6 +72,21 @@ class Host(ABC):
     """A machine that runs commands: a network namespace here, or a VM over SSH."""
 
     name: str
+    #: Commands run on this machine's kernel and see its filesystem (a network namespace here): its tools
+    #: are this machine's, a file it writes can be read here directly, and its kernel's features are ours.
+    is_local: bool = False
+
+    def require_tools(self, *tools: str) -> None:
+        """Refuse with a PrerequisiteError naming every tool missing on this host and its Debian package."""
+        if self.is_local:
+            require_tools(*tools)
+            return
+        script = "; ".join(f"command -v {t} >/dev/null || echo {t}" for t in tools)
+        missing = self.run(["sh", "-c", script], check=False).stdout.split()
+        if missing:
+            pkgs = sorted({DEBIAN_PACKAGE.get(t, t) for t in missing})
+            raise PrerequisiteError(f"[{self.name}] missing tool(s): {', '.join(missing)}: "
+                                    f"apt-get install {' '.join(pkgs)}")  # fmt: skip
 
     def run(
         self,

@@ -47,6 +47,8 @@ class NetnsProcess(Process):
 class NetnsHost(Host):
     """A network namespace on this machine (`ip netns exec`). The filesystem is shared."""
 
+    is_local = True
+
     def __init__(self, name: str, ns: str, logdir: str | Path = "/tmp"):
         self.name, self.ns, self.logdir = name, ns, Path(logdir)
 

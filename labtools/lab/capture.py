@@ -24,10 +24,9 @@ from pathlib import Path
 from scapy.error import Scapy_Exception
 from scapy.utils import PcapReader
 
-from labtools.base.errors import LabError, PrerequisiteError
-from labtools.base.prereqs import require_tools
+from labtools.base.errors import LabError
 from labtools.base.waiting import Timeout, until
-from labtools.hosts import Host, NetnsHost, Process
+from labtools.hosts import Host, Process
 from labtools.model.topology import Inventory, Machine
 
 POINTS = ("client", "router-client", "router-cluster", "worker", "pod")
@@ -122,18 +121,14 @@ class Capture:
 
     def start(self) -> Capture:
         for p in self.points.values():
-            h = self.hosts[p.machine]
-            if isinstance(h, NetnsHost):
-                require_tools("tcpdump")
-            elif not h.run(["sh", "-c", "command -v tcpdump"], check=False).ok:
-                raise PrerequisiteError(f"[{p.machine}] tcpdump is missing: apt-get install tcpdump")
+            self.hosts[p.machine].require_tools("tcpdump")
         self.outdir.mkdir(parents=True, exist_ok=True)
         stamp = time.time_ns()
         try:
             for name, p in self.points.items():
                 # In a namespace (this filesystem) tcpdump writes into the run folder itself, so a killed run
                 # leaves nothing in /tmp; a VM writes to its own /tmp, removed after the copy.
-                if isinstance(self.hosts[p.machine], NetnsHost):
+                if self.hosts[p.machine].is_local:
                     remote = str(self.outdir / f".{name}.pcap.part")
                 else:
                     remote = f"/tmp/labtools-capture-{stamp}-{name}.pcap"
