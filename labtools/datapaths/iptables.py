@@ -92,12 +92,14 @@ class Rules:
 
     @property
     def rules(self) -> int:
-        """The rules (and chain deletions) the whole file writes."""
+        """The rules the whole file writes: kube-proxy's and the built-in chains' jumps."""
         return self.whole.commands
 
 
 @dataclass
 class Options:
+    """How kube-proxy is configured on the node (the flags and kernel features its rules depend on)."""
+
     mark: str = MASQUERADE_MARK
     random_fully: bool = True  # ip6tables >= 1.6.2 has it
     nfacct: bool = False  # kube-proxy adds `-m nfacct` only where nfacct objects exist; the lab has none
@@ -168,8 +170,9 @@ def _service_jumps(sp: ServicePort, h: str) -> tuple[list[Command], list[Command
     """A Service's rules in the top-level chains (nat, filter), written on every sync; `h`: its port_proto_hash."""
     spn, l4 = sp.name_string, f"-m {sp.protocol} -p {sp.protocol}"
     cip = f"-d {sp.cluster_ip} --dport {sp.port}"
-    target, comment = ("DROP", f'"{spn} has no local endpoints"') if sp.has_endpoints else \
-        ("REJECT", f'"{spn} has no endpoints"')  # fmt: skip
+    # No endpoints at all: rejected; endpoints, but none for this traffic policy: dropped.
+    target, comment = ("DROP", f'"{spn} has no local endpoints"') if sp.has_endpoints else (
+        "REJECT", f'"{spn} has no endpoints"')  # fmt: skip
     nat: list[Command] = []
     filter_rules: list[Command] = []
     if sp.has_internal_endpoints:

@@ -156,7 +156,9 @@ def layout(version: str) -> Layout:
 
 @dataclass
 class Options:
-    version: str = DEFAULT_VERSION  # the kube-proxy release whose layout is rendered (VERSIONS)
+    """How kube-proxy is configured on the node, and which release's layout it renders."""
+
+    version: str = DEFAULT_VERSION  # the kube-proxy release whose layout is rendered (VERSIONS; see `layout`)
     mark: str = MASQUERADE_MARK
     local_detector: bool = True  # --detect-local-mode=ClusterCIDR
     # "all": --nodeport-addresses ::/0, dispatch with `fib daddr type local` (like iptables' addrtype LOCAL).
@@ -345,9 +347,9 @@ def render_partial(before: Sequence[ServicePort], after: Sequence[ServicePort], 
 
     The two full syncs are compared as records: chains by name, elements by set and key, then by value."""
     opt = opt or Options()
-    changed = changed_services(before, after)
+    changed, lay = changed_services(before, after), layout(opt.version)
     old, new = objects(before, node, opt), objects(after, node, opt)
-    owners = {**_chain_owners(before, layout(opt.version)), **_chain_owners(after, layout(opt.version))}
+    owners = {**_chain_owners(before, lay), **_chain_owners(after, lay)}
 
     def declared(objs: list[NftObject]) -> list[str]:
         return [o.name for o in objs if isinstance(o, Chain) and o.name in owners]
