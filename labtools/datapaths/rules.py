@@ -1,12 +1,14 @@
 """The kube-proxy models' rulesets as typed records, and the one place where each record becomes text.
 
 nftables: the objects of sigs.k8s.io/knftables (`types.go`: Table, Chain, Set, Map, Rule, Element) that
-kube-proxy's nftables proxier adds to a `Transaction`; `Op.line` writes them as knftables'
-`writeOperation` does (`objects.go`), when the transaction is run.
+kube-proxy's nftables proxier adds to a `Transaction`, and `Op` for its flushes and deletes; `nft_input`
+writes a transaction as knftables' `writeOperation` does (`objects.go`).
 
 iptables: the lines kube-proxy's iptables proxier writes into its `utiliptables.LineBuffer`s (syncProxyRules:
 `filterChains`, `filterRules`, `natChains`, `natRules`) and assembles into the `iptables-restore` input
-(`iptablesData`: `*filter`, chains, rules, `COMMIT`, then the same for `*nat`).
+(`iptablesData`: `*filter`, chains, rules, `COMMIT`, then the same for `*nat`); `Restore.text` writes it.
+
+Each renderer writes a ruleset's text once, as the rendered ruleset is made, and never reads it back.
 """
 
 from __future__ import annotations
