@@ -63,9 +63,9 @@ def test_iptables_partial_sync_rewrites_the_top_level_chains_and_only_the_change
     partial = iptables.render_partial(before, after, NODE)
     nat = nat_section(partial.text)
     declared = [x.split()[0][1:] for x in nat if x.startswith(":")]
-    new_chains = {c for c in iptables.SERVICE_CHAIN.findall(iptables.render_kube_proxy(after, NODE)[0])} - {
-        c for c in iptables.SERVICE_CHAIN.findall(iptables.render_kube_proxy(before, NODE)[0])
-    }
+    new_chains = iptables.service_chains(iptables.render_kube_proxy(after, NODE)) - iptables.service_chains(
+        iptables.render_kube_proxy(before, NODE)
+    )
     # upstream: KUBE-SERVICES, KUBE-NODEPORTS, KUBE-POSTROUTING, KUBE-MARK-MASQ always; the changed Service's own
     assert declared[:4] == ["KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ"]
     assert set(declared[4:]) == new_chains and len(new_chains) == 4  # EXT, SVC, SVL and one SEP

@@ -61,12 +61,12 @@ def test_iptables_reproduces_kube_proxys_ipv6_unit_test_fixture():
     sp = port("ns1", "svc1", "p80", "fd00:ab34::20", 80, 30001,
               [("ff06::c1", 80, "other-node"), ("ff06::c2", 80, "worker")])  # fmt: skip
     opt = iptables.Options(mark="0x4000", random_fully=False, local_detector=False)
-    got, _ = iptables.render_kube_proxy([sp], NODE, opt)
+    got = iptables.render_kube_proxy([sp], NODE, opt).text()
     assert structure(got) == structure(fx.IPTABLES_UPSTREAM_IPV6)
 
 
 def test_iptables_example_is_kube_proxys_restore_input_line_for_line():
-    got, _ = iptables.render_kube_proxy(EXAMPLE, NODE)
+    got = iptables.render_kube_proxy(EXAMPLE, NODE).text()
     assert got == fx.IPTABLES_EXAMPLE
 
 
@@ -83,20 +83,20 @@ def test_iptables_full_file_adds_the_built_in_jumps():
 
 def test_iptables_drops_comments_above_1000_endpoints():
     w = services.build(1001, node_port_range=services.WIDE_NODE_PORT_RANGE)
-    text, _ = iptables.render_kube_proxy(services.service_ports(w, "worker"), NODE)
+    text = iptables.render_kube_proxy(services.service_ports(w, "worker"), NODE).text()
     sep = next(x for x in text.splitlines() if x.startswith("-A KUBE-SEP-") and "DNAT" in x)
     assert "--comment" not in sep
     svc = next(x for x in text.splitlines() if x.startswith("-A KUBE-SVC-") and "KUBE-SEP" in x)
     assert "--comment" not in svc
     w = services.build(1000)
-    text, _ = iptables.render_kube_proxy(services.service_ports(w, "worker"), NODE)
+    text = iptables.render_kube_proxy(services.service_ports(w, "worker"), NODE).text()
     assert "--comment default/svc-00001:iperf3 -m tcp -p tcp -j DNAT" in text
 
 
 def test_iptables_no_local_endpoint_is_dropped_like_kube_proxy():
     sp = port("default", "svc-00002", "iperf", "2001:db8:1234:5678:8:3::2", 5201, 30001,
               [("2001:db8:1234:5678:8:2:2:17", 5201, "master")])  # fmt: skip
-    text, _ = iptables.render_kube_proxy([sp], NODE)
+    text = iptables.render_kube_proxy([sp], NODE).text()
     assert ('-A KUBE-EXTERNAL-SERVICES -m comment --comment "default/svc-00002:iperf has no local endpoints" '
             "-m addrtype --dst-type LOCAL -m tcp -p tcp --dport 30001 -j DROP") in text  # fmt: skip
     assert "KUBE-SVL-" not in text  # no local policy chain, and no EXT -> SVL jump

@@ -3,7 +3,12 @@
 Reference: kubernetes `pkg/proxy/iptables/proxier.go` — `syncProxyRules` (restore-input layout, the
 per-service rules, the trailing KUBE-NODEPORTS jump with `! -d ::1/128`), `writeServiceToEndpointRules`,
 `portProtoHash` / `servicePortEndpointChainName` (chain names), `iptablesJumpChains` (the jumps from the
-built-in chains) and `largeClusterEndpointsThreshold` (comments dropped above 1000 endpoints).
+built-in chains), `largeClusterEndpointsThreshold` (comments dropped above 1000 endpoints) and
+`isServiceChainName` (the stale chains of a partial sync).
+
+The restore input is built as records (`labtools.datapaths.rules`: per table, the declared chains and the
+appended rules and deleted chains, as upstream's `filterChains`/`filterRules`/`natChains`/`natRules` line
+buffers hold them; `_service_jumps` and `_service_chains` for one Service's part) and written as text once.
 
 Two backends: `iptables` (ip6tables-nft, Debian's default) and `iptables-legacy` (x_tables).
 """
@@ -12,11 +17,11 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from labtools.datapaths.base import Datapath, Node, changed_services
+from labtools.datapaths.rules import Append, Declare, DeleteChain, Restore, RestoreTable
 from labtools.hosts import Host
 from labtools.model.services import ServicePort
 
@@ -60,27 +65,49 @@ def sep_chain(sp: ServicePort, endpoint: str) -> str:
     return "KUBE-SEP-" + _hash16(sp.name_string + sp.protocol + endpoint)
 
 
-def _comment(text: str) -> str:
-    # kube-proxy quotes comments that contain spaces itself (the quotes are part of the Go string).
-    return f'"{text}"' if " " in text else text
+SERVICE_CHAIN_PREFIXES = ("KUBE-SVC-", "KUBE-SVL-", "KUBE-EXT-", "KUBE-FW-", "KUBE-SEP-")  # isServiceChainName
 
 
-@dataclass
+def service_chains(restore: Restore) -> set[str]:
+    """The per-service chains a restore input declares (isServiceChainName)."""
+    return {c for c in restore.chains() if c.startswith(SERVICE_CHAIN_PREFIXES)}
+
+
+@dataclass(frozen=True)
 class Rules:
-    """The restore input kube-proxy would write, and the full file that also sets the built-in jumps."""
+    """A full sync: the restore input kube-proxy would write, and the file that also sets the built-in jumps."""
 
-    kube_proxy: str
-    full: str
-    rules: int
+    sync: Restore  # kube-proxy's own (`--noflush`) input
+    whole: Restore  # with the built-in chains and their jumps: replaces filter and nat whole
+    # The whole file as text, written once, as the rules are made (so that applying them times the restore).
+    full: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "full", self.whole.text())  # frozen: the one assignment
+
+    @property
+    def kube_proxy(self) -> str:
+        """kube-proxy's restore input as text."""
+        return self.sync.text()
+
+    @property
+    def rules(self) -> int:
+        """The rules the whole file writes: kube-proxy's and the built-in chains' jumps."""
+        return self.whole.commands
 
 
 @dataclass
 class Options:
+    """How kube-proxy is configured on the node (the flags and kernel features its rules depend on)."""
+
     mark: str = MASQUERADE_MARK
     random_fully: bool = True  # ip6tables >= 1.6.2 has it
     nfacct: bool = False  # kube-proxy adds `-m nfacct` only where nfacct objects exist; the lab has none
     local_detector: bool = True  # --detect-local-mode=ClusterCIDR (kubeadm sets the cluster CIDR)
     invalid_drop: bool = True  # off when nf_conntrack_tcp_be_liberal is set
+
+
+Command = Append | DeleteChain
 
 
 def render_kube_proxy(
@@ -90,8 +117,8 @@ def render_kube_proxy(
     *,
     changed: set[tuple[str, str]] | None = None,
     stale: Sequence[str] = (),
-) -> tuple[str, int]:
-    """The exact `ip6tables-restore --noflush` input of kube-proxy's sync (syncProxyRules).
+) -> Restore:
+    """The exact `ip6tables-restore --noflush` input of kube-proxy's sync (syncProxyRules), as records.
 
     A full sync by default. A partial sync (`changed`: the (namespace, name) of the Services whose Service or
     endpoints changed since the last sync) writes, as upstream's `!doFullSync` path does: the filter table
@@ -102,166 +129,172 @@ def render_kube_proxy(
     """
     opt = opt or Options()
     m = opt.mark
-    filter_chains = [":KUBE-SERVICES - [0:0]", ":KUBE-EXTERNAL-SERVICES - [0:0]", ":KUBE-FORWARD - [0:0]",
-                     ":KUBE-NODEPORTS - [0:0]", ":KUBE-PROXY-FIREWALL - [0:0]"]  # fmt: skip
-    nat_chains = [":KUBE-SERVICES - [0:0]", ":KUBE-NODEPORTS - [0:0]", ":KUBE-POSTROUTING - [0:0]",
-                  ":KUBE-MARK-MASQ - [0:0]"]  # fmt: skip
-    filter_rules: list[str] = []
-    nat = [
-        f"-A KUBE-POSTROUTING -m mark ! --mark {m}/{m} -j RETURN",
-        f"-A KUBE-POSTROUTING -j MARK --xor-mark {m}",
-        '-A KUBE-POSTROUTING -m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE'
-        + (" --random-fully" if opt.random_fully else ""),
-        f"-A KUBE-MARK-MASQ -j MARK --or-mark {m}",
-    ]
+    filter_chains = [Declare(c) for c in ("KUBE-SERVICES", "KUBE-EXTERNAL-SERVICES", "KUBE-FORWARD",
+                                          "KUBE-NODEPORTS", "KUBE-PROXY-FIREWALL")]  # fmt: skip
+    nat_chains = [Declare(c) for c in ("KUBE-SERVICES", "KUBE-NODEPORTS", "KUBE-POSTROUTING", "KUBE-MARK-MASQ")]
+    filter_rules: list[Command] = []
+    nat: list[Command] = [
+        Append("KUBE-POSTROUTING", f"-m mark ! --mark {m}/{m} -j RETURN"),
+        Append("KUBE-POSTROUTING", f"-j MARK --xor-mark {m}"),
+        Append("KUBE-POSTROUTING", '-m comment --comment "kubernetes service traffic requiring SNAT" -j MASQUERADE'
+               + (" --random-fully" if opt.random_fully else "")),
+        Append("KUBE-MARK-MASQ", f"-j MARK --or-mark {m}"),
+    ]  # fmt: skip
     large = sum(len(p.endpoints) for p in ports) > LARGE_CLUSTER_ENDPOINTS_THRESHOLD
-    pod_cidr = node.cluster_cidr
     for sp in ports:
-        spn, proto = sp.name_string, sp.protocol
         h = port_proto_hash(sp)
-        svc, svl, ext = f"KUBE-SVC-{h}", f"KUBE-SVL-{h}", f"KUBE-EXT-{h}"
-        has_eps, has_internal, has_external = sp.has_endpoints, sp.has_internal_endpoints, sp.has_external_endpoints
-        internal_chain = svl if sp.internal_local else svc
-        external_policy_chain = svl if sp.external_local else svc
-        int_target = ext_target = "REJECT"
-        int_comment = ext_comment = f'"{spn} has no endpoints"'
-        if has_eps:
-            int_target = ext_target = "DROP"
-            int_comment = ext_comment = f'"{spn} has no local endpoints"'
-        l4 = f"-m {proto} -p {proto}"
-        cip = f"-d {sp.cluster_ip} --dport {sp.port}"
-        own_chains, own = nat_chains, nat  # where this Service's chains go: upstream's natChains / natRules
-
-        if has_internal:
-            nat.append(f'-A KUBE-SERVICES -m comment --comment "{spn} cluster IP" {l4} {cip} -j {internal_chain}')
-        else:
-            filter_rules.append(f"-A KUBE-SERVICES -m comment --comment {int_comment} {l4} {cip} -j {int_target}")
-        if sp.node_port:
-            if has_eps:
-                nat.append(f"-A KUBE-NODEPORTS -m comment --comment {spn} {l4} --dport {sp.node_port} -j {ext}")
-            if not has_external:
-                filter_rules.append(
-                    f"-A KUBE-EXTERNAL-SERVICES -m comment --comment {ext_comment} -m addrtype --dst-type LOCAL "
-                    f"{l4} --dport {sp.node_port} -j {ext_target}"
-                )
-        if changed is not None and (sp.namespace, sp.name) not in changed:
-            own_chains, own = [], []  # unchanged in a partial sync: its chains stay as they are
-        if has_internal and opt.local_detector:
-            own.append(
-                f'-A {internal_chain} -m comment --comment "{spn} cluster IP" {l4} {cip} ! -s {pod_cidr} '
-                "-j KUBE-MARK-MASQ"
-            )
-        if sp.uses_external_chain:
-            own_chains.append(f":{ext} - [0:0]")
-            if not sp.external_local:
-                own.append(f'-A {ext} -m comment --comment "masquerade traffic for {spn} external destinations" '
-                           "-j KUBE-MARK-MASQ")  # fmt: skip
-            else:
-                if opt.local_detector:
-                    own.append(f'-A {ext} -m comment --comment "pod traffic for {spn} external destinations" '
-                               f"-s {pod_cidr} -j {svc}")  # fmt: skip
-                own.append(f'-A {ext} -m comment --comment "masquerade LOCAL traffic for {spn} external '
-                           'destinations" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ')  # fmt: skip
-                own.append(f'-A {ext} -m comment --comment "route LOCAL traffic for {spn} external '
-                           f'destinations" -m addrtype --src-type LOCAL -j {svc}')  # fmt: skip
-            if has_external:
-                own.append(f"-A {ext} -j {external_policy_chain}")
-        for chain, eps, used in ((svc, sp.cluster_endpoints, sp.uses_cluster_policy),
-                                 (svl, sp.local_endpoints, sp.uses_local_policy)):  # fmt: skip
-            if not used:
-                continue
-            own_chains.append(f":{chain} - [0:0]")
-            n = len(eps)
-            for i, ep in enumerate(eps):
-                cmt = "" if large else f'-m comment --comment "{spn} -> {ep}" '
-                stat = f"-m statistic --mode random --probability {1.0 / (n - i):0.10f} " if i < n - 1 else ""
-                own.append(f"-A {chain} {cmt}{stat}-j {sep_chain(sp, str(ep))}")
-        for ep in sp.reachable_endpoints:
-            key = str(ep)
-            sep = sep_chain(sp, key)
-            own_chains.append(f":{sep} - [0:0]")
-            cmt = "" if large else f"-m comment --comment {spn} "
-            own.append(f"-A {sep} {cmt}-s {ep.ip} -j KUBE-MARK-MASQ")
-            own.append(f"-A {sep} {cmt}{l4} -j DNAT --to-destination {ep}")
-    nat_chains += [f":{c} - [0:0]" for c in stale]  # the declaration flushes it; then it can go
-    nat += [f"-X {c}" for c in stale]
-    nat.append(
-        '-A KUBE-SERVICES -m comment --comment "kubernetes service nodeports; NOTE: this must be the last rule '
-        'in this chain" -m addrtype --dst-type LOCAL ! -d ::1/128 -j KUBE-NODEPORTS'
-    )
+        to_nat, to_filter = _service_jumps(sp, h)
+        nat += to_nat
+        filter_rules += to_filter
+        if changed is None or (sp.namespace, sp.name) in changed:  # else its chains stay as they are
+            chains, rules = _service_chains(sp, h, node, opt, large)
+            nat_chains += chains
+            nat += rules
+    nat_chains += [Declare(c) for c in stale]  # the declaration flushes it; then it can go
+    nat += [DeleteChain(c) for c in stale]
+    nat.append(Append("KUBE-SERVICES", '-m comment --comment "kubernetes service nodeports; NOTE: this must be '
+                      'the last rule in this chain" -m addrtype --dst-type LOCAL ! -d ::1/128 -j KUBE-NODEPORTS'))
     nfacct = " -m nfacct --nfacct-name ct_state_invalid_dropped_pkts" if opt.nfacct else ""
     if opt.invalid_drop:
-        filter_rules.append(f"-A KUBE-FORWARD -m conntrack --ctstate INVALID{nfacct} -j DROP")
+        filter_rules.append(Append("KUBE-FORWARD", f"-m conntrack --ctstate INVALID{nfacct} -j DROP"))
     filter_rules += [
-        f'-A KUBE-FORWARD -m comment --comment "kubernetes forwarding rules" -m mark --mark {m}/{m} -j ACCEPT',
-        '-A KUBE-FORWARD -m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate '
-        "RELATED,ESTABLISHED -j ACCEPT",
-    ]
-    text = "\n".join(["*filter", *filter_chains, *filter_rules, "COMMIT", "*nat", *nat_chains, *nat, "COMMIT", ""])
-    return text, len(filter_rules) + len(nat)
+        Append("KUBE-FORWARD", f'-m comment --comment "kubernetes forwarding rules" -m mark --mark {m}/{m} -j ACCEPT'),
+        Append("KUBE-FORWARD", '-m comment --comment "kubernetes forwarding conntrack rule" -m conntrack --ctstate '
+                               "RELATED,ESTABLISHED -j ACCEPT"),
+    ]  # fmt: skip
+    return Restore((RestoreTable("filter", tuple(filter_chains), tuple(filter_rules)),
+                    RestoreTable("nat", tuple(nat_chains), tuple(nat))))  # fmt: skip
 
 
-def jump_rules() -> dict[str, list[str]]:
+def _service_jumps(sp: ServicePort, h: str) -> tuple[list[Command], list[Command]]:
+    """A Service's rules in the top-level chains (nat, filter), written on every sync; `h`: its port_proto_hash."""
+    spn, l4 = sp.name_string, f"-m {sp.protocol} -p {sp.protocol}"
+    cip = f"-d {sp.cluster_ip} --dport {sp.port}"
+    # No endpoints at all: rejected; endpoints, but none for this traffic policy: dropped.
+    target, comment = ("DROP", f'"{spn} has no local endpoints"') if sp.has_endpoints else (
+        "REJECT", f'"{spn} has no endpoints"')  # fmt: skip
+    nat: list[Command] = []
+    filter_rules: list[Command] = []
+    if sp.has_internal_endpoints:
+        internal_chain = f"KUBE-SVL-{h}" if sp.internal_local else f"KUBE-SVC-{h}"
+        nat.append(Append("KUBE-SERVICES", f'-m comment --comment "{spn} cluster IP" {l4} {cip} -j {internal_chain}'))
+    else:
+        filter_rules.append(Append("KUBE-SERVICES", f"-m comment --comment {comment} {l4} {cip} -j {target}"))
+    if sp.node_port:
+        if sp.has_endpoints:
+            nat.append(Append("KUBE-NODEPORTS", f"-m comment --comment {spn} {l4} --dport {sp.node_port} "
+                                                f"-j KUBE-EXT-{h}"))  # fmt: skip
+        if not sp.has_external_endpoints:
+            filter_rules.append(Append("KUBE-EXTERNAL-SERVICES", f"-m comment --comment {comment} -m addrtype "
+                                       f"--dst-type LOCAL {l4} --dport {sp.node_port} -j {target}"))  # fmt: skip
+    return nat, filter_rules
+
+
+def _service_chains(sp: ServicePort, h: str, node: Node, opt: Options,
+                    large: bool) -> tuple[list[Declare], list[Command]]:  # fmt: skip
+    """A Service's own nat chains and their rules (upstream's natChains and natRules for it;
+    writeServiceToEndpointRules for the policy chains). `large`: no comments (largeClusterEndpointsThreshold)."""
+    spn, l4 = sp.name_string, f"-m {sp.protocol} -p {sp.protocol}"
+    svc, svl, ext = f"KUBE-SVC-{h}", f"KUBE-SVL-{h}", f"KUBE-EXT-{h}"
+    pod = node.cluster_cidr
+    chains: list[Declare] = []
+    rules: list[Command] = []
+    if sp.has_internal_endpoints and opt.local_detector:
+        rules.append(Append(svl if sp.internal_local else svc, f'-m comment --comment "{spn} cluster IP" {l4} '
+                            f"-d {sp.cluster_ip} --dport {sp.port} ! -s {pod} -j KUBE-MARK-MASQ"))  # fmt: skip
+    if sp.uses_external_chain:
+        chains.append(Declare(ext))
+        if not sp.external_local:
+            rules.append(Append(ext, f'-m comment --comment "masquerade traffic for {spn} external destinations" '
+                                     "-j KUBE-MARK-MASQ"))  # fmt: skip
+        else:
+            if opt.local_detector:
+                rules.append(Append(ext, f'-m comment --comment "pod traffic for {spn} external destinations" '
+                                         f"-s {pod} -j {svc}"))  # fmt: skip
+            rules.append(Append(ext, f'-m comment --comment "masquerade LOCAL traffic for {spn} external '
+                                     'destinations" -m addrtype --src-type LOCAL -j KUBE-MARK-MASQ'))  # fmt: skip
+            rules.append(Append(ext, f'-m comment --comment "route LOCAL traffic for {spn} external '
+                                     f'destinations" -m addrtype --src-type LOCAL -j {svc}'))  # fmt: skip
+        if sp.has_external_endpoints:
+            rules.append(Append(ext, f"-j {svl if sp.external_local else svc}"))
+    for chain, eps, used in ((svc, sp.cluster_endpoints, sp.uses_cluster_policy),
+                             (svl, sp.local_endpoints, sp.uses_local_policy)):  # fmt: skip
+        if not used:
+            continue
+        chains.append(Declare(chain))
+        n = len(eps)
+        for i, ep in enumerate(eps):
+            cmt = "" if large else f'-m comment --comment "{spn} -> {ep}" '
+            stat = f"-m statistic --mode random --probability {1.0 / (n - i):0.10f} " if i < n - 1 else ""
+            rules.append(Append(chain, f"{cmt}{stat}-j {sep_chain(sp, str(ep))}"))
+    for ep in sp.reachable_endpoints:
+        sep = sep_chain(sp, str(ep))
+        chains.append(Declare(sep))
+        cmt = "" if large else f"-m comment --comment {spn} "
+        rules.append(Append(sep, f"{cmt}-s {ep.ip} -j KUBE-MARK-MASQ"))
+        rules.append(Append(sep, f"{cmt}{l4} -j DNAT --to-destination {ep}"))
+    return chains, rules
+
+
+def jump_rules() -> dict[str, list[Append]]:
     """The built-in chains' jumps in the order a fresh node ends up with (each was prepended)."""
-    out: dict[str, list[str]] = {"filter": [], "nat": []}
+    out: dict[str, list[Append]] = {"filter": [], "nat": []}
     for table, chain, builtin, comment, extra in reversed(JUMP_CHAINS):
-        parts = ["-A", builtin]
-        if extra:
-            parts.append(extra)
+        args = [extra] if extra else []
         if comment:
-            parts.append(f'-m comment --comment "{comment}"')
-        parts.append(f"-j {chain}")
-        out[table].append(" ".join(parts))
+            args.append(f'-m comment --comment "{comment}"')
+        out[table].append(Append(builtin, " ".join([*args, f"-j {chain}"])))
     # Within one built-in chain the reversed list order is the final order; group by chain for reading.
-    for table in out:
-        order = BUILTIN[table]
-        out[table].sort(key=lambda r: order.index(r.split()[1]))
+    for table, rules in out.items():
+        rules.sort(key=lambda r: BUILTIN[table].index(r.chain))
     return out
+
+
+def _builtins(table: str) -> tuple[Declare, ...]:
+    return tuple(Declare(c, "ACCEPT") for c in BUILTIN[table])
 
 
 def render(ports: Sequence[ServicePort], node: Node, opt: Options | None = None) -> Rules:
     """kube-proxy's restore input, wrapped into one file that replaces the filter and nat tables whole."""
-    kp, n = render_kube_proxy(ports, node, opt)
+    sync = render_kube_proxy(ports, node, opt)
     jumps = jump_rules()
-    head, _, rest = kp.partition("*nat\n")
-    filter_body = head.removeprefix("*filter\n").removesuffix("COMMIT\n")
-    nat_body = rest.removesuffix("COMMIT\n")
-
-    def table(name: str, body: str) -> list[str]:
-        lines = body.splitlines()
-        decls = [x for x in lines if x.startswith(":")]
-        rules = [x for x in lines if not x.startswith(":")]
-        extra = [":KUBE-FIREWALL - [0:0]"] if name == "filter" else []
-        return [f"*{name}", *(f":{c} ACCEPT [0:0]" for c in BUILTIN[name]), *extra, *decls, *jumps[name],
-                *rules, "COMMIT"]  # fmt: skip
-
-    full = "\n".join([*table("filter", filter_body), *table("nat", nat_body), ""])
-    return Rules(kp, full, n + sum(len(v) for v in jumps.values()))
+    whole = Restore(tuple(
+        RestoreTable(t.name, (*_builtins(t.name), *([Declare("KUBE-FIREWALL")] if t.name == "filter" else []),
+                              *t.chains), (*jumps[t.name], *t.commands))
+        for t in sync.tables
+    ))  # fmt: skip
+    return Rules(sync, whole)
 
 
-SERVICE_CHAIN = re.compile(r"^:(KUBE-(?:SVC|SVL|EXT|FW|SEP)-[A-Z2-7]{16}) ", re.M)  # isServiceChainName
-
-
-@dataclass
+@dataclass(frozen=True)
 class Partial:
     """kube-proxy's restore input for a partial sync, and whether it reads the nat table first."""
 
-    text: str
-    rules: int
+    restore: Restore
     # Below largeClusterEndpointsThreshold kube-proxy runs `iptables-save -t nat` on every sync to find stale
     # chains; above it, at most once per sync period (syncProxyRules: `!proxier.largeClusterMode || ...`).
     save_first: bool
+    text: str = field(init=False, repr=False, compare=False)  # the restore input, written once (as `Rules.full`)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "text", self.restore.text())
+
+    @property
+    def rules(self) -> int:
+        """The rules (and chain deletions) it writes."""
+        return self.restore.commands
 
 
 def render_partial(before: Sequence[ServicePort], after: Sequence[ServicePort], node: Node,
                    opt: Options | None = None) -> Partial:  # fmt: skip
     """The restore input of the sync after one change: `render_kube_proxy` with the changed Services and the
-    service chains that no longer exist (upstream: the chains `iptables-save` lists minus `activeNATChains`)."""
-    old = set(SERVICE_CHAIN.findall(render_kube_proxy(before, node, opt)[0]))
-    new = set(SERVICE_CHAIN.findall(render_kube_proxy(after, node, opt)[0]))
-    text, n = render_kube_proxy(after, node, opt, changed=changed_services(before, after), stale=sorted(old - new))
+    service chains that no longer exist (upstream: the chains `iptables-save` lists minus `activeNATChains`),
+    found by comparing the two full syncs' declared chains."""
+    old = service_chains(render_kube_proxy(before, node, opt))
+    new = service_chains(render_kube_proxy(after, node, opt))
+    restore = render_kube_proxy(after, node, opt, changed=changed_services(before, after), stale=sorted(old - new))
     large = sum(len(p.endpoints) for p in before) > LARGE_CLUSTER_ENDPOINTS_THRESHOLD
-    return Partial(text, n, save_first=not large)
+    return Partial(restore, save_first=not large)
 
 
 class IptablesDatapath(Datapath):
@@ -308,6 +341,5 @@ class IptablesDatapath(Datapath):
         names = host.run(["cat", "/proc/net/ip6_tables_names"], check=False).stdout.split()
         tables = [t for t in ("filter", "nat") if t in names]
         if tables:
-            empty = "".join(f"*{t}\n" + "".join(f":{c} ACCEPT [0:0]\n" for c in BUILTIN[t]) + "COMMIT\n"
-                            for t in tables)  # fmt: skip
-            host.run([self.restore, "-w"], input=empty, timeout=120)
+            empty = Restore(tuple(RestoreTable(t, _builtins(t), ()) for t in tables))
+            host.run([self.restore, "-w"], input=empty.text(), timeout=120)
