@@ -318,10 +318,11 @@ def trend(df: pd.DataFrame, datapath: str, metric: str, target: str, *,
     """How `metric` at `target` changes with N for `datapath`, and what may be said of it.
 
     The slope's 95% CI is Student's t over the blocks' own slopes (each repeat visits every N once). The
-    verdict follows the CI, never the point estimate: *grows linearly* when the CI lies above 0 and the
-    lack-of-fit test (the blocks' quadratic terms, t test, 5%) does not reject a line; *grows faster* or
-    *slower than linearly* when it does; *falls* when the CI lies below 0; *flat* when the CI of the change
-    over the whole N range stays within ±5% of the median; *no significant trend* otherwise. With
+    verdict follows the CI, never the point estimate: *flat* when the CI of the change over the whole N range
+    stays within ±5% of the median (an equivalence test, so it comes first); *grows linearly* when the CI
+    lies above 0 and the lack-of-fit test (the blocks' quadratic terms, t test, 5%) does not reject a line
+    (with only two N the shape is untested: *grows*); *grows faster* or *slower than linearly* when it does;
+    *falls* when the CI lies below 0; *no significant trend* otherwise. With
     `flat_slope` (value units per Service), *flat* instead means that the slope's whole CI lies within
     ±`flat_slope`: for differences, whose median may be near 0.
     """
@@ -341,16 +342,17 @@ def trend(df: pd.DataFrame, datapath: str, metric: str, target: str, *,
     exponent = mean_interval(loglog) if len(loglog) == len(blocks) and len(loglog) > 1 else None
     span, median = ns.max() - ns.min(), float(sub["value"].median())
     change = (s.lo * span / median, s.hi * span / median) if median else (float("nan"), float("nan"))
-    if s.lo > 0:
+    flat = (-flat_slope <= s.lo <= s.hi <= flat_slope) if flat_slope is not None else \
+        (-FLAT_BAND <= change[0] <= change[1] <= FLAT_BAND)  # fmt: skip
+    if flat:  # equivalence first: a whole CI inside the band is "flat", however significant its sign
+        word = "flat"
+    elif s.lo > 0:
         if not curvature_p < ALPHA:  # NaN (too few N to test the shape) reads as "not rejected"
             word = "grows linearly" if len(ns) >= 3 else "grows"
         else:
             word = "grows faster than linearly" if quad.mean() > 0 else "grows slower than linearly"
     elif s.hi < 0:
         word = "falls"
-    elif (-flat_slope <= s.lo <= s.hi <= flat_slope) if flat_slope is not None else \
-            (-FLAT_BAND <= change[0] <= change[1] <= FLAT_BAND):  # fmt: skip
-        word = "flat"
     else:
         word = "no significant trend"
     return Trend(s.estimate, s.lo, s.hi, r2m, change, s.n, word, curvature_p, exponent)

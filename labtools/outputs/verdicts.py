@@ -92,7 +92,7 @@ def overview(df: pd.DataFrame) -> pd.DataFrame:
 
 def summary_table(hd: pd.DataFrame, crr_targets: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
     """`analysis.slope_table` of the headline sweep `hd` at its NodePort target (`crr_target`), its ratios to
-    `none` paired within each repeat (medians with 95% CIs), plus, when the
+    `none` paired within each repeat (geometric means with 95% CIs), plus, when the
     sweep measured udp-pps, each datapath's median udp_pps at the largest N divided by `none`'s
     (``udp_pps_ratio_to_none``; NaN without a `none` datapath, as on a real cluster)."""
     target = crr_target(crr_targets)
@@ -245,13 +245,15 @@ def transit_plan(plans: Sequence[Plan]) -> Plan | None:
     return max(with_transit, key=lambda p: max(p.counts)) if with_transit else None
 
 
-def _ci_us(v: float, lo: float, hi: float) -> str:
-    return f"{v / 1e3:.2f} µs (95% CI {lo / 1e3:.2f} to {hi / 1e3:.2f})"
+def _ci_us(v: float, lo: float, hi: float, level: float) -> str:
+    """A median in µs with its order-statistic interval, named by its coverage."""
+    return f"{v / 1e3:.2f} µs ({analysis.interval_name(level)} {lo / 1e3:.2f} to {hi / 1e3:.2f})"
 
 
 def transit_table(hd: pd.DataFrame, targets: Sequence[str]) -> pd.DataFrame:
-    """Per datapath, target and direction: the transit p50 at the smallest and largest N (ns, medians with 95%
-    CIs over repeats) and its trend in N (`analysis.trend`: slope in ns per Service with its CI and word)."""
+    """Per datapath, target and direction: the transit p50 at the smallest and largest N (ns, medians with their
+    order-statistic intervals over repeats, `level` their coverage) and its trend in N (`analysis.trend`: slope
+    in ns per Service with its CI and word)."""
     lo_n, hi_n = int(hd["services"].min()), int(hd["services"].max())
     rows = []
     for d in order(hd):
@@ -269,7 +271,7 @@ def transit_table(hd: pd.DataFrame, targets: Sequence[str]) -> pd.DataFrame:
                                        flat_slope=analysis.FLAT_TRANSIT)  # fmt: skip
                     row.update(excess_slope_ns=x.slope, excess_lo=x.ci_lo, excess_hi=x.ci_hi, excess_trend=x.word)
                 for tag, n in (("first", lo_n), ("last", hi_n)):
-                    for k in ("median", "ci_lo", "ci_hi"):
+                    for k in ("median", "ci_lo", "ci_hi", "level"):
                         row[f"{k}_{tag}"] = float(pts.loc[n, k]) if n in pts.index else float("nan")
                 rows.append(row)
     out = pd.DataFrame(rows)
@@ -286,8 +288,8 @@ def transit_statements(hd: pd.DataFrame, targets: Sequence[str]) -> list[str]:
              f"±{analysis.FLAT_TRANSIT} ns per Service)"]  # fmt: skip
     for r in transit_table(hd, targets).itertuples():
         t = analysis.trend(hd, r.datapath, f"transit_{r.direction}_p50", r.target)
-        first, last = _ci_us(r.median_first, r.ci_lo_first, r.ci_hi_first), _ci_us(r.median_last, r.ci_lo_last,
-                                                                                      r.ci_hi_last)  # fmt: skip
+        first = _ci_us(r.median_first, r.ci_lo_first, r.ci_hi_first, r.level_first)
+        last = _ci_us(r.median_last, r.ci_lo_last, r.ci_hi_last, r.level_last)
         line = (f"{r.datapath} transit, {r.direction} at {r.target}: {first} at N = {lo_n:,}, {last} at "
                 f"N = {hi_n:,}; it {trend_phrase(t, unit_scale=1.0, digits=3)}")  # fmt: skip
         if r.datapath != "none" and not _nan(getattr(r, "excess_slope_ns", float("nan"))):
@@ -329,8 +331,9 @@ def probe_statements(probe: pd.DataFrame) -> list[str]:
         runs = ", ".join(f"{m.removeprefix('probe_').removesuffix('_run')} {g.loc[m, 'median']:.0f} ns "
                          f"[{g.loc[m, 'ci_lo']:.0f}, {g.loc[m, 'ci_hi']:.0f}]"
                          for m in g.index if m.endswith("_run"))  # fmt: skip
-        line = (f"probe under {d}: mean run time per program run {runs} (kernel BPF statistics; 95% CIs over "
-                f"{int(g['repeats'].min())} repeats)")  # fmt: skip
+        runs_level = float(g[g.index.str.endswith("_run")]["level"].min())
+        line = (f"probe under {d}: mean run time per program run {runs} (kernel BPF statistics; medians with "
+                f"{analysis.interval_name(runs_level)}s over {int(g['repeats'].min())} repeats)")  # fmt: skip
         if "probe_handshake_delta" in g.index:
             h = g.loc["probe_handshake_delta"]
             word = ("no significant difference" if h["ci_lo"] <= 0 <= h["ci_hi"]
@@ -362,7 +365,8 @@ def transit_macros(tt: pd.DataFrame, dec: pd.DataFrame, probe_ns: dict[str, floa
         if r.datapath != "none" and r.target != target:
             continue
         name = macro_name(r.datapath)
-        ci = f"95\\% CI {r.ci_lo_last / 1e3:.2f} to {r.ci_hi_last / 1e3:.2f}"
+        ci = f"{analysis.interval_name(r.level_last)} {r.ci_lo_last / 1e3:.2f} to {r.ci_hi_last / 1e3:.2f}"
+        ci = ci.replace("%", "\\%")
         tex.append(figures.macro(f"TransitMax{name}", f"{r.median_last / 1e3:.2f}~µs ({ci})"))
         if r.datapath == "none":
             slope, word = f"{r.slope_ns:.3f}~ns per Service, 95\\% CI {r.slope_lo:.3f} to {r.slope_hi:.3f}", r.trend
