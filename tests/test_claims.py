@@ -133,3 +133,13 @@ def test_a_finding_is_computed_and_can_fail():
                                  "programming_apply_s": s * n / 3000 * (1 + 0.05 * r)})  # fmt: skip
     c = next(f for f in claims.findings(pd.DataFrame(rows), None) if f.key == "cold-start")
     assert c.verdict == "refuted", c
+
+
+def test_an_equivalence_claim_states_what_its_design_could_decide():
+    rng = np.random.default_rng(11)
+    noisy, tight = np.exp(rng.normal(0, 0.3, 55)), np.exp(rng.normal(0, 0.01, 55))
+    p_noisy, need_noisy, small_noisy = claims.tost_design(noisy)
+    p_tight, need_tight, small_tight = claims.tost_design(tight)
+    assert p_noisy < 0.5 < 0.9 < p_tight and need_noisy > 55 > need_tight and small_noisy > 0.05 > small_tight
+    c = claims.no_throughput_difference(_throughput(1.0, 3.0))
+    assert c.verdict == "not shown" and "power" in c.measured and "90% needs about" in c.measured
