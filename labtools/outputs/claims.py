@@ -33,6 +33,7 @@ from scipy import stats
 
 from labtools.model.plan import Plan
 from labtools.outputs import analysis
+from labtools.outputs.verdicts import decimals
 
 MARGIN = 0.05  # equivalence margin for "no difference": ±5% (of throughput), the band `analysis` calls flat
 ALPHA = 0.05
@@ -378,7 +379,8 @@ def _transit(s2: pd.DataFrame, target: str) -> Claim:
         x = analysis.trend(analysis.excess(s2, "transit_request_p50", d, target), d, "transit_request_p50_excess",
                            target, flat_slope=analysis.FLAT_TRANSIT)  # fmt: skip
         words[d] = x.word
-        parts.append(f"{d} {x.word} ({x.slope:.3f} ns per Service, 95% CI {x.ci_lo:.3f} to {x.ci_hi:.3f})")
+        f = f".{decimals((x.ci_hi - x.ci_lo) / 2)}f"
+        parts.append(f"{d} {x.word} ({x.slope:{f}} ns per Service, 95% CI {x.ci_lo:{f}} to {x.ci_hi:{f}})")
     grows = any(w.startswith("grows") for w in words.values())
     return Claim("transit", "The worker's own transit time separates the datapaths that crr cannot.", "--",
                  "SYN transit at the last NodePort, excess over none: " + "; ".join(parts),

@@ -119,12 +119,20 @@ def _nan(x: float) -> bool:
 VERB = {"flat": "is flat", "no significant trend": "shows no significant trend"}  # the others read as verbs
 
 
-def trend_phrase(t: analysis.Trend, unit_scale: float = 1e3, unit: str = "ns per Service", digits: int = 1) -> str:
-    """A trend in words that follow its CI: "grows linearly: 168.0 ns per Service (95% CI 138.9 to 206.2 ...)"."""
-    f = f".{digits}f"
+def decimals(half_width: float) -> int:
+    """Decimals that give an interval's half-width two significant digits (no false precision)."""
+    if not math.isfinite(half_width) or half_width <= 0:
+        return 1
+    return max(0, 1 - math.floor(math.log10(half_width)))
+
+
+def trend_phrase(t: analysis.Trend, unit_scale: float = 1e3, unit: str = "ns per Service") -> str:
+    """A trend in words that follow its CI: "grows linearly: 168 ns per Service (95% CI 139 to 206 ...)", to the
+    precision the interval allows."""
+    f = f".{decimals((t.ci_hi - t.ci_lo) * unit_scale / 2)}f"
+    shape = "" if math.isnan(t.curvature_p) else f"; lack of fit p = {t.curvature_p:.2g}"
     return (f"{VERB.get(t.word, t.word)}: {t.slope * unit_scale:{f}} {unit} (95% CI {t.ci_lo * unit_scale:{f}} to "
-            f"{t.ci_hi * unit_scale:{f}}, bootstrap over {t.repeats} repeats per N; R² {t.r2_medians:.2f} through "
-            "the per-N medians)")  # fmt: skip
+            f"{t.ci_hi * unit_scale:{f}}, t over the slopes of {t.repeats} repeats{shape})")  # fmt: skip
 
 
 def throughput_statements(df: pd.DataFrame, plans: Sequence[Plan]) -> list[str]:
@@ -291,12 +299,12 @@ def transit_statements(hd: pd.DataFrame, targets: Sequence[str]) -> list[str]:
         first = _ci_us(r.median_first, r.ci_lo_first, r.ci_hi_first, r.level_first)
         last = _ci_us(r.median_last, r.ci_lo_last, r.ci_hi_last, r.level_last)
         line = (f"{r.datapath} transit, {r.direction} at {r.target}: {first} at N = {lo_n:,}, {last} at "
-                f"N = {hi_n:,}; it {trend_phrase(t, unit_scale=1.0, digits=3)}")  # fmt: skip
+                f"N = {hi_n:,}; it {trend_phrase(t, unit_scale=1.0)}")  # fmt: skip
         if r.datapath != "none" and not _nan(getattr(r, "excess_slope_ns", float("nan"))):
             metric = f"transit_{r.direction}_p50"
             x = analysis.trend(analysis.excess(hd, metric, r.datapath, r.target), r.datapath, f"{metric}_excess",
                                r.target, flat_slope=analysis.FLAT_TRANSIT)  # fmt: skip
-            line += f"; its excess over none {trend_phrase(x, unit_scale=1.0, digits=3)}"
+            line += f"; its excess over none {trend_phrase(x, unit_scale=1.0)}"
         lines.append(line + ".")
     return lines
 
@@ -369,10 +377,11 @@ def transit_macros(tt: pd.DataFrame, dec: pd.DataFrame, probe_ns: dict[str, floa
         ci = ci.replace("%", "\\%")
         tex.append(figures.macro(f"TransitMax{name}", f"{r.median_last / 1e3:.2f}~µs ({ci})"))
         if r.datapath == "none":
-            slope, word = f"{r.slope_ns:.3f}~ns per Service, 95\\% CI {r.slope_lo:.3f} to {r.slope_hi:.3f}", r.trend
+            v, lo, hi, word = r.slope_ns, r.slope_lo, r.slope_hi, r.trend
         else:  # what the datapath adds over none, paired within each repeat
-            slope = f"{r.excess_slope_ns:.3f}~ns per Service, 95\\% CI {r.excess_lo:.3f} to {r.excess_hi:.3f}"
-            word = r.excess_trend
+            v, lo, hi, word = r.excess_slope_ns, r.excess_lo, r.excess_hi, r.excess_trend
+        f = f".{decimals((hi - lo) / 2)}f"
+        slope = f"{v:{f}}~ns per Service, 95\\% CI {lo:{f}} to {hi:{f}}"
         tex.append(figures.macro(f"TransitTrend{name}", f"{VERB.get(word, word)} ({slope})"))
     for r in dec.itertuples():
         name = macro_name(r.datapath)
