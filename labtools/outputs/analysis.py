@@ -6,6 +6,7 @@ datapaths measured in the same run (interleaved within each repeat), never acros
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,6 +30,13 @@ def load(run_ids: list[str], root: Path | None = None) -> pd.DataFrame:
             raise LabError(f"no processed table {path}: run the sweep (or `labtools sweep ... --run-id {run}`)")
         frames.append(pd.read_csv(path))
     return pd.concat(frames, ignore_index=True)
+
+
+def recorded_params(run_id: str, root: Path | None = None) -> dict:
+    """The parameters a run was measured with, from its manifest (``data/raw/<run>/manifest.json``); empty when
+    the run has no raw manifest here."""
+    path = (root or paths.data_root()) / "raw" / run_id / "manifest.json"
+    return json.loads(path.read_text()).get("params", {}) if path.exists() else {}
 
 
 def check_complete(df: pd.DataFrame, plan: Plan) -> None:

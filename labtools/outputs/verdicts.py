@@ -211,7 +211,25 @@ def statements(df: pd.DataFrame, plans: Sequence[Plan]) -> list[str]:
     probe = probe_data(df, plans)
     if not probe.empty:
         lines += probe_statements(probe)
-    return lines + flag_statements(df)
+    return lines + flag_statements(df) + order_statements(df, plans)
+
+
+def order_statements(df: pd.DataFrame, plans: Sequence[Plan]) -> list[str]:
+    """Whether N followed the clock: per sweep, its order, and for runs whose samples carry their start time,
+    Spearman's rank correlation between N and time per datapath (`analysis.order_confounding`)."""
+    rho = analysis.order_confounding(df)
+    lines = []
+    for plan in plans:
+        order = analysis.recorded_params(plan.run_id).get("order", plan.order)  # as measured, not as planned now
+        r = rho[rho["run_id"] == plan.run_id]
+        if r.empty:
+            lines.append(f"{plan.run_id}: visited N in order {order!r}; its samples carry no start times, so the "
+                         "correlation of N with time cannot be shown" + (" (N followed the clock within each repeat)."
+                                                                        if order == "repeat" else "."))
+            continue
+        parts = ", ".join(f"{x.datapath} {x.rho:+.2f}" for x in r.itertuples())
+        lines.append(f"{plan.run_id}: order {order!r}; rank correlation of N with measurement time: {parts}.")
+    return lines
 
 
 def macro_name(datapath: str) -> str:
@@ -360,7 +378,8 @@ def flag_statements(df: pd.DataFrame) -> list[str]:
         n, mm, dr = int(g["samples"].sum()), int(g["multimodal"].sum()), int(g["drifting"].sum())
         worst = g.loc[(g["multimodal"] / g["samples"]).idxmax()]
         lines.append(f"{metric}: {mm} of {n} samples multimodal ({mm / n:.0%}; most under {worst['datapath']}, "
-                     f"{int(worst['multimodal'])} of {int(worst['samples'])}), {dr} drifting.")  # fmt: skip
+                     f"{int(worst['multimodal'])} of {int(worst['samples'])}), {dr} drifting "
+                     f"({dr / n:.0%}).")  # fmt: skip
     return lines
 
 
