@@ -58,3 +58,38 @@ def test_incomplete_runs_are_refused():
         analysis.check_complete(full[~((full.datapath == "ebpf") & (full.repeat == 2) & (full.services == 1))], plan)
     with pytest.raises(LabError, match="no `none` baseline"):
         analysis.baseline(full[full.datapath != "none"], "crr_p50")
+
+
+def test_a_block_design_decorrelates_n_from_time_and_records_its_seed():
+    from scipy import stats as st
+
+    from labtools.model.plan import Plan
+
+    counts = [1, 1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000]
+    plan = Plan(run_id="blocks", datapaths=["none", "iptables", "ebpf"], counts=counts, metrics=["crr"],
+                targets=["last"], repeats=5)  # fmt: skip
+    assert plan.order == "block" and plan.as_dict()["order_seed"] == plan.order_seed
+    again = Plan(run_id="blocks", datapaths=["none", "iptables", "ebpf"], counts=counts, metrics=["crr"],
+                 targets=["last"], repeats=5)  # fmt: skip
+    assert again.points() == plan.points()  # the same run id draws the same order: a resume measures the rest
+    pts = plan.points()
+    for d in ("none", "iptables", "ebpf"):
+        mine = [(i, c) for i, (c, _r, dp, _m, _t) in enumerate(pts) if dp == d]
+        rho = st.spearmanr([c for _, c in mine], [i for i, _ in mine]).statistic
+        assert abs(rho) < 0.3, (d, rho)
+        for r in range(5):  # every block visits every N once
+            assert sorted(c for c, rr, dp, _m, _t in pts if dp == d and rr == r) == counts
+    in_order = Plan(run_id="blocks", datapaths=["none"], counts=counts, metrics=["crr"], targets=["last"],
+                    repeats=5, order="repeat")  # fmt: skip
+    assert "order_seed" not in in_order.as_dict()  # runs before the block design are read as they were
+
+
+def test_order_confounding_is_the_rank_correlation_of_n_with_time():
+    rows = []
+    for k, n in enumerate([1, 10, 100, 1000]):
+        for d in ("a", "b"):
+            rows.append({"run_id": "r", "datapath": d, "services": n, "repeat": 0, "target": "last",
+                         "metric": "m", "value": 1.0, "t_start_s": 100.0 + k * 10 + (d == "b")})  # fmt: skip
+    rho = analysis.order_confounding(pd.DataFrame(rows)).set_index("datapath")["rho"]
+    assert rho["a"] == pytest.approx(1.0) and rho["b"] == pytest.approx(1.0)
+    assert analysis.order_confounding(pd.DataFrame(rows).drop(columns="t_start_s")).empty

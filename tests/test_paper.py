@@ -136,3 +136,15 @@ def test_a_new_runs_paper_is_kept_apart_and_says_which_run_it_is(tmp_path, monke
     assert r"\RunBanner{" in banner and "quick-20261204T000000Z" in banner and "profile quick" in banner
     assert r"\RunBanner" not in paper.render_banner(PAPER)  # the committed paper is the reference
     assert r"\IfFileExists{build/banner.tex}" in (PAPER / "thesis.tex").read_text()
+    mark = paper.render_pagemark(dst)  # every page of a new run's paper names it, not only the first
+    assert r"\AddToHook{shipout/foreground}" in mark and "quick-20261204T000000Z" in mark
+    assert "AddToHook" not in paper.render_pagemark(PAPER)
+    assert r"\IfFileExists{build/pagemark.tex}" in (PAPER / "thesis.tex").read_text()
+
+
+def test_every_caption_names_its_runs():
+    entry = {"data": {"data/processed/reference-s2.csv": "x", "data/raw/reference-srv6/icmp/a.pcap": "y"}}
+    assert paper.runs_of(entry) == ["reference-s2", "reference-srv6"]
+    tex = paper.render_captions(MANIFEST)
+    lines = [line for line in tex.splitlines() if line.startswith(r"\ProvDefCaption")]
+    assert lines and all("; run " in line or "; runs " in line for line in lines), lines

@@ -35,11 +35,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         root = out.parents[1] if out else None
         on_cluster = cluster.is_cluster(lab.inventory)
         dps = args.datapaths or (["iptables", "ebpf"] if on_cluster else list(plan_.DATAPATHS))
-        order = args.order or ("datapath" if on_cluster else "repeat")  # a Cilium mode switch takes minutes
+        order = args.order or ("datapath" if on_cluster else "block")  # a Cilium mode switch takes minutes
         plans = [plan_.Plan(run_id=run_id, datapaths=dps, counts=args.counts,
                             metrics=args.metrics, targets=args.targets, repeats=args.repeats,
                             crr_transactions=args.crr_transactions, throughput_seconds=args.throughput_seconds,
-                            udp_packets=args.udp_packets, seed=args.seed, order=order)]  # fmt: skip
+                            udp_packets=args.udp_packets, seed=args.seed, order=order,
+                            order_seed=args.order_seed)]  # fmt: skip
     if args.dry_run:
         for plan in plans:
             print(f"# ==== {plan.run_id}: {len(plan.points())} points")
@@ -77,8 +78,11 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     sw.add_argument("--profile", help="take the sweeps of params/PROFILE.yaml (quick, full) instead of the flags")
     sw.add_argument("--seed", type=int, default=0, help="seed of the cluster IP / node port allocator")
     sw.add_argument("--order", choices=plan_.ORDERS,
-                    help="repeat (default on the lab): interleave datapaths within every repeat; datapath (default on "
-                         "a cluster): one datapath after the other, one Cilium mode switch each")  # fmt: skip
+                    help="block (default on the lab): each repeat visits every N once in a drawn order, the "
+                         "datapaths at one N one after the other; repeat: N in time order; datapath (default on a "
+                         "cluster): one datapath after the other, one Cilium mode switch each")  # fmt: skip
+    sw.add_argument("--order-seed", type=int, default=None, metavar="S",
+                    help="block: the seed of the drawn order (default: derived from the run id; recorded)")
     sw.add_argument("--dry-run", action="store_true", help="print what the sweep would change and measure, in order")
     sw.add_argument("--out", help="data/raw/RUN: the run's directory (its name is the run id)")
     sw.add_argument("--run-id", help="run id under data/raw/ (instead of --out)")

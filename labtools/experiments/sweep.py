@@ -2,8 +2,9 @@
 
 Each finished point goes through the run's `Recorder` (``data/raw/<run-id>/points/``), so an
 interrupted sweep loses nothing it has measured, and re-running the same run id skips finished points.
-Within a repeat every datapath is measured before the next repeat starts, so drift of a noisy machine
-spreads over all datapaths instead of masquerading as a datapath effect. Switching is cheap because
+Each repeat is a block that visits every cell once, N in a drawn order and the datapaths at one N one after
+the other (`Plan.points`, order ``block``), so drift of a noisy machine neither becomes a slope in N nor a
+datapath effect; every sample records when it started and ended (``t_start_s``, ``t_end_s``). Switching is cheap because
 `datapaths.Switcher` parks nftables-based datapaths (dormant tables) instead of re-programming them.
 
 Every workload gives the first, middle and last NodePort Service a UDP port as well (`udp_targets`),
@@ -17,6 +18,7 @@ mode switch takes minutes there, so a cluster plan is best measured with ``order
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
 
 from labtools import datapaths
@@ -79,12 +81,14 @@ def run(lab: Lab, plan: Plan, root: Path | None = None, progress: bool = True,
                     workload = rig.workload(c, plan.seed)
                 prog = rig.use(d, workload, key=(c, plan.seed))
                 programmed = (c, r, d)
-            base = {"run_id": plan.run_id, "datapath": d, "services": c, "target": t, "repeat": r}
+            base = {"run_id": plan.run_id, "datapath": d, "services": c, "target": t, "repeat": r,
+                    "t_start_s": round(time.time(), 3)}  # when, so that N can be checked against the clock
             if m == "change":  # one Service added by the datapath's own update path, and removed again
                 raw_out = rig.change(d, workload, ends)
             else:
                 raw_out = traffic.sample(ends, m, traffic.target(ends, workload, t), transactions=plan.crr_transactions,
                                          seconds=plan.throughput_seconds, packets=plan.udp_packets)  # fmt: skip
+            base["t_end_s"] = round(time.time(), 3)
             recs = traffic.records(m, raw_out, {**base, "conntrack_entries": raw_out.get("conntrack_entries")})
             rec.write(point_key(c, r, d, m, t), recs, raw=raw_out, programming=prog, provenance=prov)
             bar.advance()

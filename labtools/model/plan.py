@@ -6,9 +6,11 @@ checks names against one list.
 
 from __future__ import annotations
 
+import zlib
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pydantic
 from pydantic import ConfigDict, Field
 from pydantic.dataclasses import dataclass
@@ -20,10 +22,14 @@ from labtools.model import yamlsrc
 DATAPATHS = ("none", "iptables", "iptables-legacy", "nftables", "ebpf")
 METRICS = ("throughput", "crr", "udp-pps", "handshake", "transit", "probe-overhead", "change")
 TARGETS = ("first", "middle", "last", "pod", "new")  # "new": the Service the `change` metric adds
-# "repeat": count > repeat > datapath (interleaved: drift spreads over all datapaths);
+# "block" (the default): a randomised complete block design. Each repeat is a block that visits every
+# (N, datapath, target) cell once; the Ns of a block come in an order drawn from `order_seed`, and at each N
+# the datapaths follow one another (in a drawn order) within seconds, so a drift of minutes neither turns
+# into a slope in N nor into a difference between datapaths measured at the same N.
+# "repeat": count > repeat > datapath, N in time order (the reference runs before 2026-12-07);
 # "datapath": datapath > count > repeat, counts up for one datapath and down for the next, so a
 # real cluster switches mode once per datapath and changes its Services as little as possible.
-ORDERS = ("repeat", "datapath")
+ORDERS = ("block", "repeat", "datapath")
 SWEEP_NOTEBOOK = "01-scale-sweep"
 
 Point = tuple[int, int, str, str, str]  # (count, repeat, datapath, metric, target)
@@ -43,10 +49,13 @@ class Plan:
     throughput_seconds: int = 2
     udp_packets: int = 50000
     seed: int = 0
-    order: str = "repeat"
+    order: str = "block"
+    order_seed: int | None = None  # "block": the seed of the drawn order; None: derived from the run id
     extra: dict[str, Any] = Field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.order == "block" and self.order_seed is None:  # recorded, so a resume draws the same order
+            self.order_seed = zlib.crc32(self.run_id.encode())
         self.validate()
 
     def validate(self) -> None:
@@ -74,9 +83,15 @@ class Plan:
         return list(self.targets.get(metric, [])) if isinstance(self.targets, dict) else list(self.targets)
 
     def points(self) -> list[Point]:
-        """(count, repeat, datapath, metric, target) in measuring order; `none` is measured at the pod only, and
-        has no Service to change."""
-        if self.order == "repeat":
+        """(count, repeat, datapath, metric, target) in measuring order (see ORDERS); `none` is measured at the
+        pod only, and has no Service to change."""
+        if self.order == "block":
+            outer = []
+            for r in range(self.repeats):
+                rng = np.random.default_rng([self.order_seed, r])
+                for c in rng.permutation(self.counts):
+                    outer += [(int(c), r, str(d)) for d in rng.permutation(self.datapaths)]
+        elif self.order == "repeat":
             outer = [(c, r, d) for c in self.counts for r in range(self.repeats) for d in self.datapaths]
         else:
             snake = [(d, self.counts if i % 2 == 0 else self.counts[::-1]) for i, d in enumerate(self.datapaths)]
@@ -90,7 +105,11 @@ class Plan:
         ]
 
     def as_dict(self) -> dict[str, Any]:
-        return pydantic.RootModel[Plan](self).model_dump()
+        """The plan's parameters; `order_seed` only where the order uses it (runs before it had none)."""
+        d = pydantic.RootModel[Plan](self).model_dump()
+        if d["order_seed"] is None:
+            del d["order_seed"]
+        return d
 
 
 def point_key(c: int, r: int, d: str, m: str, t: str) -> str:

@@ -6,11 +6,13 @@ datapaths measured in the same run (interleaved within each repeat), never acros
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from labtools.base import paths
 from labtools.base.errors import LabError
@@ -28,6 +30,13 @@ def load(run_ids: list[str], root: Path | None = None) -> pd.DataFrame:
             raise LabError(f"no processed table {path}: run the sweep (or `labtools sweep ... --run-id {run}`)")
         frames.append(pd.read_csv(path))
     return pd.concat(frames, ignore_index=True)
+
+
+def recorded_params(run_id: str, root: Path | None = None) -> dict:
+    """The parameters a run was measured with, from its manifest (``data/raw/<run>/manifest.json``); empty when
+    the run has no raw manifest here."""
+    path = (root or paths.data_root()) / "raw" / run_id / "manifest.json"
+    return json.loads(path.read_text()).get("params", {}) if path.exists() else {}
 
 
 def check_complete(df: pd.DataFrame, plan: Plan) -> None:
@@ -151,29 +160,119 @@ def within(df: pd.DataFrame, datapath: str, target: str, metric: str = "crr_p50"
 
 
 # ----------------------------------------------------------------------------- uncertainty
+#
+# Every interval here states the coverage it has (tests/test_coverage.py checks each by simulation):
+# - a median of R repeats gets the distribution-free interval between two order statistics, whose exact
+#   coverage follows from the binomial distribution: the narrowest with at least 95% where R >= 6, else
+#   [min, max] with its own, lower coverage (93.75% for 5 repeats, 75% for 3), named as such;
+# - paired differences and log ratios (measured in the same block) get Student's t interval over blocks;
+# - slopes against N get Student's t interval over the blocks' own slopes (each repeat is a block that
+#   visits every N once), never a bootstrap of points, which ignores that the points of a block share a
+#   moment of the machine's drift.
 
 CONFIDENCE = 0.95
-BOOTSTRAP = 2000  # resamples; percentile intervals, seeded so that a table is a function of its data
+ALPHA = 0.05  # of the lack-of-fit test (the quadratic term) and of per-N tests before Holm's correction
 FLAT_BAND = 0.05  # "flat": the whole CI of the change over the N range lies within ±5% of the median
-LINEAR_R2 = 0.9  # "grows linearly": a positive slope CI and R² >= this through the per-N medians
 
 
-def median_ci(values, *, seed: int = 0) -> tuple[float, float, float]:
-    """The median of `values` (the repeats of one point) and its 95% percentile-bootstrap interval."""
+@dataclass(frozen=True)
+class Interval:
+    """An estimate with its interval, the coverage that interval has, and how it was made."""
+
+    estimate: float
+    lo: float
+    hi: float
+    level: float  # exact for order statistics, nominal (normal errors) for t intervals
+    n: int
+    method: str
+
+    @property
+    def name(self) -> str:
+        """How to call the interval in a sentence or a caption: '95% CI', or what it is when it is less."""
+        return interval_name(self.level)
+
+
+def interval_name(level: float) -> str:
+    """'95% CI' when `level` reaches the confidence the package promises, else e.g. '93.8% interval'."""
+    return f"{CONFIDENCE:.0%} CI" if level >= CONFIDENCE - 1e-12 else f"{level:.1%} interval"
+
+
+def median_level(n: int) -> float:
+    """The coverage of `median_interval` for `n` repeats (continuous data)."""
+    return _order_statistic_pair(n)[1]
+
+
+def _order_statistic_pair(n: int) -> tuple[int, float]:
+    """(k, coverage): the narrowest pair x(k), x(n+1-k) (1-based) covering the median with >= 95%, or k = 1."""
+    if n < 2:
+        return 1, 0.0
+    best = (1, 1 - 2 * stats.binom.cdf(0, n, 0.5))
+    for k in range(2, n // 2 + 1):
+        cover = 1 - 2 * stats.binom.cdf(k - 1, n, 0.5)
+        if cover < CONFIDENCE:
+            break
+        best = (k, float(cover))
+    return best[0], float(best[1])
+
+
+def median_interval(values) -> Interval:
+    """The median of `values` (the repeats of one point) between two of its order statistics."""
+    x = np.sort(_finite(values))
+    n = len(x)
+    if n == 0:
+        return Interval(float("nan"), float("nan"), float("nan"), 0.0, 0, "order statistics")
+    k, level = _order_statistic_pair(n)
+    return Interval(float(np.median(x)), float(x[k - 1]), float(x[n - k]), level, n, "order statistics")
+
+
+def median_ci(values) -> tuple[float, float, float]:
+    """(median, lo, hi) of `median_interval`; its coverage is `median_level(len(values))`, below 95% under 6."""
+    i = median_interval(values)
+    return i.estimate, i.lo, i.hi
+
+
+def mean_interval(values) -> Interval:
+    """The mean of `values` (paired differences, one per block) with Student's t 95% interval."""
+    x = _finite(values)
+    n = len(x)
+    if n < 2:
+        m = float(x.mean()) if n else float("nan")
+        return Interval(m, float("nan"), float("nan"), 0.0, n, "t")
+    half = stats.t.ppf(1 - ALPHA / 2, n - 1) * x.std(ddof=1) / np.sqrt(n)
+    m = float(x.mean())
+    return Interval(m, m - half, m + half, CONFIDENCE, n, "t")
+
+
+def ratio_interval(ratios) -> Interval:
+    """The geometric mean of paired ratios (one per block) with the t 95% interval of their logarithms."""
+    r = _finite(ratios)
+    r = r[r > 0]
+    i = mean_interval(np.log(r))
+    return Interval(float(np.exp(i.estimate)), float(np.exp(i.lo)), float(np.exp(i.hi)), i.level, i.n, "t on logs")
+
+
+def _finite(values) -> np.ndarray:
     x = np.asarray(values, dtype=float)
-    x = x[~np.isnan(x)]
-    if len(x) == 0:
-        return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    boots = np.median(rng.choice(x, size=(BOOTSTRAP, len(x)), replace=True), axis=1)
-    a = (1 - CONFIDENCE) / 2
-    return float(np.median(x)), float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
+    return x[np.isfinite(x)]
+
+
+def holm(pvalues) -> np.ndarray:
+    """Holm's step-down adjustment of `pvalues` (family-wise error rate), in the given order."""
+    p = np.asarray(pvalues, dtype=float)
+    order = np.argsort(p)
+    adjusted = np.empty_like(p)
+    running = 0.0
+    for rank, i in enumerate(order):
+        running = max(running, min(1.0, (len(p) - rank) * p[i]))
+        adjusted[i] = running
+    return adjusted
 
 
 def paired_ratio_ci(df: pd.DataFrame, metric: str, num: str, den: str, num_target: str,
                     den_target: str | None = None) -> pd.DataFrame:  # fmt: skip
-    """`num`/`den` per services count, paired within each repeat (measured minutes apart in the same run):
-    the median ratio with its 95% bootstrap CI over repeats, and the repeats behind it."""
+    """`num`/`den` per services count, paired within each repeat (the same block of the same run): the
+    geometric mean ratio with its t 95% CI over repeats (`ratio_interval`), the two-sided p-value of
+    "ratio = 1" (a t test on the log ratios), and the repeats behind it."""
     den_target = den_target or num_target
     sub = df[df["metric"] == metric]
     a = sub[(sub["datapath"] == num) & (sub["target"] == num_target)].set_index(["services", "repeat"])["value"]
@@ -181,64 +280,95 @@ def paired_ratio_ci(df: pd.DataFrame, metric: str, num: str, den: str, num_targe
     r = (a / b).dropna().rename("ratio").reset_index()
     rows = []
     for n, g in r.groupby("services"):
-        med, lo, hi = median_ci(g["ratio"])
-        rows.append({"services": n, "median": med, "ci_lo": lo, "ci_hi": hi, "repeats": len(g)})
-    return pd.DataFrame(rows, columns=["services", "median", "ci_lo", "ci_hi", "repeats"])
+        i = ratio_interval(g["ratio"])
+        logs = np.log(g["ratio"][g["ratio"] > 0])
+        p = float(stats.ttest_1samp(logs, 0.0).pvalue) if len(logs) > 1 and logs.std() > 0 else float("nan")
+        rows.append({"services": n, "median": i.estimate, "ci_lo": i.lo, "ci_hi": i.hi, "p": p, "repeats": i.n})
+    return pd.DataFrame(rows, columns=["services", "median", "ci_lo", "ci_hi", "p", "repeats"])
 
 
 @dataclass(frozen=True)
 class Trend:
-    """A slope against N with its 95% CI (cluster bootstrap: the repeats of each N resampled) and its word."""
+    """A slope against N with its 95% CI over blocks, the shape of the curve, and the word that follows both."""
 
-    slope: float  # value units per Service, least squares through every repeat
+    slope: float  # value units per Service: the mean of the blocks' least-squares slopes
     ci_lo: float
     ci_hi: float
-    r2_medians: float  # of the same line through the per-N medians
+    r2_medians: float  # of the pooled line through the per-N medians (descriptive only)
     change: tuple[float, float]  # the CI of the fitted change over the N range, relative to the median
-    repeats: int  # per N (the smallest)
-    word: str  # "grows linearly", "grows", "falls", "flat", "no significant trend"
+    repeats: int  # blocks with at least two values of N
+    word: str  # "grows linearly", "grows faster than linearly", "grows slower than linearly", "grows",
+    # "falls", "flat", "no significant trend"
+    curvature_p: float = float("nan")  # lack of fit: t test over blocks of the quadratic term
+    exponent: Interval | None = None  # value ~ N^k: k over blocks (log-log), where every value is positive
 
 
-def trend(df: pd.DataFrame, datapath: str, metric: str, target: str, *, seed: int = 0,
+def _block_fits(sub: pd.DataFrame) -> pd.DataFrame:
+    """Per block (repeat): least-squares slope, the quadratic coefficient (N scaled to [0, 1]) and the
+    log-log slope, each where the block has enough distinct N."""
+    nmax = float(sub["services"].max()) or 1.0
+    rows = []
+    for r, g in sub.groupby("repeat"):
+        x, y = g["services"].to_numpy(float), g["value"].to_numpy(float)
+        if len(np.unique(x)) < 2:
+            continue
+        row = {"repeat": r, "slope": float(np.polyfit(x, y, 1)[0]), "quad": float("nan"), "loglog": float("nan")}
+        if len(np.unique(x)) >= 3:
+            row["quad"] = float(np.polyfit(x / nmax, y, 2)[0])
+        if (x > 0).all() and (y > 0).all():
+            row["loglog"] = float(np.polyfit(np.log(x), np.log(y), 1)[0])
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["repeat", "slope", "quad", "loglog"])
+
+
+def trend(df: pd.DataFrame, datapath: str, metric: str, target: str, *,
           flat_slope: float | None = None) -> Trend:  # fmt: skip
     """How `metric` at `target` changes with N for `datapath`, and what may be said of it.
 
-    The verdict follows the CI, never the point estimate: *grows linearly* when the slope's CI lies above
-    0 and the per-N medians fit the line (R² >= 0.9); *grows* or *falls* when the CI excludes 0 without
-    that fit; *flat* when the CI of the change over the whole N range stays within ±5% of the median;
-    *no significant trend* otherwise. With `flat_slope` (value units per Service), *flat* instead means
-    that the slope's whole CI lies within ±`flat_slope`: for differences, whose median may be near 0.
+    The slope's 95% CI is Student's t over the blocks' own slopes (each repeat visits every N once). The
+    verdict follows the CI, never the point estimate: *flat* when the CI of the change over the whole N range
+    stays within ±5% of the median (an equivalence test, so it comes first); *grows linearly* when the CI
+    lies above 0 and the lack-of-fit test (the blocks' quadratic terms, t test, 5%) does not reject a line
+    (with only two N the shape is untested: *grows*); *grows faster* or *slower than linearly* when it does;
+    *falls* when the CI lies below 0; *no significant trend* otherwise. With
+    `flat_slope` (value units per Service), *flat* instead means that the slope's whole CI lies within
+    ±`flat_slope`: for differences, whose median may be near 0.
     """
     sub = df[(df["datapath"] == datapath) & (df["metric"] == metric) & (df["target"] == target)]
-    groups = [g["value"].to_numpy(float) for _, g in sub.groupby("services")]
     ns = np.array(sorted(sub["services"].unique()), dtype=float)
     if len(ns) < 2:
         raise LabError(f"{datapath}/{metric}/{target}: a slope needs at least two service counts")
-    slope = fit(df, datapath, metric, target).slope
-    meds = np.array([np.median(g) for g in groups])
+    blocks = _block_fits(sub)
+    s = mean_interval(blocks["slope"])
+    meds = sub.groupby("services")["value"].median().to_numpy(float)
     line = np.polyfit(ns, meds, 1)
     ss = ((meds - meds.mean()) ** 2).sum()
     r2m = float(1 - ((meds - np.polyval(line, ns)) ** 2).sum() / ss) if ss else 1.0
-    rng = np.random.default_rng(seed)
-    xs = np.concatenate([np.full(len(g), n) for n, g in zip(ns, groups, strict=True)])
-    boots = np.empty(BOOTSTRAP)
-    for b in range(BOOTSTRAP):
-        ys = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
-        boots[b] = np.polyfit(xs, ys, 1)[0]
-    a = (1 - CONFIDENCE) / 2
-    lo, hi = float(np.quantile(boots, a)), float(np.quantile(boots, 1 - a))
+    quad = _finite(blocks["quad"])
+    curvature_p = float(stats.ttest_1samp(quad, 0.0).pvalue) if len(quad) > 1 and quad.std() > 0 else float("nan")
+    loglog = _finite(blocks["loglog"])
+    exponent = mean_interval(loglog) if len(loglog) == len(blocks) and len(loglog) > 1 else None
     span, median = ns.max() - ns.min(), float(sub["value"].median())
-    change = (lo * span / median, hi * span / median) if median else (float("nan"), float("nan"))
-    if lo > 0:
-        word = "grows linearly" if r2m >= LINEAR_R2 else "grows"
-    elif hi < 0:
-        word = "falls"
-    elif (-flat_slope <= lo <= hi <= flat_slope) if flat_slope is not None else \
-            (-FLAT_BAND <= change[0] <= change[1] <= FLAT_BAND):  # fmt: skip
+    change = (s.lo * span / median, s.hi * span / median) if median else (float("nan"), float("nan"))
+    flat = (-flat_slope <= s.lo <= s.hi <= flat_slope) if flat_slope is not None else \
+        (-FLAT_BAND <= change[0] <= change[1] <= FLAT_BAND)  # fmt: skip
+    if flat:  # equivalence first: a whole CI inside the band is "flat", however significant its sign
         word = "flat"
+    elif s.lo > 0:
+        if not curvature_p < ALPHA:  # NaN (too few N to test the shape) reads as "not rejected"
+            word = "grows linearly" if len(ns) >= 3 else "grows"
+        else:
+            word = "grows faster than linearly" if quad.mean() > 0 else "grows slower than linearly"
+    elif s.hi < 0:
+        word = "falls"
     else:
         word = "no significant trend"
-    return Trend(slope, lo, hi, r2m, change, min(len(g) for g in groups), word)
+    return Trend(s.estimate, s.lo, s.hi, r2m, change, s.n, word, curvature_p, exponent)
+
+
+def growth(t: Trend) -> bool:
+    """Whether a trend word says the metric grows with N (linearly or not)."""
+    return t.word.startswith("grows")
 
 
 # ----------------------------------------------------------------------------- where the time goes
@@ -260,13 +390,16 @@ PARTS = ("transit", "stacks", "harness")  # of crr's p50, innermost first
 
 
 def per_point(df: pd.DataFrame, metric: str, datapath: str, target: str) -> pd.DataFrame:
-    """Median with its 95% CI per N of `metric` for `datapath` at `target` (`none`: at the pod, its only target),
-    and the repeats behind each."""
+    """Median per N of `metric` for `datapath` at `target` (`none`: at the pod, its only target) with its
+    order-statistic interval (`median_interval`; `level` is that interval's coverage), and the repeats."""
     sub = df[(df["datapath"] == datapath) & (df["metric"] == metric)
              & (df["target"] == ("pod" if datapath == "none" else target))]  # fmt: skip
-    rows = [{"services": n, **dict(zip(("median", "ci_lo", "ci_hi"), median_ci(g["value"]), strict=True)),
-             "repeats": len(g)} for n, g in sub.groupby("services")]  # fmt: skip
-    return pd.DataFrame(rows, columns=["services", "median", "ci_lo", "ci_hi", "repeats"])
+    rows = []
+    for n, g in sub.groupby("services"):
+        i = median_interval(g["value"])
+        rows.append({"services": n, "median": i.estimate, "ci_lo": i.lo, "ci_hi": i.hi, "level": i.level,
+                     "repeats": i.n})  # fmt: skip
+    return pd.DataFrame(rows, columns=["services", "median", "ci_lo", "ci_hi", "level", "repeats"])
 
 
 def decomposition(df: pd.DataFrame, target: str, services: int) -> pd.DataFrame:
@@ -277,9 +410,9 @@ def decomposition(df: pd.DataFrame, target: str, services: int) -> pd.DataFrame:
     - ``harness``: crr p50 minus handshake p50: what a full transaction adds to the handshake (the server's
       wakeup and accept, one byte each way, the close).
 
-    Each part is the median over repeats of the difference within one repeat (the three metrics of a repeat
-    were measured seconds apart), with its 95% bootstrap CI. Medians do not add exactly, so the parts are
-    reported each with its own interval rather than as shares of a total."""
+    Each part is the mean over repeats of the difference within one repeat (the three metrics of a repeat
+    were measured seconds apart), with its t 95% CI (`mean_interval`); means add, so crr = transit + stacks +
+    harness holds for the estimates."""
     sub = df[(df["services"] == services)]
     rows = []
     for d in [d for d in sub["datapath"].unique()]:
@@ -294,20 +427,23 @@ def decomposition(df: pd.DataFrame, target: str, services: int) -> pd.DataFrame:
                  "stacks": s["handshake_p50"] - transit_us, "harness": s["crr_p50"] - s["handshake_p50"]}  # fmt: skip
         row = {"datapath": d, "target": t, "services": services, "repeats": len(s.dropna())}
         for name, v in parts.items():
-            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = median_ci(v.dropna())
+            i = mean_interval(v.dropna())
+            row[name], row[f"{name}_lo"], row[f"{name}_hi"] = i.estimate, i.lo, i.hi
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def probe_cost(df: pd.DataFrame) -> pd.DataFrame:
     """The transit probe's own cost from a probe-overhead run, per datapath: each program's mean run time
-    (ns, from the kernel's BPF statistics) and the paired handshake p50 difference with the probe attached
-    and without, each the median over repeats with its 95% bootstrap CI."""
+    (ns, from the kernel's BPF statistics; the median over repeats with its order-statistic interval) and
+    the handshake p50 with the probe attached minus without, paired within each repeat (the mean with its t
+    95% CI). `level` is each interval's coverage."""
     rows = []
     for (d, metric), g in df[df["metric"].str.startswith("probe_")].groupby(["datapath", "metric"]):
-        med, lo, hi = median_ci(g["value"])
-        rows.append({"datapath": d, "metric": metric, "median": med, "ci_lo": lo, "ci_hi": hi, "repeats": len(g)})
-    return pd.DataFrame(rows, columns=["datapath", "metric", "median", "ci_lo", "ci_hi", "repeats"])
+        i = mean_interval(g["value"]) if metric == "probe_handshake_delta" else median_interval(g["value"])
+        rows.append({"datapath": d, "metric": metric, "median": i.estimate, "ci_lo": i.lo, "ci_hi": i.hi,
+                     "level": i.level, "repeats": i.n})  # fmt: skip
+    return pd.DataFrame(rows, columns=["datapath", "metric", "median", "ci_lo", "ci_hi", "level", "repeats"])
 
 
 FLAGS = ("crr", "handshake", "transit_request", "transit_reply")
@@ -348,3 +484,21 @@ def load_bench(run_ids: list[str], root: Path | None = None) -> pd.DataFrame:
         long = wide.melt(id_vars=["datapath", "services", "repeat", "change"], value_vars=keep, var_name="metric")
         frames.append(long.dropna(subset=["value"]).assign(run_id=run, target="nodeport"))
     return pd.concat(frames, ignore_index=True)
+
+
+def order_confounding(df: pd.DataFrame) -> pd.DataFrame:
+    """Per run and datapath: Spearman's rank correlation between N and the time each sample started, over the
+    samples of one metric and target (near 0 in a randomised block design; near 1 when N followed the clock).
+    Empty for runs recorded before samples carried their start time (``t_start_s``)."""
+    cols = ["run_id", "datapath", "samples", "rho"]
+    if "t_start_s" not in df:
+        return pd.DataFrame(columns=cols)
+    rows = []
+    timed = df.dropna(subset=["t_start_s"])
+    for (run, d), g in timed.groupby(["run_id", "datapath"]):
+        first = g.drop_duplicates(["services", "repeat", "target", "t_start_s"])  # one row per sample
+        if first["services"].nunique() < 2:
+            continue
+        rho = stats.spearmanr(first["services"], first["t_start_s"]).statistic
+        rows.append({"run_id": run, "datapath": d, "samples": len(first), "rho": float(rho)})
+    return pd.DataFrame(rows, columns=cols)

@@ -57,11 +57,13 @@ def _ms(seconds: float) -> str:
 
 
 def _ci(s: pd.Series | dict, fmt=_ms) -> str:
-    return f"{fmt(s['median'])} (95% CI {fmt(s['ci_lo'])} to {fmt(s['ci_hi'])}, {int(s['repeats'])} repeats)"
+    name = analysis.interval_name(s["level"])
+    return f"{fmt(s['median'])} ({name} {fmt(s['ci_lo'])} to {fmt(s['ci_hi'])}, {int(s['repeats'])} repeats)"
 
 
 def point(df: pd.DataFrame, datapath: str, metric: str, services: int, change: str | None = None) -> dict | None:
-    """Median, 95% CI and repeats of `metric` for `datapath` at N = `services` (of one `change`), or None."""
+    """Median, its order-statistic interval (`level`: its coverage) and repeats of `metric` for `datapath` at
+    N = `services` (of one `change`), or None."""
     sub = df if change is None else df[df["change"] == change]
     pp = analysis.per_point(sub, metric, datapath, "nodeport")
     at = pp[pp["services"] == services]
@@ -246,7 +248,8 @@ def cold_statements(df: pd.DataFrame) -> list[str]:
 
 
 def change_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per datapath and N: the cold start and each change end to end, medians with 95% CIs in seconds."""
+    """Per datapath and N: the cold start and each change end to end, medians with their order-statistic
+    intervals in seconds (`*_level`: each interval's coverage)."""
     c = cold(df)
     rows = []
     for d in present(df):
@@ -255,7 +258,7 @@ def change_table(df: pd.DataFrame) -> pd.DataFrame:
             for name, sub, metric in (("cold", c, "cold_apply_s"),
                                       *((k, df[df["change"] == k], "change_e2e_s") for k in CHANGES)):  # fmt: skip
                 s = point(sub, d, metric, n)
-                row |= {f"{name}_{x}": (s or {}).get(x, float("nan")) for x in ("median", "ci_lo", "ci_hi")}
+                row |= {f"{name}_{x}": (s or {}).get(x, float("nan")) for x in ("median", "ci_lo", "ci_hi", "level")}
             rows.append(row)
     return pd.DataFrame(rows)
 

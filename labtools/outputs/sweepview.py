@@ -129,7 +129,7 @@ def udp_pps_figure(hd: pd.DataFrame, udp_targets: Sequence[str]) -> Figure:
 
 
 def _band(ax, s: pd.DataFrame, x, scale: float, **kw) -> None:
-    """Medians as a line with markers, their 95% CIs as a band."""
+    """Medians as a line with markers, their order-statistic intervals (`analysis.median_interval`) as a band."""
     ax.plot(x(s["services"]), s["median"] / scale, marker="o", ms=2.5, **kw)
     ax.fill_between(x(s["services"]), s["ci_lo"] / scale, s["ci_hi"] / scale, alpha=0.18, color=kw.get("color"), lw=0)
 
@@ -153,9 +153,9 @@ def _datapath_legend(fig, datapaths: Sequence[str], extra: Sequence[Line2D | Pat
 
 def transit_figure(hd: pd.DataFrame, targets: Sequence[str], probe_ns: Mapping[str, float] | None = None) -> Figure:
     """The worker's own transit time (p50, µs, log scale) versus N per datapath: the request (uplink in ->
-    pod veth out) on top, the reply below, one column per target; medians with 95% CI bands over repeats,
-    `none` (at the pod) as the baseline in every column. `probe_ns`: the probe programs' own run time per
-    direction (`analysis.probe_cost`), drawn as a dotted line."""
+    pod veth out) on top, the reply below, one column per target; medians with their order-statistic intervals
+    (bands) over repeats, `none` (at the pod) as the baseline in every column. `probe_ns`: the probe
+    programs' own run time per direction (`analysis.probe_cost`), drawn as a dotted line."""
     fig, axes = plt.subplots(2, len(targets), figsize=(WIDE, 4.8), squeeze=False, sharex=True)
     for col, target in enumerate(targets):
         for row, direction in enumerate(("request", "reply")):
@@ -179,7 +179,7 @@ def transit_figure(hd: pd.DataFrame, targets: Sequence[str], probe_ns: Mapping[s
 
 
 def latency_figure(hd: pd.DataFrame, target: str) -> Figure:
-    """Left: crr (solid) and handshake (dashed) p50 versus N per datapath at `target`, with 95% CI bands;
+    """Left: crr (solid) and handshake (dashed) p50 versus N per datapath at `target`, with interval bands;
     `none`'s crr, the harness floor, as a grey band. Right: where a crr transaction's p50 goes at the
     largest N (`analysis.decomposition`), as shares: the worker's transit, the stacks and wires, the
     harness; the crr p50 itself at the end of each bar."""
@@ -211,7 +211,8 @@ def latency_figure(hd: pd.DataFrame, target: str) -> Figure:
     bx.set_xlabel("share of crr p50 (medians over repeats)")
     bx.set_title(f"crr p50 at N = {nmax:,}, by part")
     bx.legend(frameon=False, loc="upper center", bbox_to_anchor=(0.45, -0.2), ncol=3, handlelength=1.2)
-    floor = Patch(color="0.85", label="harness floor (none crr, 95% CI)")
+    floor_level = analysis.median_level(int(hd[hd["datapath"] == "none"].groupby("services")["repeat"].nunique().min()))
+    floor = Patch(color="0.85", label=f"harness floor (none crr, {analysis.interval_name(floor_level)})")
     _datapath_legend(fig, order(hd), [floor])
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig

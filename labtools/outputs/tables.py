@@ -17,6 +17,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
+from labtools.outputs import analysis
 from labtools.outputs.paper import tex_escape
 
 EMPTY = "--"  # a missing number (e.g. a ratio to `none` on a cluster, which has no `none`)
@@ -54,7 +55,7 @@ def _blank(v: object) -> str:
 
 
 def _with_ci(v: object, lo: object, hi: object, fmt: str = ".2f") -> str:
-    """A median and its 95% CI in brackets, or an empty cell."""
+    """An estimate and its interval in brackets, or an empty cell."""
     if _number(v, fmt) == EMPTY:
         return EMPTY
     return f"{_number(v, fmt)} [{_number(lo, fmt)}, {_number(hi, fmt)}]"
@@ -133,7 +134,8 @@ def srv6_matrix_notes(M: pd.DataFrame) -> str:
 
 def transit_summary(tt: pd.DataFrame) -> str:
     """The worker's transit time (``transit-summary.tex``) from `verdicts.transit_table`: per datapath, target and
-    direction, the p50 at the smallest and largest N with 95% CIs (µs), and the slope of the excess over `none`
+    direction, the p50 at the smallest and largest N with their order-statistic intervals (µs, named by their
+    lowest coverage), and the slope of the excess over `none`
     in ns per Service with its CI and verdict word (`none` itself: its own slope)."""
 
     def us(v: float, lo: float, hi: float) -> str:
@@ -147,8 +149,9 @@ def transit_summary(tt: pd.DataFrame) -> str:
         rows.append([r.datapath, r.target, r.direction, us(r.median_first, r.ci_lo_first, r.ci_hi_first),
                      us(r.median_last, r.ci_lo_last, r.ci_hi_last), _with_ci(*slope[:3], ".3f"), slope[3]])  # fmt: skip
     nmin, nmax = (f"{int(n):,}" for n in (tt.attrs.get("nmin", 0), tt.attrs.get("nmax", 0)))
-    header = ["datapath", "target", "packet", stacked(f"p50 at N = {nmin}", "(µs) [95% CI]"),
-              stacked(f"p50 at N = {nmax}", "(µs) [95% CI]"), stacked("ns per Service", "over none [95% CI]"),
+    name = analysis.interval_name(min(tt["level_first"].min(), tt["level_last"].min()))
+    header = ["datapath", "target", "packet", stacked(f"p50 at N = {nmin}", f"(µs) [{name}]"),
+              stacked(f"p50 at N = {nmax}", f"(µs) [{name}]"), stacked("ns per Service", "over none [95% CI]"),
               "trend"]  # fmt: skip
     return tabular(header, rows, "lllrrrl")
 
@@ -185,15 +188,18 @@ def _refs(tex: str) -> str:
 
 def programming(table: pd.DataFrame) -> str:
     """Cold start and one change per datapath and N (``programming.tex``) from `benchview.change_table`: medians
-    with 95% CIs; the cold start in s, each change end to end in ms."""
+    with their order-statistic intervals, named by the lowest coverage among them (2 or 3 repeats: 50% or 75%);
+    the cold start in s, each change end to end in ms."""
+    levels = table[[c for c in table.columns if c.endswith("_level")]].to_numpy().ravel()
+    name = analysis.interval_name(float(pd.Series(levels).min()))
     rows = []
     for r in table.to_dict("records"):
         row = [r["datapath"], f"{r['services']:,}", _with_ci(r["cold_median"], r["cold_ci_lo"], r["cold_ci_hi"])]
         for kind in ("add", "remove", "endpoints"):
             row.append(_with_ci(*(r[f"{kind}_{x}"] * 1e3 for x in ("median", "ci_lo", "ci_hi")), ".1f"))
         rows.append(row)
-    header = ["datapath", "N", stacked("cold start", "(s) [95% CI]"), stacked("add one", "(ms) [95% CI]"),
-              stacked("remove one", "(ms) [95% CI]"), stacked("move an endpoint", "(ms) [95% CI]")]  # fmt: skip
+    header = ["datapath", "N", stacked("cold start", f"(s) [{name}]"), stacked("add one", f"(ms) [{name}]"),
+              stacked("remove one", f"(ms) [{name}]"), stacked("move an endpoint", f"(ms) [{name}]")]  # fmt: skip
     return tabular(header, rows, "lrrrrr")
 
 

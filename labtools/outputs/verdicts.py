@@ -92,7 +92,7 @@ def overview(df: pd.DataFrame) -> pd.DataFrame:
 
 def summary_table(hd: pd.DataFrame, crr_targets: Sequence[str], metrics: Sequence[str]) -> pd.DataFrame:
     """`analysis.slope_table` of the headline sweep `hd` at its NodePort target (`crr_target`), its ratios to
-    `none` paired within each repeat (medians with 95% CIs), plus, when the
+    `none` paired within each repeat (geometric means with 95% CIs), plus, when the
     sweep measured udp-pps, each datapath's median udp_pps at the largest N divided by `none`'s
     (``udp_pps_ratio_to_none``; NaN without a `none` datapath, as on a real cluster)."""
     target = crr_target(crr_targets)
@@ -119,12 +119,20 @@ def _nan(x: float) -> bool:
 VERB = {"flat": "is flat", "no significant trend": "shows no significant trend"}  # the others read as verbs
 
 
-def trend_phrase(t: analysis.Trend, unit_scale: float = 1e3, unit: str = "ns per Service", digits: int = 1) -> str:
-    """A trend in words that follow its CI: "grows linearly: 168.0 ns per Service (95% CI 138.9 to 206.2 ...)"."""
-    f = f".{digits}f"
+def decimals(half_width: float) -> int:
+    """Decimals that give an interval's half-width two significant digits (no false precision)."""
+    if not math.isfinite(half_width) or half_width <= 0:
+        return 1
+    return max(0, 1 - math.floor(math.log10(half_width)))
+
+
+def trend_phrase(t: analysis.Trend, unit_scale: float = 1e3, unit: str = "ns per Service") -> str:
+    """A trend in words that follow its CI: "grows linearly: 168 ns per Service (95% CI 139 to 206 ...)", to the
+    precision the interval allows."""
+    f = f".{decimals((t.ci_hi - t.ci_lo) * unit_scale / 2)}f"
+    shape = "" if math.isnan(t.curvature_p) else f"; lack of fit p = {t.curvature_p:.2g}"
     return (f"{VERB.get(t.word, t.word)}: {t.slope * unit_scale:{f}} {unit} (95% CI {t.ci_lo * unit_scale:{f}} to "
-            f"{t.ci_hi * unit_scale:{f}}, bootstrap over {t.repeats} repeats per N; R² {t.r2_medians:.2f} through "
-            "the per-N medians)")  # fmt: skip
+            f"{t.ci_hi * unit_scale:{f}}, t over the slopes of {t.repeats} repeats{shape})")  # fmt: skip
 
 
 def throughput_statements(df: pd.DataFrame, plans: Sequence[Plan]) -> list[str]:
@@ -203,7 +211,25 @@ def statements(df: pd.DataFrame, plans: Sequence[Plan]) -> list[str]:
     probe = probe_data(df, plans)
     if not probe.empty:
         lines += probe_statements(probe)
-    return lines + flag_statements(df)
+    return lines + flag_statements(df) + order_statements(df, plans)
+
+
+def order_statements(df: pd.DataFrame, plans: Sequence[Plan]) -> list[str]:
+    """Whether N followed the clock: per sweep, its order, and for runs whose samples carry their start time,
+    Spearman's rank correlation between N and time per datapath (`analysis.order_confounding`)."""
+    rho = analysis.order_confounding(df)
+    lines = []
+    for plan in plans:
+        order = analysis.recorded_params(plan.run_id).get("order", plan.order)  # as measured, not as planned now
+        r = rho[rho["run_id"] == plan.run_id]
+        if r.empty:
+            lines.append(f"{plan.run_id}: visited N in order {order!r}; its samples carry no start times, so the "
+                         "correlation of N with time cannot be shown" + (" (N followed the clock within each repeat)."
+                                                                        if order == "repeat" else "."))
+            continue
+        parts = ", ".join(f"{x.datapath} {x.rho:+.2f}" for x in r.itertuples())
+        lines.append(f"{plan.run_id}: order {order!r}; rank correlation of N with measurement time: {parts}.")
+    return lines
 
 
 def macro_name(datapath: str) -> str:
@@ -245,13 +271,15 @@ def transit_plan(plans: Sequence[Plan]) -> Plan | None:
     return max(with_transit, key=lambda p: max(p.counts)) if with_transit else None
 
 
-def _ci_us(v: float, lo: float, hi: float) -> str:
-    return f"{v / 1e3:.2f} µs (95% CI {lo / 1e3:.2f} to {hi / 1e3:.2f})"
+def _ci_us(v: float, lo: float, hi: float, level: float) -> str:
+    """A median in µs with its order-statistic interval, named by its coverage."""
+    return f"{v / 1e3:.2f} µs ({analysis.interval_name(level)} {lo / 1e3:.2f} to {hi / 1e3:.2f})"
 
 
 def transit_table(hd: pd.DataFrame, targets: Sequence[str]) -> pd.DataFrame:
-    """Per datapath, target and direction: the transit p50 at the smallest and largest N (ns, medians with 95%
-    CIs over repeats) and its trend in N (`analysis.trend`: slope in ns per Service with its CI and word)."""
+    """Per datapath, target and direction: the transit p50 at the smallest and largest N (ns, medians with their
+    order-statistic intervals over repeats, `level` their coverage) and its trend in N (`analysis.trend`: slope
+    in ns per Service with its CI and word)."""
     lo_n, hi_n = int(hd["services"].min()), int(hd["services"].max())
     rows = []
     for d in order(hd):
@@ -269,7 +297,7 @@ def transit_table(hd: pd.DataFrame, targets: Sequence[str]) -> pd.DataFrame:
                                        flat_slope=analysis.FLAT_TRANSIT)  # fmt: skip
                     row.update(excess_slope_ns=x.slope, excess_lo=x.ci_lo, excess_hi=x.ci_hi, excess_trend=x.word)
                 for tag, n in (("first", lo_n), ("last", hi_n)):
-                    for k in ("median", "ci_lo", "ci_hi"):
+                    for k in ("median", "ci_lo", "ci_hi", "level"):
                         row[f"{k}_{tag}"] = float(pts.loc[n, k]) if n in pts.index else float("nan")
                 rows.append(row)
     out = pd.DataFrame(rows)
@@ -286,15 +314,15 @@ def transit_statements(hd: pd.DataFrame, targets: Sequence[str]) -> list[str]:
              f"±{analysis.FLAT_TRANSIT} ns per Service)"]  # fmt: skip
     for r in transit_table(hd, targets).itertuples():
         t = analysis.trend(hd, r.datapath, f"transit_{r.direction}_p50", r.target)
-        first, last = _ci_us(r.median_first, r.ci_lo_first, r.ci_hi_first), _ci_us(r.median_last, r.ci_lo_last,
-                                                                                      r.ci_hi_last)  # fmt: skip
+        first = _ci_us(r.median_first, r.ci_lo_first, r.ci_hi_first, r.level_first)
+        last = _ci_us(r.median_last, r.ci_lo_last, r.ci_hi_last, r.level_last)
         line = (f"{r.datapath} transit, {r.direction} at {r.target}: {first} at N = {lo_n:,}, {last} at "
-                f"N = {hi_n:,}; it {trend_phrase(t, unit_scale=1.0, digits=3)}")  # fmt: skip
+                f"N = {hi_n:,}; it {trend_phrase(t, unit_scale=1.0)}")  # fmt: skip
         if r.datapath != "none" and not _nan(getattr(r, "excess_slope_ns", float("nan"))):
             metric = f"transit_{r.direction}_p50"
             x = analysis.trend(analysis.excess(hd, metric, r.datapath, r.target), r.datapath, f"{metric}_excess",
                                r.target, flat_slope=analysis.FLAT_TRANSIT)  # fmt: skip
-            line += f"; its excess over none {trend_phrase(x, unit_scale=1.0, digits=3)}"
+            line += f"; its excess over none {trend_phrase(x, unit_scale=1.0)}"
         lines.append(line + ".")
     return lines
 
@@ -329,8 +357,9 @@ def probe_statements(probe: pd.DataFrame) -> list[str]:
         runs = ", ".join(f"{m.removeprefix('probe_').removesuffix('_run')} {g.loc[m, 'median']:.0f} ns "
                          f"[{g.loc[m, 'ci_lo']:.0f}, {g.loc[m, 'ci_hi']:.0f}]"
                          for m in g.index if m.endswith("_run"))  # fmt: skip
-        line = (f"probe under {d}: mean run time per program run {runs} (kernel BPF statistics; 95% CIs over "
-                f"{int(g['repeats'].min())} repeats)")  # fmt: skip
+        runs_level = float(g[g.index.str.endswith("_run")]["level"].min())
+        line = (f"probe under {d}: mean run time per program run {runs} (kernel BPF statistics; medians with "
+                f"{analysis.interval_name(runs_level)}s over {int(g['repeats'].min())} repeats)")  # fmt: skip
         if "probe_handshake_delta" in g.index:
             h = g.loc["probe_handshake_delta"]
             word = ("no significant difference" if h["ci_lo"] <= 0 <= h["ci_hi"]
@@ -349,7 +378,8 @@ def flag_statements(df: pd.DataFrame) -> list[str]:
         n, mm, dr = int(g["samples"].sum()), int(g["multimodal"].sum()), int(g["drifting"].sum())
         worst = g.loc[(g["multimodal"] / g["samples"]).idxmax()]
         lines.append(f"{metric}: {mm} of {n} samples multimodal ({mm / n:.0%}; most under {worst['datapath']}, "
-                     f"{int(worst['multimodal'])} of {int(worst['samples'])}), {dr} drifting.")  # fmt: skip
+                     f"{int(worst['multimodal'])} of {int(worst['samples'])}), {dr} drifting "
+                     f"({dr / n:.0%}).")  # fmt: skip
     return lines
 
 
@@ -362,13 +392,15 @@ def transit_macros(tt: pd.DataFrame, dec: pd.DataFrame, probe_ns: dict[str, floa
         if r.datapath != "none" and r.target != target:
             continue
         name = macro_name(r.datapath)
-        ci = f"95\\% CI {r.ci_lo_last / 1e3:.2f} to {r.ci_hi_last / 1e3:.2f}"
+        ci = f"{analysis.interval_name(r.level_last)} {r.ci_lo_last / 1e3:.2f} to {r.ci_hi_last / 1e3:.2f}"
+        ci = ci.replace("%", "\\%")
         tex.append(figures.macro(f"TransitMax{name}", f"{r.median_last / 1e3:.2f}~µs ({ci})"))
         if r.datapath == "none":
-            slope, word = f"{r.slope_ns:.3f}~ns per Service, 95\\% CI {r.slope_lo:.3f} to {r.slope_hi:.3f}", r.trend
+            v, lo, hi, word = r.slope_ns, r.slope_lo, r.slope_hi, r.trend
         else:  # what the datapath adds over none, paired within each repeat
-            slope = f"{r.excess_slope_ns:.3f}~ns per Service, 95\\% CI {r.excess_lo:.3f} to {r.excess_hi:.3f}"
-            word = r.excess_trend
+            v, lo, hi, word = r.excess_slope_ns, r.excess_lo, r.excess_hi, r.excess_trend
+        f = f".{decimals((hi - lo) / 2)}f"
+        slope = f"{v:{f}}~ns per Service, 95\\% CI {lo:{f}} to {hi:{f}}"
         tex.append(figures.macro(f"TransitTrend{name}", f"{VERB.get(word, word)} ({slope})"))
     for r in dec.itertuples():
         name = macro_name(r.datapath)
