@@ -15,9 +15,9 @@ from scapy.utils import rdpcap
 from labtools import cli
 from labtools.base import paths, prereqs
 from labtools.base.errors import LabError, PrerequisiteError
-from labtools.datapaths import srv6
+from labtools.datapaths import ebpf, srv6
 from labtools.experiments import captures, matrix
-from labtools.hosts import NetnsHost, namespaces
+from labtools.hosts import Call, NetnsHost, RecordingHost, Reply, namespaces
 from labtools.lab import Lab, capture
 from labtools.model import topology
 from tests.conftest import HAS_SEG6, IS_ROOT, POD_IP, fresh_lab, needs_seg6
@@ -117,6 +117,61 @@ def test_missing_tools_are_named(monkeypatch):
     monkeypatch.setattr(prereqs, "which", lambda tool: None)
     with pytest.raises(PrerequisiteError, match=r"missing tool.*ip.*iproute2"):
         srv6.require({"router": NetnsHost("router", "nowhere")}, ["router"])
+
+
+@pytest.fixture
+def recorded(inv, monkeypatch):
+    """A recording host per machine, one log for all; the BPF loader and object as if built."""
+    monkeypatch.setattr(ebpf, "require_built", lambda: (Path("/b/nodeport.o"), Path("/b/labtools-bpf-load")))
+    log: list[Call] = []
+    return {m: RecordingHost(m, log=log) for m in inv.machines}, log
+
+
+def ran(log: list[Call]) -> list[tuple[str, list[str]]]:
+    """The commands that change something, in order: without the `command -v` probes and installs."""
+    return [(c.host, list(c.argv)) for c in log if c.kind == "run" and c.argv[:2] != ("sh", "-c")]
+
+
+def as_run(plan: dict[str, list[list[str]]]) -> list[tuple[str, list[str]]]:
+    """A plan flattened as it runs: machine after machine, the BPF placeholders where a remote host installs them."""
+    installed = {srv6.LOADER: "/tmp/labtools-labtools-bpf-load", srv6.BPF_OBJECT: "/tmp/labtools-nodeport.o"}
+    return [(m, [installed.get(a, a) for a in argv]) for m, cmds in plan.items() for argv in cmds]
+
+
+@pytest.mark.parametrize("mode", srv6.MODES)
+def test_up_removes_any_earlier_tunnel_then_runs_the_plan_in_order(inv, recorded, mode):
+    hosts, log = recorded
+    assert srv6.up(hosts, mode, inventory=inv) == srv6.plan(inv, mode)
+    assert ran(log) == as_run(srv6.plan_down(inv)) + as_run(srv6.plan(inv, mode))
+
+
+def test_down_runs_every_undo_even_where_there_is_nothing_to_undo(inv, recorded):
+    hosts, log = recorded
+    for h in hosts.values():
+        h.answers = {"ip": Reply(2, "", "RTNETLINK answers: No such process")}
+    assert srv6.down(hosts, inventory=inv, worker_sid="fc00::7") == srv6.plan_down(inv, worker_sid="fc00::7")
+    assert ran(log) == as_run(srv6.plan_down(inv, worker_sid="fc00::7"))
+
+
+def test_a_failed_up_takes_back_what_it_did(inv, recorded):
+    hosts, log = recorded
+    hosts["worker"].answers = {"seg6local": Reply(2, "", "Error: seg6local: unknown action")}
+    with pytest.raises(LabError, match=r"(?s)srv6: .*seg6local.*CONFIG_IPV6_SEG6_LWTUNNEL"):
+        srv6.up(hosts, "end-dt6", inventory=inv)
+    undo, plan = as_run(srv6.plan_down(inv)), as_run(srv6.plan(inv, "end-dt6"))
+    failed = next(i for i, (m, argv) in enumerate(plan) if m == "worker" and "seg6local" in argv)
+    assert ran(log) == undo + plan[: failed + 1] + undo
+
+
+def test_a_refused_up_runs_nothing(inv, recorded):
+    hosts, log = recorded
+    with pytest.raises(LabError, match="unknown SRv6 ingress mode"):
+        srv6.up(hosts, "end-dx6", inventory=inv)
+    assert log == []
+    hosts["router"].answers = {"command -v": "tc\n"}  # a remote machine without tc
+    with pytest.raises(PrerequisiteError, match=r"\[router\] missing tool\(s\): tc"):
+        srv6.up(hosts, "end-dt6", inventory=inv)
+    assert ran(log) == []  # only the probes for tools
 
 
 def test_dry_run_prints_every_command_per_host(capsys):
