@@ -20,12 +20,11 @@ from labtools.experiments import captures, matrix
 from labtools.hosts import Call, NetnsHost, RecordingHost, Reply, namespaces
 from labtools.lab import Lab, capture
 from labtools.model import topology
-from tests.conftest import HAS_SEG6, IS_ROOT, POD_IP, fresh_lab, needs_seg6
+from tests.conftest import HAS_SEG6, POD_IP, fresh_lab, lab_fixture, needs_seg6
 
 PREFIX = "psr"
 CLIENT_IP = "2001:db8:1234:5679::1"
 WORKER_IP = "2001:db8:1234:5678::2"
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root: network namespaces (run `make test` as root)")
 
 
 # ----------------------------------------------------------------------------- rendering (no root)
@@ -187,7 +186,7 @@ def test_dry_run_prints_every_command_per_host(capsys):
 # ----------------------------------------------------------------------------- in the lab (root)
 
 
-@pytest.fixture(scope="module")
+@lab_fixture(scope="module")
 def slab():
     yield from fresh_lab(PREFIX)
 
@@ -207,7 +206,6 @@ def snapshot(lab: Lab) -> dict[str, str]:
     return out
 
 
-@needs_root
 @needs_seg6
 def test_the_thesis_prefix_would_lose_to_the_connected_route(slab):
     got = srv6.thesis_prefix_check(slab.host("router"), WORKER_IP)
@@ -216,7 +214,6 @@ def test_the_thesis_prefix_would_lose_to_the_connected_route(slab):
     assert "metric 256" in got["with_thesis_route"]
 
 
-@needs_root
 @needs_seg6
 def test_down_restores_the_plain_routed_path_exactly(slab):
     before = snapshot(slab)
@@ -245,7 +242,6 @@ def echo(pcap, kind):
     return [p for p in rdpcap(str(pcap)) if p.haslayer(kind)]
 
 
-@needs_root
 @needs_seg6
 def test_ping_through_the_tunnel_looks_like_the_thesis_figures(slab, tmp_path):
     srv6.up(slab, "end-dt6")
@@ -303,7 +299,6 @@ def test_ping_through_the_tunnel_looks_like_the_thesis_figures(slab, tmp_path):
     assert not [f for f in os.listdir("/tmp") if f.startswith("labtools-capture-")]
 
 
-@needs_root
 @needs_seg6
 def test_tcp_to_the_pod_passes_the_tunnel_the_nodeport_does_not(slab, tmp_path):
     srv6.up(slab, "end-dt6")
@@ -327,7 +322,6 @@ def test_tcp_to_the_pod_passes_the_tunnel_the_nodeport_does_not(slab, tmp_path):
     assert not [p for p in rdpcap(str(run / "tcp-nodeport" / "pod.pcap")) if p.haslayer(TCP)]
 
 
-@needs_root
 @needs_seg6
 def test_reachability_matrix(slab, tmp_path):
     rows = pd.read_csv(matrix.run(slab, "m", root=tmp_path, progress=False)).to_dict("records")
@@ -361,7 +355,6 @@ def test_reachability_matrix(slab, tmp_path):
     assert slab.load_state("srv6") is None
 
 
-@needs_root
 @pytest.mark.skipif(HAS_SEG6, reason="this kernel has SRv6 routes: the tunnel comes up")
 def test_a_kernel_without_srv6_routes_is_named(slab):
     with pytest.raises(PrerequisiteError, match="CONFIG_IPV6_SEG6_LWTUNNEL"):

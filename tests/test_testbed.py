@@ -23,7 +23,7 @@ from labtools.lab import Lab, reachability
 from labtools.model import services, topology
 from labtools.rigs import kube, testbed
 from labtools.rigs.testbed import cilium, kubeadm, netplan
-from tests.conftest import HAS_SEG6, POD_IP, ROOT, emulated_vms_up
+from tests.conftest import HAS_SEG6, POD_IP, ROOT, emulated_vms_up, lab_fixture
 
 OPENSTACK = ROOT / "labtools" / "inventories" / "openstack-example.yml"
 
@@ -380,7 +380,7 @@ def test_apply_runs_in_order_with_sudo_and_fills_in_the_join_token(inv):
 # ----------------------------------------------------------------------------- for real, over SSH
 
 
-@pytest.fixture(scope="module")
+@lab_fixture(scope="module")
 def vms(tmp_path_factory):
     yield from emulated_vms_up("pyk", tmp_path_factory)
 
