@@ -27,8 +27,6 @@ from labtools.outputs.verdicts import macro_name
 POINTS = ("client", "router-client", "router-cluster", "worker", "pod")
 TUNNEL = ("router-cluster", "worker")  # the points between the SRv6 ends, where the packet is encapsulated
 ECHO_REQUEST, ECHO_REPLY = 128, 129  # ICMPv6 types
-# An ingress mode that is a seg6local behaviour, as RFC 8986 names it (the others are labtools' own modes).
-BEHAVIOURS = {"end-dt6": "End.DT6"}
 
 # -- the captures ------------------------------------------------------------------------------------------------
 
