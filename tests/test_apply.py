@@ -1,12 +1,14 @@
-"""How the kube-proxy models write to a node: the commands and their input, in order, recorded by a
-`RecordingHost` (no root, no lab). What the rules do in the kernel is tests/test_datapaths.py's."""
+"""How the datapaths write to a node: the commands and their input, in order, recorded by a `RecordingHost`
+(no root, no lab). What the rules and programs do in the kernel is tests/test_datapaths.py's."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
-from labtools.base.errors import CommandError
-from labtools.datapaths import iptables, nftables
+from labtools.base.errors import CommandError, LabError
+from labtools.datapaths import ebpf, iptables, nftables
 from labtools.datapaths.base import Node
 from labtools.hosts import RecordingHost, Reply
 from labtools.model import services
@@ -100,3 +102,18 @@ def test_a_refused_apply_raises_naming_the_host(datapath):
     h = RecordingHost("worker", {"-f -": Reply(1, "", "Error: syntax error"), "restore": Reply(2, "", "line 9 failed")})
     with pytest.raises(CommandError, match=r"\[worker\]"):
         datapath.program(h, PORTS, NODE)
+
+
+def test_ebpf_fills_its_maps_in_one_loader_run_and_checks_what_the_loader_wrote(monkeypatch):
+    monkeypatch.setattr(ebpf, "require_built", lambda: (Path("/b/nodeport.o"), Path("/b/labtools-bpf-load")))
+    node = Node(NODE.name, NODE.ip, NODE.uplink, NODE.cluster_cidr, NODE.service_cidr, {services.POD_IP: "lxc0"})
+    d = ebpf.EbpfDatapath()
+    expected = d.render(PORTS, node).count() + 1  # and the pod's veth in lxc6
+    h = RecordingHost("worker", {"ip -j link show dev lxc0": '[{"ifindex": 7}]', "bpf-load": str(expected)})
+    assert d.program(h, PORTS, node).objects == expected
+    loader = ["/tmp/labtools-labtools-bpf-load", "/tmp/labtools-nodeport.o", "ens3", "lxc0"]  # installed, then run
+    assert h.commands == [["ip", "-j", "link", "show", "dev", "lxc0"], loader]
+    assert isinstance(h.calls[-1].input, bytes) and h.calls[-1].input  # the map entries, binary
+    h = RecordingHost("worker", {"ip -j link show dev lxc0": '[{"ifindex": 7}]', "bpf-load": str(expected - 1)})
+    with pytest.raises(LabError, match=f"the loader wrote {expected - 1} map entries, expected {expected}"):
+        d.program(h, PORTS, node)

@@ -16,6 +16,8 @@ def test_records_commands_and_stdin_in_order_and_answers_from_the_script():
     h.run(["nft", "-f", "-"], input="add table ip6 x\n")
     assert h.commands == [["nft", "list", "tables"], ["conntrack", "-F"], ["ip", "-6", "route"], ["nft", "-f", "-"]]
     assert h.calls[-1] == Call("worker", "run", ("nft", "-f", "-"), "add table ip6 x\n")
+    h.run(["labtools-bpf-load", "--update"], input=b"\xff\x00")
+    assert h.calls[-1].input == b"\xff\x00"  # a binary stream stays bytes
 
 
 def test_a_scripted_failure_raises_as_a_real_host_would():

@@ -31,13 +31,13 @@ Answer = Reply | str | Callable[[list[str]], "Reply | str"]
 
 @dataclass(frozen=True)
 class Call:
-    """One thing a recording host was asked: `run` or `start` (argv, stdin), `put`/`get` (source, destination)
-    or `install` (the local file)."""
+    """One thing a recording host was asked: `run` or `start` (argv, stdin: text, or bytes where it is not UTF-8),
+    `put`/`get` (source, destination) or `install` (the local file)."""
 
     host: str
     kind: str
     argv: tuple[str, ...]
-    input: str | None = None
+    input: str | bytes | None = None
 
     def __str__(self) -> str:
         return f"[{self.host}] {self.kind} {shlex.join(self.argv)}"
@@ -80,7 +80,7 @@ class RecordingHost(Host):
         return [list(c.argv) for c in self.calls if c.kind == "run"]
 
     def _record(self, kind: str, argv: Sequence[str], input: bytes | None = None) -> None:
-        call = Call(self.name, kind, tuple(str(a) for a in argv), None if input is None else input.decode())
+        call = Call(self.name, kind, tuple(str(a) for a in argv), _text(input))
         self.calls.append(call)
         if self.log is not None:
             self.log.append(call)
@@ -114,3 +114,11 @@ class RecordingHost(Host):
         self._record("install", [str(local)])
         # Where NetnsHost (this filesystem) and SSHHost (the remote /tmp) would put it.
         return str(Path(local).resolve()) if self.is_local else f"/tmp/labtools-{Path(local).name}"
+
+
+def _text(data: bytes | None) -> str | bytes | None:
+    """Stdin as the test would compare it: text (rules, scripts), or the bytes of a binary stream (BPF map entries)."""
+    try:
+        return data.decode() if data is not None else None
+    except UnicodeDecodeError:
+        return data
