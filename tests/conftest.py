@@ -4,7 +4,7 @@
 A test that uses a fixture made with `lab_fixture`, directly or through other fixtures, is marked by
 `pytest_collection_modifyitems`; a test that brings a lab up itself says `@pytest.mark.lab`. Without root
 every `lab` test is skipped, and `pytest -m "not lab"` runs the rest as any user with no lab: a test that
-would bring one up in-process without the marker fails (`_labs_only_in_lab_tests`).
+would bring one up in-process without the marker fails (`pytest_runtest_setup`).
 """
 
 from __future__ import annotations
@@ -51,17 +51,31 @@ def pytest_collection_modifyitems(config, items) -> None:
             item.add_marker(NOT_ROOT)
 
 
-@pytest.fixture(autouse=True)
-def _labs_only_in_lab_tests(request, monkeypatch):
-    """Outside `lab` tests, bringing a lab or emulated VMs up fails the test: `-m "not lab"` must need no root."""
-    if request.node.get_closest_marker("lab"):
-        return
+GUARD = pytest.StashKey[pytest.MonkeyPatch]()
 
-    def refuse(*args, **kwargs):
-        pytest.fail(f"{request.node.nodeid} brings a lab up: mark it `lab` or use a `lab_fixture`")
 
-    monkeypatch.setattr(Lab, "up", refuse)
-    monkeypatch.setattr(emulated_vms, "start", refuse)
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_setup(item):
+    """Outside `lab` tests, bringing a lab or emulated VMs up fails the test, in its fixtures (of any scope) too:
+    `-m "not lab"` must need no root."""
+    if not item.get_closest_marker("lab"):
+
+        def refuse(*args, **kwargs):
+            pytest.fail(f"{item.nodeid} brings a lab up: mark it `lab` or give it a `lab_fixture`")
+
+        guard = item.stash[GUARD] = pytest.MonkeyPatch()
+        guard.setattr(Lab, "up", refuse)
+        guard.setattr(emulated_vms, "start", refuse)
+    return (yield)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_teardown(item, nextitem):
+    try:
+        return (yield)
+    finally:
+        if GUARD in item.stash:
+            item.stash[GUARD].undo()
 
 
 def fresh_lab(prefix: str):
