@@ -18,7 +18,7 @@ from labtools.datapaths.base import Node
 from labtools.experiments import bench
 from labtools.lab import traffic
 from labtools.model import services
-from tests.conftest import fresh_lab
+from tests.conftest import fresh_lab, lab_fixture
 
 NODE = Node("worker", "2001:db8:1234:5678::10", "ens3", str(services.CLUSTER_CIDR), str(services.SERVICE_CIDR))
 N = 50
@@ -120,7 +120,7 @@ def test_cilium_map_writes_put_the_master_slot_last_on_upsert_and_first_on_delet
 # ----------------------------------------------------------------------------- on the lab
 
 
-@pytest.fixture(scope="module")
+@lab_fixture(scope="module")
 def clab():
     yield from fresh_lab("pych")
 
@@ -168,7 +168,6 @@ def bpf_maps(host, node) -> dict[str, set[tuple[str, str]]]:
     return out
 
 
-@pytest.mark.lab
 @pytest.mark.parametrize("kind", services.CHANGES)
 @pytest.mark.parametrize("name", ["iptables", "iptables-legacy", "nftables@1.35", "nftables@1.37", "ebpf"])
 def test_a_partial_update_reaches_what_a_full_sync_programs(clab, name, kind):
@@ -200,7 +199,6 @@ def test_a_partial_update_reaches_what_a_full_sync_programs(clab, name, kind):
     datapaths.switch(host, node, "none", [])
 
 
-@pytest.mark.lab
 def test_the_probe_refuses_a_target_that_already_shows_the_change(clab):
     node = datapaths.node_of(clab.inventory)
     workload = services.build(3)
@@ -213,7 +211,6 @@ def test_the_probe_refuses_a_target_that_already_shows_the_change(clab):
     datapaths.switch(clab.host(node.name), node, "none", [])
 
 
-@pytest.mark.lab
 @pytest.mark.parametrize(("kind", "name"), [("add", "ebpf"), ("remove", "nftables"), ("endpoints", "iptables")])
 def test_the_bench_sees_one_change_end_to_end(clab, tmp_path, kind, name):
     rows = bench.run_change(clab, f"t-{kind}", kind, [10], [name], 1, root=tmp_path, progress=False)
@@ -227,7 +224,6 @@ def test_the_bench_sees_one_change_end_to_end(clab, tmp_path, kind, name):
         assert row["bare_restore_s"] > 0
 
 
-@pytest.mark.lab
 def test_the_bench_refuses_a_probe_slower_than_1khz(clab, tmp_path):
     with pytest.raises(LabError, match="below 1 kHz"):
         bench.run_change(clab, "t-slow", "add", [1], ["ebpf"], 1, hz=100, root=tmp_path, progress=False)
@@ -245,7 +241,6 @@ def test_the_change_metric_has_the_target_new_and_only_it():
     assert [p[2] for p in points] == ["ebpf"]  # `none` has no Service to change
 
 
-@pytest.mark.lab
 def test_a_sweep_times_one_change_and_leaves_the_workload_as_it_was(clab, tmp_path):
     from labtools.experiments import sweep
     from labtools.model.plan import Plan

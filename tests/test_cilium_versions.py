@@ -14,12 +14,12 @@ from labtools.base.errors import LabError
 from labtools.datapaths import ebpf
 from labtools.lab import traffic
 from labtools.model import services
-from tests.conftest import fresh_lab
+from tests.conftest import fresh_lab, lab_fixture
 
 PREFIX = "pyu"
 
 
-@pytest.fixture(scope="module")
+@lab_fixture(scope="module")
 def ulab():
     yield from fresh_lab(PREFIX)
 

@@ -31,7 +31,7 @@ from labtools.lab import Lab
 from labtools.model import plan as plan_
 from labtools.model import services, topology
 from labtools.rigs import cluster, kube
-from tests.conftest import POD_IP, ROOT, emulated_vms_up
+from tests.conftest import POD_IP, ROOT, emulated_vms_up, lab_fixture
 from tests.test_kube import FakeApps, FakeCore
 
 OPENSTACK = ROOT / "labtools" / "inventories" / "openstack-example.yml"
@@ -288,7 +288,7 @@ class EmulatedNode:
         return readback.frontends(w.services)  # the eBPF maps hold what was just programmed
 
 
-@pytest.fixture(scope="module")
+@lab_fixture(scope="module")
 def cluster_vms(tmp_path_factory):
     yield from emulated_vms_up("pyc", tmp_path_factory)
 

@@ -14,13 +14,13 @@ from labtools.base import paths
 from labtools.base.errors import InventoryError
 from labtools.lab import Lab, cni, reachability
 from labtools.model import services, topology
-from tests.conftest import ROOT, fresh_lab
+from tests.conftest import ROOT, fresh_lab, lab_fixture
 
 CLIENT = "2001:db8:1234:5679::1"
 POD = services.POD_IP
 
 
-@pytest.fixture(scope="module")
+@lab_fixture(scope="module")
 def nlab():
     yield from fresh_lab("pycn")
 
@@ -56,7 +56,6 @@ def test_the_inventory_takes_a_cni_and_refuses_an_unknown_one(tmp_path):
         topology.load(str(bad))
 
 
-@pytest.mark.lab
 def test_by_default_the_pod_is_attached_as_cilium_does(nlab):
     assert nlab.pod_attachment() == "cilium"
     res = subprocess.run([sys.executable, "-m", "labtools", "lab", "status", "-p", "pycn"], capture_output=True,
@@ -64,7 +63,6 @@ def test_by_default_the_pod_is_attached_as_cilium_does(nlab):
     assert res.returncode == 0 and "pod attachment (cni): cilium" in res.stdout, res.stdout + res.stderr
 
 
-@pytest.mark.lab
 @pytest.mark.parametrize("kind", ["plain", "cilium"])
 def test_each_attachment_ages_the_packets_it_should(nlab, kind):
     nlab.up(progress=False, cni=kind)
@@ -86,7 +84,6 @@ def test_each_attachment_ages_the_packets_it_should(nlab, kind):
         assert f"From {node_ip(nlab)}" in out, out
 
 
-@pytest.mark.lab
 @pytest.mark.parametrize("datapath", ["iptables", "nftables", "ebpf"])
 def test_every_datapath_carries_nodeport_traffic_through_the_cni(nlab, echo, datapath):
     nlab.up(progress=False, cni="cilium")

@@ -6,26 +6,24 @@ import pytest
 
 from labtools import datapaths
 from labtools.datapaths import ebpf
-from labtools.hosts import namespaces
 from labtools.lab import Lab, reachability
 from labtools.model import services
-from tests.conftest import IS_ROOT
+from tests.conftest import fresh_lab, lab_fixture
 
-pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root: brings the lab up")
 CLIENT_IP = "2001:db8:1234:5679::1"
 PROGRAMMED = ("iptables", "iptables-legacy", "nftables", "ebpf")
 
 
+@lab_fixture(scope="module")
+def dlab_up():
+    yield from fresh_lab("pyd")
+
+
 @pytest.fixture(scope="module")
-def dlab():
-    lab = Lab(prefix="pyd")
-    lab.down()
-    lab.up(progress=False)
-    node = datapaths.node_of(lab.inventory)
-    with reachability.EchoServer(lab.ns("pod"), services.IPERF_PORT) as echo:
-        yield lab, node, echo
-    lab.down()
-    assert not namespaces.lab_namespaces("pyd")
+def dlab(dlab_up):
+    """The lab, its worker as a `Node`, and an echo server in the pod."""
+    with reachability.EchoServer(dlab_up.ns("pod"), services.IPERF_PORT) as echo:
+        yield dlab_up, datapaths.node_of(dlab_up.inventory), echo
 
 
 def outcome(lab: Lab, node, port: int, timeout: float = 2.5) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -267,7 +266,7 @@ def _capture(netns: str, iface: str, path: Path) -> None:
             dump.wait()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="needs root: a capture in a temporary network namespace")
+@pytest.mark.lab  # a capture in a temporary network namespace
 @pytest.mark.skipif(shutil.which("tcpdump") is None, reason="tcpdump is missing (make system-deps)")
 def test_real_capture_on_loopback(tmp_path, agrees_with_tshark):
     """A real ping captured with tcpdump (Ethernet on lo, Linux cooked v2 on `any`) dissects and agrees."""

@@ -15,14 +15,14 @@ import pytest
 
 from labtools.hosts import namespaces
 from labtools.lab import Lab
-from tests.conftest import IS_ROOT, ROOT
+from tests.conftest import ROOT
 
 PREFIX = "pybr"
 ARTIFACTS = ROOT / "build" / "test-artifacts"
 CHROMIUM, DRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 pytestmark = [
-    pytest.mark.skipif(not IS_ROOT, reason="needs root: the notebook brings the lab up"),
+    pytest.mark.lab,  # the notebook brings the lab up
     pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="needs Debian's chromium and chromium-driver "
                        "(`make test` installs them)"),
 ]

@@ -14,7 +14,7 @@ from kubernetes import client as k8s
 
 from labtools.base.errors import LabError
 from labtools.datapaths import readback
-from labtools.hosts import Result
+from labtools.hosts import RecordingHost, Reply
 from labtools.model import services
 from labtools.rigs import kube
 
@@ -224,30 +224,22 @@ def test_frontends_in_tool_output():
     assert (w.services[0].spec.cluster_ip, "udp", 5201) in f
 
 
-class ScriptedHost:
-    name = "fake"
-
-    def __init__(self, answers):
-        self.answers, self.calls = answers, []
-
-    def run(self, argv, *, check=True, timeout=60.0, input=None):
-        self.calls.append(list(argv))
-        for needle, (rc, out) in self.answers.items():
-            if needle in " ".join(argv):
-                return Result(self.name, tuple(argv), rc, out, "" if rc == 0 else "error")
-        raise AssertionError(f"unexpected command {argv}")
+def scripted(answers: dict[str, tuple[int, str]]) -> RecordingHost:
+    """A host that answers these commands (exit code, stdout) and fails the test on any other."""
+    return RecordingHost("fake", {k: Reply(rc, out, "" if rc == 0 else "error") for k, (rc, out) in answers.items()},
+                         strict=True)  # fmt: skip
 
 
 def test_iptables_probe_counts_only_kube_services_cluster_ips():
-    h = ScriptedHost({"ip6tables-save -t nat": (0, IPTABLES_SAVE)})
+    h = scripted({"ip6tables-save -t nat": (0, IPTABLES_SAVE)})
     found = readback.IptablesReadback(h, sudo=True).programmed()
     assert found == {("2001:db8:1234:5678:8:3:0:d92d", "tcp", 5201), ("2001:db8:1234:5678:8:3:0:1", "tcp", 443)}
-    assert h.calls == [["sudo", "-n", "ip6tables-save", "-t", "nat"]]
+    assert h.commands == [["sudo", "-n", "ip6tables-save", "-t", "nat"]]
 
 
 def test_cilium_probe_finds_the_worker_agent_and_falls_back_to_old_cli():
     pods = "cilium-aaaa 2001:db8:1234:5678::1\ncilium-bbbb 2001:db8:1234:5678::2\n"
-    h = ScriptedHost(
+    h = scripted(
         {
             "get pods": (0, pods),
             "cilium-dbg service list": (1, ""),  # Cilium < 1.15 has no cilium-dbg
@@ -256,10 +248,10 @@ def test_cilium_probe_finds_the_worker_agent_and_falls_back_to_old_cli():
     )
     p = readback.CiliumReadback(h, node_ip="2001:0db8:1234:5678:0::2")
     assert ("2001:db8:1234:5678:8:3:0:d92d", "tcp", 5201) in p.programmed()
-    assert p.pod() == "cilium-bbbb" and any("cilium-bbbb" in c for c in h.calls[-1])
-    assert h.calls[0][:3] == ["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf"]
+    assert p.pod() == "cilium-bbbb" and any("cilium-bbbb" in c for c in h.commands[-1])
+    assert h.commands[0][:3] == ["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf"]
     with pytest.raises(LabError, match="no Cilium agent pod runs on the node with address"):
-        readback.CiliumReadback(ScriptedHost({"get pods": (0, pods)}), node_ip="2001:db8::9").programmed()
+        readback.CiliumReadback(scripted({"get pods": (0, pods)}), node_ip="2001:db8::9").programmed()
 
 
 class GrowingProbe:

@@ -14,7 +14,7 @@ from labtools.base.errors import HostUnreachable, LabError, PrerequisiteError
 from labtools.base.prereqs import require_tools
 from labtools.hosts import namespaces
 from labtools.lab import Lab, reachability
-from tests.conftest import POD_IP, ROOT, needs_root
+from tests.conftest import POD_IP, ROOT
 
 CLI = [sys.executable, "-m", "labtools"]
 
@@ -88,7 +88,7 @@ def test_background_process_and_files(lab, tmp_path):
     assert (tmp_path / "c.txt").read_text() == "hello"
 
 
-@needs_root
+@pytest.mark.lab
 def test_two_labs_with_different_prefixes_coexist(lab):
     other = Lab(prefix="pyt2")
     try:
@@ -102,7 +102,7 @@ def test_two_labs_with_different_prefixes_coexist(lab):
     assert len(namespaces.lab_namespaces("pyt")) == 6
 
 
-@needs_root
+@pytest.mark.lab
 def test_down_leaves_nothing_even_after_up_is_killed_halfway():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     for attempt in range(20):
@@ -127,7 +127,7 @@ def test_down_leaves_nothing_even_after_up_is_killed_halfway():
     assert not [n for n in namespaces.list_namespaces() if n.startswith("pyk")]
 
 
-@needs_root
+@pytest.mark.lab
 def test_sigterm_during_up_cleans_up():
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     up = subprocess.Popen([*CLI, "lab", "up", "-q", "--prefix", "pyk"], env=env, cwd=ROOT, stderr=subprocess.PIPE)
@@ -142,7 +142,7 @@ def test_sigterm_during_up_cleans_up():
     assert not namespaces.lab_namespaces("pyk")
 
 
-@needs_root
+@pytest.mark.lab
 def test_not_root_is_a_clear_error(capsys):
     from labtools.cli import main
 

@@ -11,9 +11,8 @@ import pytest
 from labtools import datapaths
 from labtools.lab import traffic
 from labtools.model import services
-from tests.conftest import IS_ROOT, ROOT
+from tests.conftest import ROOT
 
-pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root: brings the lab up")
 KEYS = {"datapath", "services", "target", "repeat", "metric", "value", "unit"}
 
 

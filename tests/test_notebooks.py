@@ -7,7 +7,7 @@ import papermill as pm
 import pytest
 
 from labtools.hosts import namespaces
-from tests.conftest import IS_ROOT, ROOT
+from tests.conftest import ROOT
 
 NOTEBOOKS = ROOT / "notebooks"
 
@@ -19,7 +19,7 @@ def test_every_notebook_has_a_parameters_cell():
         assert len(tagged) == 1, f"{path.name} needs exactly one cell tagged 'parameters'"
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="needs root: brings the lab up")
+@pytest.mark.lab
 def test_testbed_setup_notebook_runs_headless(tmp_path):
     out = tmp_path / "00.ipynb"
     try:
@@ -41,7 +41,7 @@ def test_testbed_setup_notebook_runs_headless(tmp_path):
     assert not namespaces.lab_namespaces("pynb")
 
 
-@pytest.mark.skipif(not IS_ROOT, reason="needs root: brings the lab up")
+@pytest.mark.lab
 def test_programming_notebook_measures_and_draws_headless(tmp_path, monkeypatch):
     monkeypatch.setenv("LABTOOLS_DATA", str(tmp_path / "data"))  # the kernel inherits both
     monkeypatch.setenv("LABTOOLS_PAPER", str(tmp_path / "paper"))

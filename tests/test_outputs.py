@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import ast
 import math
+import re
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,7 @@ import matplotlib.pyplot as plt
 
 from labtools.base import paths
 from labtools.model.plan import Plan, plans, profile_params
-from labtools.outputs import analysis, figstyle, paper, srv6view, sweepview, tables, verdicts
+from labtools.outputs import analysis, figstyle, figures, paper, srv6view, sweepview, tables, verdicts
 from tests.conftest import ROOT
 
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
@@ -263,7 +264,22 @@ def test_sweep_figures_print_at_size(df, hd, sweep_plans):
             sweepview.transit_figure(hd, ["last", "pod"], {"request": 400.0, "reply": 400.0}),
             sweepview.latency_figure(hd, "last")]  # fmt: skip
     assert [p for f in figs for p in _print_problems(f)] == []
-    assert matplotlib.rcParams["pdf.fonttype"] == 42  # TrueType, never Type 3
+
+
+@needs_sweeps
+def test_figures_leave_matplotlib_settings_alone(hd, tmp_path, monkeypatch):
+    from matplotlib.text import Text
+
+    before = dict(matplotlib.rcParams)
+    fig = sweepview.crr_figure(hd, ["last", "pod"])
+    assert dict(matplotlib.rcParams) == before  # the style holds inside the figure function only
+    texts = [t for t in fig.findobj(Text) if t.get_text()]
+    assert {t.get_family()[0] for t in texts} == {"serif"} and min(t.get_fontsize() for t in texts) == 7.5
+    monkeypatch.setenv("LABTOOLS_PAPER", str(tmp_path))
+    pdf, _ = figures.save_figure(fig, "crr", notebook="test", params={}, data=[paths.processed("reference-s2")])
+    assert dict(matplotlib.rcParams) == before
+    font_types = set(re.findall(rb"/Subtype /(\w+)", pdf.read_bytes()))
+    assert b"CIDFontType2" in font_types and b"Type3" not in font_types  # TrueType: saved in the style too
 
 
 def test_committed_figures_embed_no_type3_fonts():

@@ -15,17 +15,16 @@ from scapy.utils import rdpcap
 from labtools import cli
 from labtools.base import paths, prereqs
 from labtools.base.errors import LabError, PrerequisiteError
-from labtools.datapaths import srv6
+from labtools.datapaths import ebpf, srv6
 from labtools.experiments import captures, matrix
-from labtools.hosts import NetnsHost, namespaces
+from labtools.hosts import Call, NetnsHost, RecordingHost, Reply, namespaces
 from labtools.lab import Lab, capture
 from labtools.model import topology
-from tests.conftest import HAS_SEG6, IS_ROOT, POD_IP, fresh_lab, needs_seg6
+from tests.conftest import HAS_SEG6, POD_IP, fresh_lab, lab_fixture, needs_seg6
 
 PREFIX = "psr"
 CLIENT_IP = "2001:db8:1234:5679::1"
 WORKER_IP = "2001:db8:1234:5678::2"
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root: network namespaces (run `make test` as root)")
 
 
 # ----------------------------------------------------------------------------- rendering (no root)
@@ -119,6 +118,61 @@ def test_missing_tools_are_named(monkeypatch):
         srv6.require({"router": NetnsHost("router", "nowhere")}, ["router"])
 
 
+@pytest.fixture
+def recorded(inv, monkeypatch):
+    """A recording host per machine, one log for all; the BPF loader and object as if built."""
+    monkeypatch.setattr(ebpf, "require_built", lambda: (Path("/b/nodeport.o"), Path("/b/labtools-bpf-load")))
+    log: list[Call] = []
+    return {m: RecordingHost(m, log=log) for m in inv.machines}, log
+
+
+def ran(log: list[Call]) -> list[tuple[str, list[str]]]:
+    """The commands that change something, in order: without the `command -v` probes and installs."""
+    return [(c.host, list(c.argv)) for c in log if c.kind == "run" and c.argv[:2] != ("sh", "-c")]
+
+
+def as_run(plan: dict[str, list[list[str]]]) -> list[tuple[str, list[str]]]:
+    """A plan flattened as it runs: machine after machine, the BPF placeholders where a remote host installs them."""
+    installed = {srv6.LOADER: "/tmp/labtools-labtools-bpf-load", srv6.BPF_OBJECT: "/tmp/labtools-nodeport.o"}
+    return [(m, [installed.get(a, a) for a in argv]) for m, cmds in plan.items() for argv in cmds]
+
+
+@pytest.mark.parametrize("mode", srv6.MODES)
+def test_up_removes_any_earlier_tunnel_then_runs_the_plan_in_order(inv, recorded, mode):
+    hosts, log = recorded
+    assert srv6.up(hosts, mode, inventory=inv) == srv6.plan(inv, mode)
+    assert ran(log) == as_run(srv6.plan_down(inv)) + as_run(srv6.plan(inv, mode))
+
+
+def test_down_runs_every_undo_even_where_there_is_nothing_to_undo(inv, recorded):
+    hosts, log = recorded
+    for h in hosts.values():
+        h.answers = {"ip": Reply(2, "", "RTNETLINK answers: No such process")}
+    assert srv6.down(hosts, inventory=inv, worker_sid="fc00::7") == srv6.plan_down(inv, worker_sid="fc00::7")
+    assert ran(log) == as_run(srv6.plan_down(inv, worker_sid="fc00::7"))
+
+
+def test_a_failed_up_takes_back_what_it_did(inv, recorded):
+    hosts, log = recorded
+    hosts["worker"].answers = {"seg6local": Reply(2, "", "Error: seg6local: unknown action")}
+    with pytest.raises(LabError, match=r"(?s)srv6: .*seg6local.*CONFIG_IPV6_SEG6_LWTUNNEL"):
+        srv6.up(hosts, "end-dt6", inventory=inv)
+    undo, plan = as_run(srv6.plan_down(inv)), as_run(srv6.plan(inv, "end-dt6"))
+    failed = next(i for i, (m, argv) in enumerate(plan) if m == "worker" and "seg6local" in argv)
+    assert ran(log) == undo + plan[: failed + 1] + undo
+
+
+def test_a_refused_up_runs_nothing(inv, recorded):
+    hosts, log = recorded
+    with pytest.raises(LabError, match="unknown SRv6 ingress mode"):
+        srv6.up(hosts, "end-dx6", inventory=inv)
+    assert log == []
+    hosts["router"].answers = {"command -v": "tc\n"}  # a remote machine without tc
+    with pytest.raises(PrerequisiteError, match=r"\[router\] missing tool\(s\): tc"):
+        srv6.up(hosts, "end-dt6", inventory=inv)
+    assert ran(log) == []  # only the probes for tools
+
+
 def test_dry_run_prints_every_command_per_host(capsys):
     assert cli.main(["srv6", "up", "--dry-run", "--mode", "local-sid"]) == 0
     out = capsys.readouterr().out
@@ -132,7 +186,7 @@ def test_dry_run_prints_every_command_per_host(capsys):
 # ----------------------------------------------------------------------------- in the lab (root)
 
 
-@pytest.fixture(scope="module")
+@lab_fixture(scope="module")
 def slab():
     yield from fresh_lab(PREFIX)
 
@@ -152,7 +206,6 @@ def snapshot(lab: Lab) -> dict[str, str]:
     return out
 
 
-@needs_root
 @needs_seg6
 def test_the_thesis_prefix_would_lose_to_the_connected_route(slab):
     got = srv6.thesis_prefix_check(slab.host("router"), WORKER_IP)
@@ -161,7 +214,6 @@ def test_the_thesis_prefix_would_lose_to_the_connected_route(slab):
     assert "metric 256" in got["with_thesis_route"]
 
 
-@needs_root
 @needs_seg6
 def test_down_restores_the_plain_routed_path_exactly(slab):
     before = snapshot(slab)
@@ -190,7 +242,6 @@ def echo(pcap, kind):
     return [p for p in rdpcap(str(pcap)) if p.haslayer(kind)]
 
 
-@needs_root
 @needs_seg6
 def test_ping_through_the_tunnel_looks_like_the_thesis_figures(slab, tmp_path):
     srv6.up(slab, "end-dt6")
@@ -248,7 +299,6 @@ def test_ping_through_the_tunnel_looks_like_the_thesis_figures(slab, tmp_path):
     assert not [f for f in os.listdir("/tmp") if f.startswith("labtools-capture-")]
 
 
-@needs_root
 @needs_seg6
 def test_tcp_to_the_pod_passes_the_tunnel_the_nodeport_does_not(slab, tmp_path):
     srv6.up(slab, "end-dt6")
@@ -272,7 +322,6 @@ def test_tcp_to_the_pod_passes_the_tunnel_the_nodeport_does_not(slab, tmp_path):
     assert not [p for p in rdpcap(str(run / "tcp-nodeport" / "pod.pcap")) if p.haslayer(TCP)]
 
 
-@needs_root
 @needs_seg6
 def test_reachability_matrix(slab, tmp_path):
     rows = pd.read_csv(matrix.run(slab, "m", root=tmp_path, progress=False)).to_dict("records")
@@ -306,7 +355,6 @@ def test_reachability_matrix(slab, tmp_path):
     assert slab.load_state("srv6") is None
 
 
-@needs_root
 @pytest.mark.skipif(HAS_SEG6, reason="this kernel has SRv6 routes: the tunnel comes up")
 def test_a_kernel_without_srv6_routes_is_named(slab):
     with pytest.raises(PrerequisiteError, match="CONFIG_IPV6_SEG6_LWTUNNEL"):

@@ -12,16 +12,15 @@ from labtools.datapaths import srv6
 from labtools.experiments import captures
 from labtools.lab import Lab
 from labtools.model import services
-from tests.conftest import IS_ROOT, POD_IP, fresh_lab, needs_seg6
+from tests.conftest import POD_IP, fresh_lab, lab_fixture, needs_seg6
 
 PREFIX = "psn"
 CLIENT_IP = "2001:db8:1234:5679::1"
 WORKER_IP = "2001:db8:1234:5678::2"
-pytestmark = [pytest.mark.skipif(not IS_ROOT, reason="needs root: network namespaces (run `make test` as root)"),
-              needs_seg6]
+pytestmark = needs_seg6
 
 
-@pytest.fixture(scope="module")
+@lab_fixture(scope="module")
 def nlab():
     yield from fresh_lab(PREFIX)
 

@@ -11,12 +11,10 @@ import pytest
 from labtools.base.errors import HostKeyError, HostUnreachable, LabError
 from labtools.hosts import SSHConfig, SSHHost
 from labtools.lab import Lab, reachability, ssh_config
-from tests.conftest import IS_ROOT, POD_IP, emulated_vms_up
-
-pytestmark = pytest.mark.skipif(not IS_ROOT, reason="needs root: sshd in network namespaces")
+from tests.conftest import POD_IP, emulated_vms_up, lab_fixture
 
 
-@pytest.fixture(scope="module")
+@lab_fixture(scope="module")
 def vms(tmp_path_factory):
     yield from emulated_vms_up("pys", tmp_path_factory)
 

@@ -14,9 +14,8 @@ import pytest
 from labtools.base.errors import LabError
 from labtools.experiments import sweep
 from labtools.model import plan as plan_
-from tests.conftest import IS_ROOT, ROOT
+from tests.conftest import ROOT
 
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root: brings the lab up")
 ARGS = ["--datapaths", "none,ebpf,iptables-legacy", "--counts", "1,10", "--metrics", "crr", "--targets", "last,pod",
         "--repeats", "2", "--crr-transactions", "300"]  # fmt: skip
 
@@ -47,7 +46,6 @@ def test_targets_per_metric_and_the_profiles():
         plan_.profile_params("huge")
 
 
-@needs_root
 class FailingRig:
     """A rig that breaks while programming, and optionally while cleaning up."""
 

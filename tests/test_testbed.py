@@ -18,12 +18,12 @@ from labtools import cli, datapaths
 from labtools.base import prereqs
 from labtools.base.errors import LabError
 from labtools.datapaths import readback
-from labtools.hosts import Result
+from labtools.hosts import RecordingHost
 from labtools.lab import Lab, reachability
 from labtools.model import services, topology
 from labtools.rigs import kube, testbed
 from labtools.rigs.testbed import cilium, kubeadm, netplan
-from tests.conftest import HAS_SEG6, POD_IP, ROOT, emulated_vms_up
+from tests.conftest import HAS_SEG6, POD_IP, ROOT, emulated_vms_up, lab_fixture
 
 OPENSTACK = ROOT / "labtools" / "inventories" / "openstack-example.yml"
 
@@ -350,31 +350,25 @@ def test_srv6_hook(inv, monkeypatch):
         testbed.plan(inv, testbed.Options(stages=["network", "bgp"]))
 
 
-class _FakeHost:
-    def __init__(self, name, log):
-        self.name, self.log = name, log
-
-    def run(self, argv, *, input=None, timeout=60.0, check=True):
-        self.log.append((self.name, list(argv), input))
-        out = "kubeadm join [x]:6443 --token abc.def --discovery-token-ca-cert-hash sha256:123\n"
-        return Result(self.name, tuple(argv), 0, out if "token" in argv else "", "")
-
-
 class _FakeLab:
+    """The machines of `inventory` as recording hosts, one log; `kubeadm token create` prints a join command."""
+
     def __init__(self, inventory):
         self.inventory, self.log = inventory, []
+        join = "kubeadm join [x]:6443 --token abc.def --discovery-token-ca-cert-hash sha256:123\n"
+        self.hosts = {m: RecordingHost(m, {"token create": join}, log=self.log) for m in inventory.machines}
 
     def host(self, name):
-        return _FakeHost(name, self.log)
+        return self.hosts[name]
 
 
 def test_apply_runs_in_order_with_sudo_and_fills_in_the_join_token(inv):
     lab = _FakeLab(inv)
     steps = testbed.plan(inv, testbed.Options(stages=["kubeadm"]))
     testbed.apply(lab, steps, dry_run=False)
-    assert [m for m, _, _ in lab.log] == [s.machine for s in steps]
-    assert all(argv[:2] == ["sudo", "-n"] for _, argv, _ in lab.log)
-    join = next(inp for m, argv, inp in lab.log if m == "worker" and inp)
+    assert [c.host for c in lab.log] == [s.machine for s in steps]
+    assert all(c.argv[:2] == ("sudo", "-n") for c in lab.log)
+    join = next(c.input for c in lab.log if c.host == "worker" and c.input)
     (doc,) = yaml.safe_load_all(join)
     assert doc["discovery"]["bootstrapToken"]["token"] == "abc.def"
     assert doc["discovery"]["bootstrapToken"]["caCertHashes"] == ["sha256:123"]
@@ -386,7 +380,7 @@ def test_apply_runs_in_order_with_sudo_and_fills_in_the_join_token(inv):
 # ----------------------------------------------------------------------------- for real, over SSH
 
 
-@pytest.fixture(scope="module")
+@lab_fixture(scope="module")
 def vms(tmp_path_factory):
     yield from emulated_vms_up("pyk", tmp_path_factory)
 

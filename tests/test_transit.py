@@ -22,12 +22,12 @@ from labtools.base import distribution
 from labtools.lab import traffic
 from labtools.lab.capture import Capture, Point
 from labtools.model import services
-from tests.conftest import fresh_lab
+from tests.conftest import fresh_lab, lab_fixture
 
 PREFIX = "pytr"
 
 
-@pytest.fixture(scope="module")
+@lab_fixture(scope="module")
 def tlab():
     yield from fresh_lab(PREFIX)
 

@@ -48,7 +48,7 @@ SCOPE_EXT, SCOPE_INT = 0, 1
 
 # The C structs the maps hold (labtools/bpf/nodeport.c), as `struct` formats with the C members in order,
 # one per format item ("x" items are the C padding members). Every packed key and value goes through
-# these; tests/test_datapaths.py checks sizes and member offsets against the object's BTF.
+# these; tests/test_bpf_layout.py checks sizes and member offsets against the object's BTF.
 LAYOUTS: dict[str, tuple[str, tuple[str, ...]]] = {
     "lb6_key": ("<16s2sHBB2x", ("address", "dport", "backend_slot", "proto", "scope", "pad")),
     "lb6_service": ("<IHHBBH", ("backend_id", "count", "rev_nat_index", "flags", "flags2", "qcount")),

@@ -1,16 +1,21 @@
 """Measurements through the worker's service datapath, one tidy record per value.
 
-Metrics: `throughput` (iperf3 TCP, as the thesis measured; the iperf3 JSON is kept raw), `crr`
-(connection setup: a new TCP connection per transaction, thousands per sample, timed by the C client
-`labtools-crr`; p50/p90/p99 and the rate) and `udp-pps` (new UDP flows per second: `labtools-udp-flood`
-sends datagrams each from a never-used source address and port, so every packet is a new conntrack
-entry; the rate is what reaches the pod's interface per second of sending, and the worker's conntrack
-entries for the target port are deleted before and counted (deleted) after each sample, to show the
-packets really were new flows).
+Metrics (`METRICS`): `throughput` (iperf3 TCP, as the thesis measured; the iperf3 JSON is kept raw),
+`crr` (connection setup: a new TCP connection per transaction, thousands per sample, timed by the C
+client `labtools-crr`; p50/p90/p99 and the rate), `handshake` (connect() alone: SYN out, SYN-ACK back,
+every sample kept), `udp-pps` (new UDP flows per second: `labtools-udp-flood` sends datagrams each from
+a never-used source address and port, so every packet is a new conntrack entry; the rate is what
+reaches the pod's interface per second of sending, and the worker's conntrack entries for the target
+port are deleted before and counted (deleted) after each sample, to show the packets really were new
+flows), `transit` (the worker's own time per SYN and SYN-ACK, stamped in the kernel by the
+`TransitProbe` during crr traffic), `probe-overhead` (what that probe costs: handshake p50 without and
+with it, and its programs' run time) and `change` (one Service changed through the datapath's own
+update path, timed end to end; the rig measures it, `records()` makes its records).
 
-Targets: the first, middle or last created NodePort
-Service (worker address : node port), or `pod` (the pod IP directly — the baseline without service
-translation, and the collateral cost that iptables' KUBE-SERVICES walk puts on non-service traffic).
+Targets (`TARGETS`): the first, middle or last created NodePort Service (worker address : node port),
+`new` (the Service the `change` metric adds), or `pod` (the pod IP directly — the baseline without
+service translation, and the collateral cost that iptables' KUBE-SERVICES walk puts on non-service
+traffic).
 
 Where the traffic comes from and goes to is a `TrafficEnds`: the lab's namespaces (`ends(lab)`),
 or on a real cluster the client and worker VMs over SSH and the iperf3 pod through ``kubectl exec``
@@ -23,7 +28,6 @@ import contextlib
 import json
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -364,7 +368,3 @@ def records(metric: str, raw: dict, base: dict) -> list[dict]:
         return [{**base, "metric": "udp_pps", "value": raw["pps"], "unit": "1/s"},
                 {**base, "metric": "udp_delivered_ratio", "value": delivered, "unit": "1"}]  # fmt: skip
     raise LabError(f"unknown metric {metric!r}: choose one of {', '.join(METRICS)}")
-
-
-def tools_present() -> bool:
-    return CRR.exists() and UDP_FLOOD.exists() and shutil.which("iperf3") is not None

@@ -196,7 +196,22 @@ def _parse_machine(ctx: _Ctx, name: str, raw: Any, line: int | None, default_mtu
     role = m.get("role")
     if role not in ROLES:
         raise ctx.fail(f"{where}: role must be one of {', '.join(ROLES)}, got {role!r}", _line(m, "role"))
+    ifaces = _parse_interfaces(ctx, m, where, default_mtu)
+    raw_routes = m.get("routes", []) or []
+    if not isinstance(raw_routes, list):
+        raise ctx.fail(f"{where}: routes must be a list", _line(m, "routes"))
+    routes = [_parse_route(ctx, r, where, _line(m, "routes"), ifaces) for r in raw_routes]
+    forwarding = m.get("forwarding", False)
+    if not isinstance(forwarding, bool):
+        raise ctx.fail(f"{where}: forwarding must be true or false", _line(m, "forwarding"))
+    sysctls_raw = ctx.mapping(m.get("sysctls", {}) or {}, f"{where} sysctls", _line(m, "sysctls"))
+    sysctls = {str(k): str(int(v) if isinstance(v, bool) else v) for k, v in sysctls_raw.items()}
+    ssh = _parse_ssh(ctx, m, where, line) if backend == "ssh" else m.get("ssh")
+    return Machine(str(name), role, ifaces, routes, forwarding, sysctls, ssh, line)
 
+
+def _parse_interfaces(ctx: _Ctx, m: LineMap, where: str, default_mtu: int) -> dict[str, Interface]:
+    """A machine's `interfaces:`, each with its addresses and MTU."""
     ifaces: dict[str, Interface] = {}
     raw_ifaces = ctx.mapping(m.get("interfaces", {}), f"{where} interfaces", _line(m, "interfaces"))
     if not raw_ifaces:
@@ -218,82 +233,65 @@ def _parse_machine(ctx: _Ctx, name: str, raw: Any, line: int | None, default_mtu
                 f"{iwhere}: mtu must be an integer 1280..65535 (IPv6 minimum), got {mtu!r}", _line(im, "mtu")
             )
         ifaces[str(ifname)] = Interface(str(ifname), addrs, mtu, _line(im, "addresses") or iline)
+    return ifaces
 
-    routes = []
-    raw_routes = m.get("routes", []) or []
-    if not isinstance(raw_routes, list):
-        raise ctx.fail(f"{where}: routes must be a list", _line(m, "routes"))
-    for r in raw_routes:
-        rm = ctx.mapping(r, f"{where} route", _line(m, "routes"))
-        rline = rm.line or _line(m, "routes")
-        ctx.known_keys(rm, {"to", "via", "dev"}, f"{where} route")
-        to = rm.get("to")
-        if to is None:
-            raise ctx.fail(f"{where}: route without 'to'", rline)
-        via = _parse_ip(ctx, rm["via"], f"{where} route to {to}", _line(rm, "via")) if "via" in rm else None
-        if to == "default":
-            family = via.version if via else 6
-        else:
-            try:
-                family = ipaddress.ip_network(str(to), strict=True).version
-            except ValueError as e:
-                raise ctx.fail(
-                    f"{where}: route destination {to!r} is not a valid prefix ({e})", _line(rm, "to")
-                ) from None
-        if via is not None and via.version != family:
-            raise ctx.fail(f"{where}: route to {to} is IPv{family} but via {via} is IPv{via.version}", _line(rm, "via"))
-        dev = rm.get("dev")
-        if dev is not None and dev not in ifaces:
+
+def _parse_route(ctx: _Ctx, r: Any, where: str, routes_line: int | None, ifaces: dict[str, Interface]) -> Route:
+    """One of a machine's `routes:`: a valid prefix, through a gateway on one of its subnets or out of one of its
+    interfaces."""
+    rm = ctx.mapping(r, f"{where} route", routes_line)
+    rline = rm.line or routes_line
+    ctx.known_keys(rm, {"to", "via", "dev"}, f"{where} route")
+    to = rm.get("to")
+    if to is None:
+        raise ctx.fail(f"{where}: route without 'to'", rline)
+    via = _parse_ip(ctx, rm["via"], f"{where} route to {to}", _line(rm, "via")) if "via" in rm else None
+    if to == "default":
+        family = via.version if via else 6
+    else:
+        try:
+            family = ipaddress.ip_network(str(to), strict=True).version
+        except ValueError as e:
             raise ctx.fail(
-                f"{where}: unknown interface {dev!r} in route to {to} (this machine has {', '.join(ifaces)})",
-                _line(rm, "dev"),
-            )
-        if via is None and dev is None:
-            raise ctx.fail(f"{where}: route to {to} needs 'via' or 'dev'", rline)
-        if via is not None and not via.is_link_local:
-            cands = [ifaces[dev]] if dev else list(ifaces.values())
-            if not any(via in a.network for i in cands for a in i.addresses):
-                raise ctx.fail(
-                    f"{where}: gateway {via} of route to {to} is not on a subnet of {dev or 'any interface'}",
-                    _line(rm, "via"),
-                )
-        routes.append(Route(str(to), via, dev, family))
-
-    forwarding = m.get("forwarding", False)
-    if not isinstance(forwarding, bool):
-        raise ctx.fail(f"{where}: forwarding must be true or false", _line(m, "forwarding"))
-    sysctls_raw = ctx.mapping(m.get("sysctls", {}) or {}, f"{where} sysctls", _line(m, "sysctls"))
-    sysctls = {str(k): str(int(v) if isinstance(v, bool) else v) for k, v in sysctls_raw.items()}
-
-    ssh = m.get("ssh")
-    if backend == "ssh":
-        if ssh is None:
-            raise ctx.fail(f"{where}: the ssh backend needs an 'ssh:' section (at least host)", line)
-        sm = ctx.mapping(ssh, f"{where} ssh", _line(m, "ssh"))
-        ctx.known_keys(
-            sm,
-            {
-                "host",
-                "port",
-                "user",
-                "key",
-                "password",
-                "known_hosts",
-                "passphrase",
-                "accept_new_host_key",
-                "timeout",
-                "jump",
-                "netns",
-            },
-            f"{where} ssh",
+                f"{where}: route destination {to!r} is not a valid prefix ({e})", _line(rm, "to")
+            ) from None
+    if via is not None and via.version != family:
+        raise ctx.fail(f"{where}: route to {to} is IPv{family} but via {via} is IPv{via.version}", _line(rm, "via"))
+    dev = rm.get("dev")
+    if dev is not None and dev not in ifaces:
+        raise ctx.fail(
+            f"{where}: unknown interface {dev!r} in route to {to} (this machine has {', '.join(ifaces)})",
+            _line(rm, "dev"),
         )
-        if "host" not in sm:
-            raise ctx.fail(f"{where} ssh: 'host' is required", sm.line)
-        port = sm.get("port", 22)
-        if not isinstance(port, int) or not 0 < port < 65536:
-            raise ctx.fail(f"{where} ssh: port must be 1..65535, got {port!r}", _line(sm, "port"))
-        ssh = dict(sm)
-    return Machine(str(name), role, ifaces, routes, forwarding, sysctls, ssh, line)
+    if via is None and dev is None:
+        raise ctx.fail(f"{where}: route to {to} needs 'via' or 'dev'", rline)
+    if via is not None and not via.is_link_local:
+        cands = [ifaces[dev]] if dev else list(ifaces.values())
+        if not any(via in a.network for i in cands for a in i.addresses):
+            raise ctx.fail(
+                f"{where}: gateway {via} of route to {to} is not on a subnet of {dev or 'any interface'}",
+                _line(rm, "via"),
+            )
+    return Route(str(to), via, dev, family)
+
+
+SSH_KEYS = {"host", "port", "user", "key", "password", "known_hosts", "passphrase", "accept_new_host_key", "timeout",
+            "jump", "netns"}  # fmt: skip
+
+
+def _parse_ssh(ctx: _Ctx, m: LineMap, where: str, line: int | None) -> dict[str, Any]:
+    """A machine's `ssh:` section, which the ssh backend needs (at least its host)."""
+    ssh = m.get("ssh")
+    if ssh is None:
+        raise ctx.fail(f"{where}: the ssh backend needs an 'ssh:' section (at least host)", line)
+    sm = ctx.mapping(ssh, f"{where} ssh", _line(m, "ssh"))
+    ctx.known_keys(sm, SSH_KEYS, f"{where} ssh")
+    if "host" not in sm:
+        raise ctx.fail(f"{where} ssh: 'host' is required", sm.line)
+    port = sm.get("port", 22)
+    if not isinstance(port, int) or not 0 < port < 65536:
+        raise ctx.fail(f"{where} ssh: port must be 1..65535, got {port!r}", _line(sm, "port"))
+    return dict(sm)
 
 
 CNIS = ("cilium", "plain")
@@ -324,58 +322,12 @@ def parse(data: Any, path: str | None = None) -> Inventory:
     if not isinstance(mtu, int) or not 1280 <= mtu <= 65535:
         raise ctx.fail(f"mtu must be an integer 1280..65535, got {mtu!r}", _line(top, "mtu"))
 
-    raw_machines = ctx.mapping(top.get("machines"), "machines", _line(top, "machines"))
-    ssh_defaults = dict(top.get("ssh_defaults") or {})
-    machines: dict[str, Machine] = {}
-    for name, raw in raw_machines.items():
-        if backend == "ssh" and isinstance(raw, dict) and isinstance(raw.get("ssh"), dict):
-            merged = LineMap({**ssh_defaults, **raw["ssh"]})
-            # Parsed from a file, the mapping knows its lines; built in code, it does not.
-            merged.line, merged.key_lines = getattr(raw["ssh"], "line", 0), getattr(raw["ssh"], "key_lines", {})
-            raw["ssh"] = merged
-        machines[name] = _parse_machine(ctx, name, raw, raw_machines.key_lines.get(name), mtu, backend)
-
-    links: list[Link] = []
-    seen: dict[InterfaceRef, int | None] = {}
-    raw_links = top.get("links", []) or []
-    if not isinstance(raw_links, list):
-        raise ctx.fail("links must be a list", _line(top, "links"))
-    for lraw in raw_links:
-        lm = ctx.mapping(lraw, "link", _line(top, "links"))
-        ctx.known_keys(lm, {"name", "members"}, "link")
-        lname = lm.get("name")
-        if not lname or not NAME_RE.match(str(lname)):
-            raise ctx.fail(f"link name {lname!r} is missing or invalid", lm.line)
-        if any(lk.name == lname for lk in links):
-            raise ctx.fail(f"duplicate link {lname!r}", lm.line)
-        members = lm.get("members")
-        if not isinstance(members, list) or len(members) < 2:
-            raise ctx.fail(f"link {lname!r}: members must list at least two machine:interface", _line(lm, "members"))
-        eps = []
-        for mem in members:
-            mline = _line(lm, "members")
-            if not isinstance(mem, str) or mem.count(":") != 1:
-                raise ctx.fail(f"link {lname!r}: member {mem!r} must be 'machine:interface'", mline)
-            mname, ifname = mem.split(":")
-            if mname not in machines:
-                raise ctx.fail(f"link {lname!r}: unknown machine {mname!r}", mline)
-            if ifname not in machines[mname].interfaces:
-                raise ctx.fail(
-                    f"link {lname!r}: machine {mname!r} has no interface {ifname!r} "
-                    f"(it has {', '.join(machines[mname].interfaces)})",
-                    mline,
-                )
-            ep = InterfaceRef(mname, ifname)
-            if ep in seen:
-                raise ctx.fail(f"link {lname!r}: {ep} is already wired to another link", mline)
-            seen[ep] = mline
-            eps.append(ep)
-        links.append(Link(str(lname), eps))
-
+    machines = _parse_machines(ctx, top, backend, mtu)
+    links, wired = _parse_links(ctx, top, machines)
     if backend == "netns":
         for m in machines.values():
             for ifname in m.interfaces:
-                if InterfaceRef(m.name, ifname) not in seen:
+                if InterfaceRef(m.name, ifname) not in wired:
                     raise ctx.fail(
                         f"machine {m.name!r} interface {ifname!r} is not wired to any link "
                         "(the netns backend creates every interface from 'links')",
@@ -396,6 +348,66 @@ def parse(data: Any, path: str | None = None) -> Inventory:
         cluster,
         str(cni),
     )
+
+
+def _parse_machines(ctx: _Ctx, top: LineMap, backend: str, mtu: int) -> dict[str, Machine]:
+    """The inventory's `machines:`; under the ssh backend each machine's `ssh:` on top of `ssh_defaults:`."""
+    raw_machines = ctx.mapping(top.get("machines"), "machines", _line(top, "machines"))
+    ssh_defaults = dict(top.get("ssh_defaults") or {})
+    machines: dict[str, Machine] = {}
+    for name, raw in raw_machines.items():
+        if backend == "ssh" and isinstance(raw, dict) and isinstance(raw.get("ssh"), dict):
+            merged = LineMap({**ssh_defaults, **raw["ssh"]})
+            # Parsed from a file, the mapping knows its lines; built in code, it does not.
+            merged.line, merged.key_lines = getattr(raw["ssh"], "line", 0), getattr(raw["ssh"], "key_lines", {})
+            raw["ssh"] = merged
+        machines[name] = _parse_machine(ctx, name, raw, raw_machines.key_lines.get(name), mtu, backend)
+    return machines
+
+
+def _parse_links(ctx: _Ctx, top: LineMap, machines: dict[str, Machine]) -> tuple[list[Link], set[InterfaceRef]]:
+    """The inventory's `links:`, and every interface they wire (each to one link only)."""
+    links: list[Link] = []
+    seen: set[InterfaceRef] = set()
+    raw_links = top.get("links", []) or []
+    if not isinstance(raw_links, list):
+        raise ctx.fail("links must be a list", _line(top, "links"))
+    for lraw in raw_links:
+        lm = ctx.mapping(lraw, "link", _line(top, "links"))
+        ctx.known_keys(lm, {"name", "members"}, "link")
+        lname = lm.get("name")
+        if not lname or not NAME_RE.match(str(lname)):
+            raise ctx.fail(f"link name {lname!r} is missing or invalid", lm.line)
+        if any(lk.name == lname for lk in links):
+            raise ctx.fail(f"duplicate link {lname!r}", lm.line)
+        members = lm.get("members")
+        if not isinstance(members, list) or len(members) < 2:
+            raise ctx.fail(f"link {lname!r}: members must list at least two machine:interface", _line(lm, "members"))
+        eps = []
+        for mem in members:
+            ep = _parse_member(ctx, mem, str(lname), _line(lm, "members"), machines)
+            if ep in seen:
+                raise ctx.fail(f"link {lname!r}: {ep} is already wired to another link", _line(lm, "members"))
+            seen.add(ep)
+            eps.append(ep)
+        links.append(Link(str(lname), eps))
+    return links, seen
+
+
+def _parse_member(ctx: _Ctx, mem: Any, lname: str, line: int | None, machines: dict[str, Machine]) -> InterfaceRef:
+    """One `machine:interface` member of link `lname`, naming an interface the machine has."""
+    if not isinstance(mem, str) or mem.count(":") != 1:
+        raise ctx.fail(f"link {lname!r}: member {mem!r} must be 'machine:interface'", line)
+    mname, ifname = mem.split(":")
+    if mname not in machines:
+        raise ctx.fail(f"link {lname!r}: unknown machine {mname!r}", line)
+    if ifname not in machines[mname].interfaces:
+        raise ctx.fail(
+            f"link {lname!r}: machine {mname!r} has no interface {ifname!r} "
+            f"(it has {', '.join(machines[mname].interfaces)})",
+            line,
+        )
+    return InterfaceRef(mname, ifname)
 
 
 class ClusterSpec(pydantic.BaseModel):

@@ -21,7 +21,6 @@ from matplotlib.ticker import FuncFormatter
 from labtools.outputs import analysis, figstyle
 from labtools.outputs.verdicts import PALETTE
 
-figstyle.apply()
 CHANGES = ("add", "remove", "endpoints")
 GOAL_N = 10_000
 # The issue's goals for one change at N = 10,000, end to end, in seconds (iptables: a ratio, below).
@@ -102,6 +101,7 @@ def _band(ax, pp: pd.DataFrame, scale: float, **kw) -> None:
     ax.fill_between(pp["services"], pp["ci_lo"] * scale, pp["ci_hi"] * scale, alpha=0.18, color=kw["color"], lw=0)
 
 
+@figstyle.styled
 def change_figure(df: pd.DataFrame) -> Figure:
     """One change against N, a panel per change: the time until the client's probe sees it (solid, with the
     95% CI band) and until the datapath's update call returns (thin dotted), in ms on log axes; the probe's
@@ -128,6 +128,7 @@ def change_figure(df: pd.DataFrame) -> Figure:
     return fig
 
 
+@figstyle.styled
 def cold_figure(df: pd.DataFrame) -> Figure:
     """One full sync from an empty node against N, per datapath and kube-proxy layout, in s on log axes, with
     95% CI bands; nftables' goals for the current layout as open markers."""

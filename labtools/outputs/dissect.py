@@ -37,7 +37,7 @@ import shutil
 import subprocess
 import warnings
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -446,26 +446,44 @@ def compare(pcap: str | Path, tshark: str = "tshark") -> list[Disagreement]:
 
 
 def _compare_frame(pcap: str, frame: int, rows: pd.DataFrame, t: pd.Series) -> list[Disagreement]:
-    out: list[Disagreement] = []
-    truncated = bool(rows["truncated"].any())
+    fr = _FrameComparison(pcap, frame, bool(rows["truncated"].any()))
+    _compare_ipv6(fr, rows, t)
+    _compare_routing(fr, rows, t)
+    # Upper-layer headers, except under fragments (tshark reassembles, scapy does not) and under IPv4 (its L4
+    # headers are not rows here).
+    if not ((rows["ext"] == "fragment").any() or t["ip.version"]):
+        _compare_l4(fr, rows, t)
+    return fr.out
 
-    def check(header: str, fld: str, mine: object, theirs: object) -> None:
+
+@dataclass
+class _FrameComparison:
+    """The disagreements found in one frame so far, and whether the frame was cut short."""
+
+    pcap: str
+    frame: int
+    truncated: bool
+    out: list[Disagreement] = field(default_factory=list)
+
+    def check(self, header: str, fld: str, mine: object, theirs: object) -> None:
         mine = _norm(mine)
         if mine != theirs:
-            out.append(Disagreement(pcap, frame, header, fld, mine, theirs))
+            self.out.append(Disagreement(self.pcap, self.frame, header, fld, mine, theirs))
 
-    def count(header: str, mine: int, theirs: int) -> bool:
+    def count(self, header: str, mine: int, theirs: int) -> bool:
         """Whether the header counts agree; a mismatch is a disagreement unless the frame is truncated."""
-        if mine != theirs and not truncated:
-            out.append(Disagreement(pcap, frame, header, "count", mine, theirs))
+        if mine != theirs and not self.truncated:
+            self.out.append(Disagreement(self.pcap, self.frame, header, "count", mine, theirs))
         return mine == theirs
 
-    # IPv6 fixed headers
+
+def _compare_ipv6(fr: _FrameComparison, rows: pd.DataFrame, t: pd.Series) -> None:
+    """The IPv6 fixed headers, the n-th against tshark's n-th occurrence."""
     v6 = rows[rows["kind"] == "ipv6"]
     cols = {k: _occ(t[k]) for k in ("ipv6.src", "ipv6.dst", "ipv6.nxt", "ipv6.hlim", "ipv6.plen", "ipv6.flow",
                                     "ipv6.tclass")}  # fmt: skip
     n_ts = len(cols["ipv6.src"])
-    count("ipv6", len(v6), n_ts)
+    fr.count("ipv6", len(v6), n_ts)
     for i, (_, r) in enumerate(v6.iterrows()):
         if i >= n_ts:
             break
@@ -474,40 +492,43 @@ def _compare_frame(pcap: str, frame: int, rows: pd.DataFrame, t: pd.Series) -> l
         def at(k: str, i: int = i) -> str:
             return cols[k][i] if i < len(cols[k]) else ""
 
-        check(h, "src", r["src"], at("ipv6.src") or None)
-        check(h, "dst", r["dst"], at("ipv6.dst") or None)
-        check(h, "nh", r["nh"], _int(at("ipv6.nxt")))
-        check(h, "hlim", r["hlim"], _int(at("ipv6.hlim")))
-        check(h, "plen", r["plen"], _int(at("ipv6.plen")))
-        check(h, "fl", r["fl"], _int(at("ipv6.flow")))
-        check(h, "tc", r["tc"], _int(at("ipv6.tclass")))
+        fr.check(h, "src", r["src"], at("ipv6.src") or None)
+        fr.check(h, "dst", r["dst"], at("ipv6.dst") or None)
+        fr.check(h, "nh", r["nh"], _int(at("ipv6.nxt")))
+        fr.check(h, "hlim", r["hlim"], _int(at("ipv6.hlim")))
+        fr.check(h, "plen", r["plen"], _int(at("ipv6.plen")))
+        fr.check(h, "fl", r["fl"], _int(at("ipv6.flow")))
+        fr.check(h, "tc", r["tc"], _int(at("ipv6.tclass")))
 
-    # routing headers (SRH and others): tshark's ipv6.routing.* occurrences, SRH-only fields per SRH
+
+def _compare_routing(fr: _FrameComparison, rows: pd.DataFrame, t: pd.Series) -> None:
+    """Routing headers (SRH and others): tshark's ipv6.routing.* occurrences, then the SRH-only fields per SRH."""
     rt = rows[(rows["kind"] == "srh") | ((rows["kind"] == "ext") & (rows["ext"] == "routing"))]
     rtype, rnxt, rsl = (_occ(t[k]) for k in ("ipv6.routing.type", "ipv6.routing.nxt", "ipv6.routing.segleft"))
-    if count("routing", len(rt), len(rtype)):
+    if fr.count("routing", len(rt), len(rtype)):
         for i, (_, r) in enumerate(rt.iterrows()):
             h = f"{r['kind']}[{i}]"
-            check(h, "nh", r["nh"], _int(rnxt[i]) if i < len(rnxt) else None)
-            check(h, "segleft", r["segleft"], _int(rsl[i]) if i < len(rsl) else None)
+            fr.check(h, "nh", r["nh"], _int(rnxt[i]) if i < len(rnxt) else None)
+            fr.check(h, "segleft", r["segleft"], _int(rsl[i]) if i < len(rsl) else None)
     srh = rows[rows["kind"] == "srh"]
     last, addrs, tags = (_occ(t[k]) for k in ("ipv6.routing.srh.last_entry", "ipv6.routing.srh.addr",
                                                "ipv6.routing.srh.tag"))  # fmt: skip
-    if count("srh", len(srh), len(last)):
-        pos = 0
-        for i, (_, r) in enumerate(srh.iterrows()):
-            h = f"srh[{i}]"
-            check(h, "lastentry", r["lastentry"], _int(last[i]))
-            n = len(r["segments"].split()) if r["segments"] else 0
-            check(h, "segments", r["segments"] or None, " ".join(addrs[pos : pos + n]) or None)
-            pos += n
-            check(h, "tag", r["tag"], _bytes_int(tags[i]) if i < len(tags) else None)
-        if pos != len(addrs) and not truncated:
-            out.append(Disagreement(pcap, frame, "srh", "segment count", pos, len(addrs)))
+    if not fr.count("srh", len(srh), len(last)):
+        return
+    pos = 0
+    for i, (_, r) in enumerate(srh.iterrows()):
+        h = f"srh[{i}]"
+        fr.check(h, "lastentry", r["lastentry"], _int(last[i]))
+        n = len(r["segments"].split()) if r["segments"] else 0
+        fr.check(h, "segments", r["segments"] or None, " ".join(addrs[pos : pos + n]) or None)
+        pos += n
+        fr.check(h, "tag", r["tag"], _bytes_int(tags[i]) if i < len(tags) else None)
+    if pos != len(addrs) and not fr.truncated:
+        fr.out.append(Disagreement(fr.pcap, fr.frame, "srh", "segment count", pos, len(addrs)))
 
-    # upper-layer headers
-    if (rows["ext"] == "fragment").any() or t["ip.version"]:
-        return out  # fragments: tshark reassembles, scapy does not; IPv4: its L4 headers are not rows here
+
+def _compare_l4(fr: _FrameComparison, rows: pd.DataFrame, t: pd.Series) -> None:
+    """TCP, UDP and ICMPv6 headers; lengths only where the frame is whole and the header is not quoted in an error."""
     l4 = rows[rows["kind"] == "l4"]
     for proto, keys in (("tcp", ("tcp.srcport", "tcp.dstport", "tcp.flags", "tcp.hdr_len", "tcp.len")),
                         ("udp", ("udp.srcport", "udp.dstport", "udp.length")),
@@ -515,7 +536,7 @@ def _compare_frame(pcap: str, frame: int, rows: pd.DataFrame, t: pd.Series) -> l
         mine = l4[l4["proto"] == proto]
         occ = {k: _occ(t[k]) for k in keys}
         theirs = len(occ[keys[0]])
-        if not count(proto, len(mine), theirs):
+        if not fr.count(proto, len(mine), theirs):
             continue
         for i, (_, r) in enumerate(mine.iterrows()):
             h = f"{proto}[{i}]"
@@ -524,18 +545,17 @@ def _compare_frame(pcap: str, frame: int, rows: pd.DataFrame, t: pd.Series) -> l
                 return _int(occ[k][i]) if i < len(occ[k]) else None
 
             if proto == "icmpv6":
-                check(h, "icmp_type", r["icmp_type"], at("icmpv6.type"))
-                check(h, "icmp_code", r["icmp_code"], at("icmpv6.code"))
+                fr.check(h, "icmp_type", r["icmp_type"], at("icmpv6.type"))
+                fr.check(h, "icmp_code", r["icmp_code"], at("icmpv6.code"))
                 continue
-            check(h, "sport", r["sport"], at(f"{proto}.srcport"))
-            check(h, "dport", r["dport"], at(f"{proto}.dstport"))
+            fr.check(h, "sport", r["sport"], at(f"{proto}.srcport"))
+            fr.check(h, "dport", r["dport"], at(f"{proto}.dstport"))
             if proto == "tcp":
-                check(h, "tcp_flags", _tcp_flags_int(r["tcp_flags"]), at("tcp.flags"))
-                if not truncated and not r["quoted"] and at("tcp.len") is not None:
-                    check(h, "length", r["length"], (at("tcp.hdr_len") or 0) + (at("tcp.len") or 0))
-            elif not truncated and not r["quoted"]:
-                check(h, "length", r["length"], at("udp.length"))
-    return out
+                fr.check(h, "tcp_flags", _tcp_flags_int(r["tcp_flags"]), at("tcp.flags"))
+                if not fr.truncated and not r["quoted"] and at("tcp.len") is not None:
+                    fr.check(h, "length", r["length"], (at("tcp.hdr_len") or 0) + (at("tcp.len") or 0))
+            elif not fr.truncated and not r["quoted"]:
+                fr.check(h, "length", r["length"], at("udp.length"))
 
 
 # --------------------------------------------------------------------------------------------------- presentation

@@ -8,6 +8,11 @@ whose TrueType files matplotlib embeds whole-glyph (Latin Modern ships only as C
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import ParamSpec, TypeVar
+
 import matplotlib
 
 TEXT_WIDTH = 6.3  # inches: 16 cm
@@ -32,6 +37,23 @@ RC = {
 }
 
 
-def apply() -> None:
-    """Use these settings for every figure drawn after this call (the figure modules call it on import)."""
-    matplotlib.rcParams.update(RC)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def context() -> AbstractContextManager:
+    """These settings inside a `with` block only; matplotlib's global settings are left as they were."""
+    return matplotlib.rc_context(RC)
+
+
+def styled(draw: Callable[P, R]) -> Callable[P, R]:
+    """Decorates a function that draws a figure: it draws under `context()`. Fonts and sizes are fixed when
+    each text is made; the font files and their embedding when the figure is saved, so saving uses
+    `context()` too (`figures.save_figure`)."""
+
+    @functools.wraps(draw)
+    def drawn(*args: P.args, **kwargs: P.kwargs) -> R:
+        with context():
+            return draw(*args, **kwargs)
+
+    return drawn

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from labtools.base import paths
 from labtools.base.errors import LabError
+from labtools.outputs import figstyle
 
 
 def sha256(path: str | Path) -> str:
@@ -63,13 +64,15 @@ def record(outputs: Iterable[str | Path], *, notebook: str, params: Mapping, dat
 
 def save_figure(fig, name: str, *, notebook: str, params: Mapping, data: Iterable[str | Path], caption: str = "",
                 directory: Path | None = None) -> list[Path]:  # fmt: skip
-    """Write `fig` as `name`.pdf and `name`.png and record both in the manifest."""
+    """Write `fig` as `name`.pdf and `name`.png, in the paper's style (`figstyle`: fonts embedded as TrueType),
+    and record both in the manifest."""
     directory = directory or paths.paper_root() / "figures"
     directory.mkdir(parents=True, exist_ok=True)
     outs = [directory / f"{name}.pdf", directory / f"{name}.png"]
     # A fixed creation date keeps the PDF's bytes (and hash) a function of the figure alone.
-    fig.savefig(outs[0], bbox_inches="tight", metadata={"CreationDate": None})
-    fig.savefig(outs[1], bbox_inches="tight", dpi=150)
+    with figstyle.context():
+        fig.savefig(outs[0], bbox_inches="tight", metadata={"CreationDate": None})
+        fig.savefig(outs[1], bbox_inches="tight", dpi=150)
     record(outs, notebook=notebook, params=params, data=data, caption=caption)
     return outs
 

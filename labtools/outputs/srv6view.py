@@ -22,15 +22,11 @@ from labtools.outputs import dissect, figstyle, figures
 from labtools.outputs.paper import tex_escape
 from labtools.outputs.verdicts import macro_name
 
-figstyle.apply()
-
 # The capture points along the path, client to pod (as `labtools.lab.capture.POINTS`, which this layer may not
 # import; tests/test_outputs.py checks they agree).
 POINTS = ("client", "router-client", "router-cluster", "worker", "pod")
 TUNNEL = ("router-cluster", "worker")  # the points between the SRv6 ends, where the packet is encapsulated
 ECHO_REQUEST, ECHO_REPLY = 128, 129  # ICMPv6 types
-# An ingress mode that is a seg6local behaviour, as RFC 8986 names it (the others are labtools' own modes).
-BEHAVIOURS = {"end-dt6": "End.DT6"}
 
 # -- the captures ------------------------------------------------------------------------------------------------
 
@@ -156,6 +152,7 @@ def _label(r) -> str:
     return r.kind
 
 
+@figstyle.styled
 def packet_walk(D: pd.DataFrame, points: Sequence[str] | None = None, scenario: str = "icmp",
                 icmp_type: int = ECHO_REQUEST) -> Figure:  # fmt: skip
     """The header stack (outermost on top) of the first echo request at each capture point, side by side.
@@ -233,6 +230,7 @@ def crr_summary(R: pd.DataFrame) -> pd.DataFrame:
 MODE_COLOURS = ["0.6", "tab:blue", "tab:orange", "tab:green", "tab:purple", "tab:brown", "tab:pink"]
 
 
+@figstyle.styled
 def crr_figure(p50: pd.DataFrame) -> Figure:
     """`crr_summary` as grouped horizontal bars (median, min-max over repeats): a panel per target, a group per
     datapath, a bar per ingress mode with the plain path (`none`, grey) first, and a legend of the modes."""

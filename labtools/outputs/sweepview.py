@@ -21,7 +21,6 @@ from labtools.model.plan import Plan
 from labtools.outputs import analysis, figstyle
 from labtools.outputs.verdicts import PALETTE, order, scenario_name, scenario_target, throughput_plans
 
-figstyle.apply()
 WIDE = figstyle.TEXT_WIDTH
 
 
@@ -45,6 +44,7 @@ def _errorbar(ax, s: pd.DataFrame, x, scale: float = 1.0, **kw) -> None:
     ax.errorbar(x(s["services"]), s["median"] / scale, yerr=[below, above], **kw)
 
 
+@figstyle.styled
 def throughput_ratio_figure(df: pd.DataFrame, plans: Sequence[Plan]) -> Figure:
     """Thesis Figs. 33 and 36: eBPF / iptables (and / iptables-legacy) throughput per N, one panel per
     throughput sweep; each point the median over repeats of the ratio within one repeat, the bar the IQR."""
@@ -64,6 +64,7 @@ def throughput_ratio_figure(df: pd.DataFrame, plans: Sequence[Plan]) -> Figure:
     return fig
 
 
+@figstyle.styled
 def throughput_box_figure(df: pd.DataFrame, plans: Sequence[Plan]) -> Figure:
     """Thesis Figs. 34/35 and 38/39: box plots of throughput over repeats per N and datapath, per sweep; the
     axis starts at 0, so that a few per cent look like a few per cent."""
@@ -88,6 +89,7 @@ def _series(S: pd.DataFrame, d: str, metric: str, target: str) -> pd.DataFrame:
     return S[(S["datapath"] == d) & (S["metric"] == metric) & (S["target"] == ("pod" if d == "none" else target))]
 
 
+@figstyle.styled
 def crr_figure(hd: pd.DataFrame, crr_targets: Sequence[str]) -> Figure:
     """Connection-setup latency (p50 top, p99 bottom, log scale) versus N per datapath, one column per target,
     with `none` as the baseline; median and IQR over repeats."""
@@ -111,6 +113,7 @@ def crr_figure(hd: pd.DataFrame, crr_targets: Sequence[str]) -> Figure:
     return fig
 
 
+@figstyle.styled
 def udp_pps_figure(hd: pd.DataFrame, udp_targets: Sequence[str]) -> Figure:
     """Packets per second of new UDP flows (thousands) versus N per datapath, one panel per target; from 0."""
     S = analysis.summary(hd)
@@ -151,6 +154,7 @@ def _datapath_legend(fig, datapaths: Sequence[str], extra: Sequence[Line2D | Pat
                bbox_to_anchor=(0.5, 0), handlelength=1.6, columnspacing=1.2)  # fmt: skip
 
 
+@figstyle.styled
 def transit_figure(hd: pd.DataFrame, targets: Sequence[str], probe_ns: Mapping[str, float] | None = None) -> Figure:
     """The worker's own transit time (p50, µs, log scale) versus N per datapath: the request (uplink in ->
     pod veth out) on top, the reply below, one column per target; medians with their order-statistic intervals
@@ -178,6 +182,7 @@ def transit_figure(hd: pd.DataFrame, targets: Sequence[str], probe_ns: Mapping[s
     return fig
 
 
+@figstyle.styled
 def latency_figure(hd: pd.DataFrame, target: str) -> Figure:
     """Left: crr (solid) and handshake (dashed) p50 versus N per datapath at `target`, with interval bands;
     `none`'s crr, the harness floor, as a grey band. Right: where a crr transaction's p50 goes at the

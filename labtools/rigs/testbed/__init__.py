@@ -130,108 +130,17 @@ def plan(inv: Inventory, opts: Options | None = None) -> list[Step]:
     unknown = set(stages) - set(STAGES)
     if unknown:
         raise LabError(f"unknown stage(s) {', '.join(sorted(unknown))}: choose from {', '.join(STAGES)}")
-    emulated = opts.files_root is not None
     all_files = files(inv, opts)
     steps: list[Step] = []
-
     if "network" in stages:
-        for m in inv.machines.values():
-            mine = all_files.get(m.name, {})
-            if netplan.NETPLAN_PATH in mine:
-                np_path = _path(opts, m.name, netplan.NETPLAN_PATH)
-                sc_path = _path(opts, m.name, netplan.SYSCTL_PATH)
-                steps.append(
-                    write_file(
-                        m.name,
-                        "network",
-                        np_path,
-                        mine[netplan.NETPLAN_PATH],
-                        "netplan (thesis appendix, lines 1170-1230)",
-                        "0600",
-                    )
-                )
-                steps.append(
-                    write_file(
-                        m.name, "network", sc_path, mine[netplan.SYSCTL_PATH], "forwarding sysctls (thesis line 457)"
-                    )
-                )
-                if not emulated:
-                    steps.append(Step(m.name, "network", ("netplan", "generate"), why="validate the netplan files"))
-                steps.append(Step(m.name, "network", ("sysctl", "-q", "-p", sc_path), why="sysctls, now"))
-            # The netplan file's content, applied now without restarting the network (see netplan.py).
-            why = "run-time equivalent of the netplan file" if mine else "the pod's network (the CNI's job)"
-            steps += [Step(m.name, "network", tuple(a), why=why) for a in topology.configure_commands(m)]
-
+        steps += _network_steps(inv, opts, all_files)
     if "srv6" in stages:
-        explicit = opts.stages is not None
-        try:
-            sr = srv6_plan(inv, opts.srv6_mode)
-        except LabError as e:
-            if explicit:
-                raise
-            sr, why = None, f"SRv6 left out: {e}"
-        else:
-            why = "SRv6 left out: labtools.datapaths.srv6.plan(inventory, mode) is not there"
-        if sr is None:
-            if explicit:
-                raise LabError("stage srv6 needs labtools.datapaths.srv6.plan(inventory, mode), which is not there")
-            # Not asked for by name: say so in the plan (and the dry run) and go on.
-            steps.append(Step(inv.by_role("router").name, "srv6", (), why=why))
-        else:
-            for machine, argvs in sr.items():
-                steps += [Step(machine, "srv6", tuple(a), why=f"SRv6 ({opts.srv6_mode})") for a in argvs]
-
+        steps += _srv6_steps(inv, opts)
     roles = {m.role for m in inv.machines.values()}
-    if not emulated and {"master", "worker"} <= roles:
+    if opts.files_root is None and {"master", "worker"} <= roles:  # emulated VMs have no whole machine for these
         master, worker = inv.by_role("master").name, inv.by_role("worker").name
         if "kubeadm" in stages:
-            steps.append(
-                write_file(
-                    master,
-                    "kubeadm",
-                    kubeadm.INIT_PATH,
-                    all_files[master][kubeadm.INIT_PATH],
-                    "kubeadm init config (thesis lines 1237-1281)",
-                    "0600",
-                )
-            )
-            steps.append(
-                Step(
-                    master,
-                    "kubeadm",
-                    ("sh", "-c", f"test -f {kubeadm.ADMIN_KUBECONFIG} || kubeadm init --config {kubeadm.INIT_PATH}"),
-                    why="kubeadm init (thesis line 1287), unless already done",
-                    timeout=900,
-                )
-            )
-            steps.append(
-                Step(
-                    master,
-                    "kubeadm",
-                    ("kubeadm", "token", "create", "--print-join-command"),
-                    why="a bootstrap token for the worker",
-                    capture="join",
-                )
-            )
-            steps.append(
-                write_file(
-                    worker,
-                    "kubeadm",
-                    kubeadm.JOIN_PATH,
-                    all_files[worker][kubeadm.JOIN_PATH],
-                    "kubeadm join config (thesis lines 1302-1314)",
-                    "0600",
-                )
-            )
-            steps.append(
-                Step(
-                    worker,
-                    "kubeadm",
-                    ("sh", "-c", f"test -f /etc/kubernetes/kubelet.conf || kubeadm join --config {kubeadm.JOIN_PATH}"),
-                    why="kubeadm join (thesis line 1320), unless already done",
-                    timeout=900,
-                )
-            )
+            steps += _kubeadm_steps(master, worker, all_files)
         if "cilium" in stages:
             for mode in cilium.MODES:
                 path = cilium.values_path(mode)
@@ -241,6 +150,101 @@ def plan(inv: Inventory, opts: Options | None = None) -> list[Step]:
                 for machine, a in cilium.switch_commands(inv, opts.cilium_mode, version=opts.cilium_version)
             ]
     return steps
+
+
+def _network_steps(inv: Inventory, opts: Options, all_files: dict[str, dict[str, str]]) -> list[Step]:
+    """Per machine: its netplan and sysctl files installed and applied, then the same configuration as commands."""
+    steps: list[Step] = []
+    for m in inv.machines.values():
+        mine = all_files.get(m.name, {})
+        if netplan.NETPLAN_PATH in mine:
+            np_path = _path(opts, m.name, netplan.NETPLAN_PATH)
+            sc_path = _path(opts, m.name, netplan.SYSCTL_PATH)
+            steps.append(
+                write_file(
+                    m.name,
+                    "network",
+                    np_path,
+                    mine[netplan.NETPLAN_PATH],
+                    "netplan (thesis appendix, lines 1170-1230)",
+                    "0600",
+                )
+            )
+            steps.append(
+                write_file(
+                    m.name, "network", sc_path, mine[netplan.SYSCTL_PATH], "forwarding sysctls (thesis line 457)"
+                )
+            )
+            if opts.files_root is None:
+                steps.append(Step(m.name, "network", ("netplan", "generate"), why="validate the netplan files"))
+            steps.append(Step(m.name, "network", ("sysctl", "-q", "-p", sc_path), why="sysctls, now"))
+        # The netplan file's content, applied now without restarting the network (see netplan.py).
+        why = "run-time equivalent of the netplan file" if mine else "the pod's network (the CNI's job)"
+        steps += [Step(m.name, "network", tuple(a), why=why) for a in topology.configure_commands(m)]
+    return steps
+
+
+def _srv6_steps(inv: Inventory, opts: Options) -> list[Step]:
+    """The SRv6 plan's commands; when the stage was not asked for by name and cannot be planned, a note instead."""
+    explicit = opts.stages is not None
+    try:
+        sr = srv6_plan(inv, opts.srv6_mode)
+    except LabError as e:
+        if explicit:
+            raise
+        sr, why = None, f"SRv6 left out: {e}"
+    else:
+        why = "SRv6 left out: labtools.datapaths.srv6.plan(inventory, mode) is not there"
+    if sr is None:
+        if explicit:
+            raise LabError("stage srv6 needs labtools.datapaths.srv6.plan(inventory, mode), which is not there")
+        # Not asked for by name: say so in the plan (and the dry run) and go on.
+        return [Step(inv.by_role("router").name, "srv6", (), why=why)]
+    return [Step(machine, "srv6", tuple(a), why=f"SRv6 ({opts.srv6_mode})") for machine, argvs in sr.items()
+            for a in argvs]  # fmt: skip
+
+
+def _kubeadm_steps(master: str, worker: str, all_files: dict[str, dict[str, str]]) -> list[Step]:
+    """kubeadm init on the master, a join token from it, and kubeadm join on the worker; each only once."""
+    return [
+        write_file(
+            master,
+            "kubeadm",
+            kubeadm.INIT_PATH,
+            all_files[master][kubeadm.INIT_PATH],
+            "kubeadm init config (thesis lines 1237-1281)",
+            "0600",
+        ),
+        Step(
+            master,
+            "kubeadm",
+            ("sh", "-c", f"test -f {kubeadm.ADMIN_KUBECONFIG} || kubeadm init --config {kubeadm.INIT_PATH}"),
+            why="kubeadm init (thesis line 1287), unless already done",
+            timeout=900,
+        ),
+        Step(
+            master,
+            "kubeadm",
+            ("kubeadm", "token", "create", "--print-join-command"),
+            why="a bootstrap token for the worker",
+            capture="join",
+        ),
+        write_file(
+            worker,
+            "kubeadm",
+            kubeadm.JOIN_PATH,
+            all_files[worker][kubeadm.JOIN_PATH],
+            "kubeadm join config (thesis lines 1302-1314)",
+            "0600",
+        ),
+        Step(
+            worker,
+            "kubeadm",
+            ("sh", "-c", f"test -f /etc/kubernetes/kubelet.conf || kubeadm join --config {kubeadm.JOIN_PATH}"),
+            why="kubeadm join (thesis line 1320), unless already done",
+            timeout=900,
+        ),
+    ]
 
 
 def needs_sudo(inv: Inventory, machine: str) -> bool:
