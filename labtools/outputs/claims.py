@@ -28,6 +28,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from labtools.model import datapaths as registry
+from labtools.model.datapaths import Family
 from labtools.model.plan import Plan
 from labtools.outputs import analysis
 
@@ -290,7 +292,8 @@ def findings(s2: pd.DataFrame | None, M: pd.DataFrame | None, target: str = "las
                              "found", "Chap. ch:sweeps"))  # fmt: skip
         if "transit_request_p50" in set(s2["metric"]):
             parts = []
-            for d in [d for d in ("iptables", "iptables-legacy", "nftables", "ebpf") if d in set(s2["datapath"])]:
+            kinds = [d for d in registry.ordered(s2["datapath"]) if d not in registry.of_family(Family.NONE)]
+            for d in kinds:
                 x = analysis.trend(analysis.excess(s2, "transit_request_p50", d, target), d,
                                    "transit_request_p50_excess", target, flat_slope=analysis.FLAT_TRANSIT)  # fmt: skip
                 parts.append(f"{d} {x.word} ({x.slope:.3f} ns per Service, 95% CI {x.ci_lo:.3f} to {x.ci_hi:.3f})")
