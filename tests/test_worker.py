@@ -249,9 +249,12 @@ def test_a_sweep_records_its_releases_and_refuses_others_on_resume(wlab, tmp_pat
     assert point["releases"] == {"kube_proxy_version": "1.35", "cilium_version": "1.17", "cni": man["params"]["cni"]}
     table = pd.read_csv(tmp_path / "processed" / "rel.csv")
     assert set(table["kube_proxy_version"].astype(str)) == {"1.35"}
+    assert cli("services", "apply", "-p", PREFIX, "-d", "iptables", "-n", "3").returncode == 0
+    before = _record(wlab)
     res = cli(*args, "--kube-proxy-version", "1.37", env=data)
     assert res.returncode == 2 and "exists with other parameters" in res.stderr
     assert "differ: kube_proxy_version" in res.stderr
+    assert _record(wlab) == before  # refused before the worker was touched
     other = "plain" if wlab.pod_attachment() == "cilium" else "cilium"
     res = cli(*args, "--kube-proxy-version", "1.35", "--cni", other, env=data)
     assert res.returncode == 2 and f"needs the pod attached as '{other}'" in res.stderr

@@ -21,15 +21,17 @@ from labtools.cli.common import (
 def cmd_sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from labtools.experiments import sweep
     from labtools.lab import Lab
-    from labtools.model import plan as plan_
-    from labtools.rigs import cluster
 
     lab = Lab(args.inventory, args.prefix)
     if not args.dry_run:
         needs_root(lab, "sweep")
-        exclusive(args, lab)
+        exclusive(args, lab)  # before the heavier imports: a second command on the lab is refused at once
+
+    from labtools.experiments import sweep
+    from labtools.model import plan as plan_
+    from labtools.rigs import cluster
+
     if args.profile:
         if not args.run_id:
             raise LabError("--profile needs --run-id (each of the profile's sweeps becomes RUN-ID-<name>)")

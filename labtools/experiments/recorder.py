@@ -62,22 +62,28 @@ class Recorder:
 
         `provenance` is called only for a new run (it is read once per run, not per point).
         """
-        if self.manifest_path.exists():
-            old = self.manifest()
-            there = self.recorded_params(old)
-            if old.get("kind", self.kind) != self.kind or there != self.params:
-                differ = sorted(k for k in {*(there or {}), *self.params} if (there or {}).get(k) != self.params.get(k))
-                raise LabError(
-                    f"run {self.run_id} exists with other parameters ({self.manifest_path}): use a new run id, "
-                    f"or the same parameters to resume it.\n  differ: {', '.join(differ)}\n"
-                    f"  there: {json.dumps(there)}\n  now:   {json.dumps(self.params)}"
-                )
+        if self.check():
             return self
         self.points.mkdir(parents=True, exist_ok=True)
         write_atomic(self.manifest_path, json.dumps({"run_id": self.run_id, "kind": self.kind, "params": self.params,
                                                      "provenance": _plain(provenance()), "started": time.time()},
                                                     indent=1))  # fmt: skip
         return self
+
+    def check(self) -> bool:
+        """Whether the run exists; an error when it exists with other parameters (before anything is measured)."""
+        if not self.manifest_path.exists():
+            return False
+        old = self.manifest()
+        there = self.recorded_params(old)
+        if old.get("kind", self.kind) != self.kind or there != self.params:
+            differ = sorted(k for k in {*(there or {}), *self.params} if (there or {}).get(k) != self.params.get(k))
+            raise LabError(
+                f"run {self.run_id} exists with other parameters ({self.manifest_path}): use a new run id, "
+                f"or the same parameters to resume it.\n  differ: {', '.join(differ)}\n"
+                f"  there: {json.dumps(there)}\n  now:   {json.dumps(self.params)}"
+            )
+        return True
 
     def manifest(self) -> dict:
         try:

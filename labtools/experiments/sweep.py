@@ -81,6 +81,7 @@ def run(lab: Lab, plan: Plan, root: Path | None = None, progress: bool = True,
     plan.validate()
     plan = with_attachment(lab, plan)
     rec = recorder(plan, root)
+    rec.check()  # a resume with other parameters (releases too) is refused before the rig changes anything
     points = plan.points()
     todo = [p for p in points if not rec.done(point_key(*p))] if rec.manifest_path.exists() else points
     rig = rig or rig_for(lab, plan.datapaths, max(plan.counts), progress, plan.releases())

@@ -57,7 +57,6 @@ class LabRig:
         self.lab = lab
         self.worker = Worker(lab, releases=releases)
         self.node = self.worker.node
-        self.switcher = self.worker.switcher
 
     def check(self) -> None:
         """Take the lab's lock before the run starts (refused at once if another command holds the lab); `Lab`
@@ -77,7 +76,7 @@ class LabRig:
         done = self.worker.use(datapath, workload, key=key)
         return {"render_s": done.render_s, "apply_s": done.apply_s, "objects": done.objects,
                 "resumed_s": done.detail.get("resumed_s"),
-                "parked": ";".join(sorted(n for n in self.switcher.parked if n != datapath))}  # fmt: skip
+                "parked": ";".join(sorted(n for n in self.worker.switcher.parked if n != datapath))}  # fmt: skip
 
     def change(self, datapath: str, workload: services.Workload, ends: traffic.TrafficEnds) -> dict:
         """The `change` metric: one Service added on top of `workload` (programmed on `datapath`) by the
