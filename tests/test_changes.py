@@ -188,7 +188,7 @@ def test_a_partial_update_reaches_what_a_full_sync_programs(clab, name, kind):
     datapaths.switch(host, node, base, after, kube_proxy_version=version or None)
     full = state()
     datapaths.switch(host, node, base, before, kube_proxy_version=version or None)
-    assert dp.apply_change(host, dp.render_change(before, after, node), node) > 0
+    assert dp.apply_change(host, dp.render_change(before, after, node), node).objects > 0
     partial = state()
     if base == "nftables":  # stale chains stay, empty, until a later sync deletes them (kube-proxy: >= 1 s on)
         stale = set(partial[0]) - set(full[0])

@@ -14,6 +14,7 @@ from labtools.base.errors import LabError
 from labtools.datapaths import ebpf
 from labtools.lab import traffic
 from labtools.model import services
+from labtools.model.datapaths import Behaviour
 from tests.conftest import fresh_lab, lab_fixture
 
 PREFIX = "pyu"
@@ -25,11 +26,14 @@ def ulab():
 
 
 def test_versions_are_parsed_and_unmodelled_ones_refused():
-    assert not ebpf.proto_diff("1.13") and not ebpf.proto_diff("1.16.5")
-    assert ebpf.proto_diff("1.17") and ebpf.proto_diff("1.18.2")
+    any_protocol, per_protocol = Behaviour.ANY_PROTOCOL, Behaviour.PER_PROTOCOL  # was proto_diff False, True
+    assert ebpf.lookup("1.13") is any_protocol and ebpf.lookup("1.16.5") is any_protocol
+    assert ebpf.lookup("1.17") is per_protocol and ebpf.lookup("1.18.2") is per_protocol
     for bad in ("1.12", "2.0", "latest"):
         with pytest.raises(LabError):
-            ebpf.proto_diff(bad)
+            ebpf.lookup(bad)
+    with pytest.deprecated_call():  # the old name, for one release
+        assert ebpf.proto_diff("1.17")
 
 
 def test_before_1_17_one_frontend_answers_both_protocols():

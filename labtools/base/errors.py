@@ -23,6 +23,10 @@ class InventoryError(LabError):
         super().__init__(f"{where}{message}")
 
 
+class WorkerStateUnknown(LabError):
+    """Nothing says what the lab's worker is programmed with (an apply was interrupted, or none was made)."""
+
+
 class HostUnreachable(LabError):
     """A host cannot be reached: a missing namespace, a refused or timed-out connection."""
 

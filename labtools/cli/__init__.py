@@ -19,6 +19,7 @@ The lab needs root. Its prefix comes from --prefix, else $LABTOOLS_PREFIX, else 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
 import sys
 from collections.abc import Sequence
@@ -65,8 +66,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)
     args = build_parser().parse_args(argv)
+    args._argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        return args.func(args)
+        with contextlib.ExitStack() as resources:  # what the command holds (a lab's lock: `common.exclusive`)
+            args._resources = resources
+            return args.func(args)
     except LabError as e:
         print(f"labtools: error: {e}", file=sys.stderr)
         return 2

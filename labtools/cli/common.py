@@ -54,6 +54,24 @@ def needs_root(lab, what: str) -> None:
         raise LabError(f"`labtools {what}` needs root: the lab lives in network namespaces (run it with sudo)")
 
 
+def exclusive(args: argparse.Namespace, lab) -> None:
+    """This command changes or measures `lab`: hold the lab's lock until the command ends (`main` releases it).
+    Refused at once, naming the holder's command and pid, when another command holds it."""
+    import atexit
+    import shlex
+    import sys
+
+    argv = getattr(args, "_argv", None)
+    command = shlex.join(["labtools", *(sys.argv[1:] if argv is None else argv)])
+    stack = getattr(args, "_resources", None)
+    if stack is not None:
+        stack.enter_context(lab.lock.hold(command))
+    else:  # called outside `main`: held until the process ends
+        lock = lab.lock
+        lock.acquire(command)
+        atexit.register(lock.release)
+
+
 def fmt(v: object) -> str:
     return f"{v:.3f}" if isinstance(v, float) else str(v)
 
@@ -76,3 +94,27 @@ def lab_options(parser: argparse.ArgumentParser) -> None:
                         "inventory's)")  # fmt: skip
 
 
+
+
+def release_options(parser: argparse.ArgumentParser, *, cni: bool = False) -> None:
+    """--kube-proxy-version and --cilium-version (the model releases, from the registry), and --cni: run parameters."""
+    from labtools.model import datapaths as registry
+    from labtools.model.topology import CNIS
+
+    for name, param in (("nftables", registry.KUBE_PROXY_PARAM), ("ebpf", registry.CILIUM_PARAM)):
+        spec = registry.spec(name)
+        notes = "; ".join(f"{r.version}: {r.behaviour.value}" for r in spec.releases)
+        later = ", or a later release of the same major" if spec.later_releases else ""
+        parser.add_argument(f"--{param.replace('_', '-')}", default=spec.default_release, metavar="V",
+                            choices=None if spec.later_releases else spec.versions,
+                            help=f"{name}: the release modelled ({notes}{later})")  # fmt: skip
+    if cni:
+        parser.add_argument("--cni", choices=CNIS, default=None,
+                            help="the pod attachment the run needs (default: the lab's; recorded either way)")
+
+
+def releases_of(args: argparse.Namespace):
+    """The model releases the command line names (`--kube-proxy-version`, `--cilium-version`)."""
+    from labtools.model.datapaths import Releases
+
+    return Releases(kube_proxy_version=args.kube_proxy_version, cilium_version=args.cilium_version)

@@ -6,7 +6,7 @@ import argparse
 import os
 
 from labtools.base.errors import LabError
-from labtools.cli.common import lab_options, table
+from labtools.cli.common import exclusive, lab_options, table
 from labtools.hosts import namespaces
 
 
@@ -18,6 +18,8 @@ def cmd_lab(args: argparse.Namespace) -> int:
     if args.action == "status" and lab.backend == "netns" and os.geteuid() != 0:
         raise LabError(f"cannot see lab {lab.prefix} without root (its namespaces' interfaces are root's to read): "
                        f"run `sudo labtools lab status{lab.hint}`")  # fmt: skip
+    if args.action in ("up", "down") and (lab.backend != "netns" or os.geteuid() == 0):
+        exclusive(args, lab)  # (without root, up and down say so themselves)
     if args.action == "up":
         lab.up(progress=not args.quiet, cni=args.cni)
         cni = f"; pod attachment: {args.cni or lab.inventory.cni}" if lab.backend == "netns" else ""

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from labtools.base.errors import LabError
-from labtools.cli.common import DEFAULTS, fmt, lab_options, needs_root, positive_int, table
+from labtools.cli.common import DEFAULTS, exclusive, fmt, lab_options, needs_root, positive_int, table
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
@@ -18,6 +18,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
     lab = Lab(args.inventory, args.prefix)
     needs_root(lab, "measure")
+    exclusive(args, lab)
     rec, rows, t = measure.run(lab, args.metric, args.target, repeats=args.repeats, run_id=args.run_id,
                                root=Path(args.out) if args.out else None)  # fmt: skip
     if args.json:
@@ -39,6 +40,7 @@ def cmd_udp_check(args: argparse.Namespace) -> int:
 
     lab = Lab(args.inventory, args.prefix)
     needs_root(lab, "udp-check")
+    exclusive(args, lab)
     if lab.backend == "netns" and not lab.is_up():
         raise LabError(f"the lab {lab.prefix} is down: run `labtools lab up{lab.hint}` first")
     run_id = args.run_id or f"udp-check-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}"

@@ -7,7 +7,19 @@ import sys
 import time
 
 from labtools.base.errors import LabError
-from labtools.cli.common import DEFAULTS, fmt, int_list, lab_options, name_list, needs_root, positive_int, table
+from labtools.cli.common import (
+    DEFAULTS,
+    exclusive,
+    fmt,
+    int_list,
+    lab_options,
+    name_list,
+    needs_root,
+    positive_int,
+    release_options,
+    releases_of,
+    table,
+)
 
 
 def _workload(args: argparse.Namespace):
@@ -26,15 +38,17 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     lab = Lab(args.inventory, args.prefix)
     needs_root(lab, "services bench")
+    exclusive(args, lab)
     run_id = args.run_id or time.strftime("bench-%Y%m%dT%H%M%SZ", time.gmtime())
+    common = {"mix": args.mix, "releases": releases_of(args), "cni": args.cni}
     if args.change:
-        rows = bench.run_change(lab, run_id, args.change, args.counts, args.datapaths, args.repeats, mix=args.mix,
-                                hz=args.probe_hz)  # fmt: skip
+        rows = bench.run_change(lab, run_id, args.change, args.counts, args.datapaths, args.repeats, hz=args.probe_hz,
+                                **common)  # fmt: skip
         summary = bench.change_summary(rows)
         cols = ["datapath", "services", "repeats", "cold_apply_median_s", "change_apply_median_s",
                 "change_e2e_median_s", "change_e2e_max_s", "spawn_median_s", "ratio_median"]  # fmt: skip
     else:
-        rows = bench.run(lab, run_id, args.counts, args.datapaths, args.repeats, mix=args.mix)
+        rows = bench.run(lab, run_id, args.counts, args.datapaths, args.repeats, **common)
         summary = bench.summary(rows)
         cols = ["datapath", "services", "repeats", "apply_median_s", "apply_min_s", "apply_max_s",
                 "render_median_s", "bare_median_s", "ratio_median"]  # fmt: skip
@@ -73,40 +87,28 @@ def cmd_manifests(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    from labtools import datapaths
+    from labtools.datapaths.worker import Worker
     from labtools.lab import Lab
     from labtools.lab.state import ServicesState
-    from labtools.model import services
 
     workload = _workload(args)
     lab = Lab(args.inventory, args.prefix)
     needs_root(lab, "services apply")
-    node = datapaths.node_of(lab.inventory)
-    lab.state.forget(ServicesState)  # until the apply succeeds, the worker is in no known state
-    done = datapaths.switch(lab.host(node.name), node, args.datapath, services.service_ports(workload, node.name),
-                            cilium_version=args.cilium_version, kube_proxy_version=args.kube_proxy_version)  # fmt: skip
-    record = ServicesState(
-        datapath=done.datapath,
-        services=done.services,
-        render_s=round(done.render_s, 4),
-        apply_s=round(done.apply_s, 4),
-        objects=done.objects,
-        workload=workload.params,
-        cilium_version=args.cilium_version if args.datapath == "ebpf" else None,
-        kube_proxy_version=args.kube_proxy_version if args.datapath == "nftables" else None,
-    )
-    lab.state.put(record)
+    exclusive(args, lab)
+    with Worker(lab, releases=releases_of(args)) as worker:
+        worker.check(args.datapath)  # a refused datapath or release changes nothing, the record included
+        done = worker.use(args.datapath, workload)
+    record = lab.state.get(ServicesState)
     if args.json:
-        print(record.model_dump_json())
+        print(record.model_dump_json() if record else "null")
     else:
-        print(f"{done.datapath}: {done.services} services on {node.name} — render {done.render_s:.3f} s, "
+        print(f"{done.datapath}: {done.services} services on {worker.node.name} — render {done.render_s:.3f} s, "
               f"apply {done.apply_s:.3f} s, {done.objects} rules/entries")  # fmt: skip
     return 0
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from labtools import datapaths
-    from labtools.datapaths import ebpf, nftables
+    from labtools.model import datapaths as registry
     from labtools.model import services
 
     defaults = DEFAULTS
@@ -128,13 +130,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                         help=f"the API server's service-node-port-range (default {services.DEFAULT_NODE_PORT_RANGE}, "
                              f"or {services.WIDE_NODE_PORT_RANGE} when more NodePorts are needed)")  # fmt: skip
         sp.add_argument("--seed", type=int, default=0, help="seed of the cluster IP / node port allocator")
-    apply_.add_argument("--datapath", "-d", choices=datapaths.NAMES, default="iptables")
-    apply_.add_argument("--cilium-version", default=ebpf.DEFAULT_CILIUM, metavar="V",
-                        help=f"ebpf: the Cilium release whose service lookup is modelled "
-                             f"({', '.join(ebpf.CILIUM_VERSIONS)}; before 1.17 a NodePort answers every L4 protocol)")
-    apply_.add_argument("--kube-proxy-version", default=nftables.DEFAULT_VERSION, choices=nftables.VERSIONS,
-                        help="nftables: the kube-proxy release whose rule layout is rendered (1.35: an endpoint "
-                             "chain and a verdict map per Service; 1.36: DNAT from a map; 1.37: one endpoint, no map)")
+    apply_.add_argument("--datapath", "-d", choices=registry.NAMES, default="iptables")
+    release_options(apply_)
     apply_.add_argument("--json", action="store_true", help="print the record as JSON")
     lab_options(apply_)
     apply_.set_defaults(func=cmd_apply)
@@ -142,8 +139,9 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     bench = ssub.add_parser("bench", help="programming time of N Services per datapath", formatter_class=defaults)
     bench.add_argument("--counts", type=int_list, default="1000,10000", metavar="N,N,...",
                        help="comma-separated Service counts")  # fmt: skip
-    releases = [*(f"nftables@{v}" for v in nftables.VERSIONS), *(f"ebpf@{v}" for v in ebpf.CILIUM_VERSIONS)]
-    bench.add_argument("--datapaths", type=name_list([*(d for d in datapaths.NAMES if d != "none"), *releases]),
+    releases = registry.release_names()
+    programs = [n for n, s in registry.REGISTRY.items() if s.family is not registry.Family.NONE]
+    bench.add_argument("--datapaths", type=name_list([*programs, *releases]),
                        default="iptables,iptables-legacy,nftables,ebpf", metavar="D,D,...",
                        help=f"comma-separated; a release may be named: {', '.join(releases)}")  # fmt: skip
     bench.add_argument("--repeats", type=positive_int, default=3, help="repeats per datapath and count")
@@ -154,6 +152,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                             "instead of the cold start alone: change_apply_s and change_e2e_s")
     bench.add_argument("--probe-hz", type=float, default=2000.0, metavar="HZ",
                        help="--change: handshakes per second with which the client watches for the change (>= 1000)")
+    release_options(bench, cni=True)
     bench.add_argument("--json", action="store_true", help="print every sample as JSON instead of the table")
     bench.add_argument("--run-id", help="the run under data/raw/ (default: bench-<UTC time>)")
     bench.add_argument("--out", help="also write every sample and the summary as JSON here")

@@ -7,7 +7,7 @@ import sys
 import time
 
 from labtools.base.errors import LabError
-from labtools.cli.common import fmt, needs_root, table
+from labtools.cli.common import exclusive, fmt, needs_root, table
 
 
 def cmd_srv6(args: argparse.Namespace) -> int:
@@ -31,6 +31,8 @@ def cmd_srv6(args: argparse.Namespace) -> int:
         return 0
     lab = Lab(args.inventory, args.prefix)
     needs_root(lab, f"srv6 {args.action}")
+    if args.action != "status":  # status only reads
+        exclusive(args, lab)
     if args.action == "up":
         srv6.up(lab, args.mode, **sids)
         print(f"SRv6 L3VPN up in ingress mode {args.mode} ({sids['router_sid']} <-> {sids['worker_sid']})")
@@ -77,6 +79,7 @@ def cmd_capture(args: argparse.Namespace) -> int:
         command = command[1:]
     lab = Lab(args.inventory, args.prefix)
     needs_root(lab, "capture")
+    exclusive(args, lab)
     manifest = captures.run(
         lab, run_id, scenarios=[s for s in args.scenarios.split(",") if s], mode=args.mode, datapath=args.datapath,
         point_names=[p for p in args.points.split(",") if p], count=args.count, timeout=args.timeout,

@@ -6,20 +6,32 @@ import argparse
 import time
 
 from labtools.base.errors import LabError
-from labtools.cli.common import DEFAULTS, int_list, lab_options, name_list, needs_root, positive_int
+from labtools.cli.common import (
+    DEFAULTS,
+    exclusive,
+    int_list,
+    lab_options,
+    name_list,
+    needs_root,
+    positive_int,
+    release_options,
+)
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from labtools.experiments import sweep
     from labtools.lab import Lab
-    from labtools.model import plan as plan_
-    from labtools.rigs import cluster
 
     lab = Lab(args.inventory, args.prefix)
     if not args.dry_run:
         needs_root(lab, "sweep")
+        exclusive(args, lab)  # before the heavier imports: a second command on the lab is refused at once
+
+    from labtools.experiments import sweep
+    from labtools.model import plan as plan_
+    from labtools.rigs import cluster
+
     if args.profile:
         if not args.run_id:
             raise LabError("--profile needs --run-id (each of the profile's sweeps becomes RUN-ID-<name>)")
@@ -40,7 +52,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
                             metrics=args.metrics, targets=args.targets, repeats=args.repeats,
                             crr_transactions=args.crr_transactions, throughput_seconds=args.throughput_seconds,
                             udp_packets=args.udp_packets, seed=args.seed, order=order,
-                            order_seed=args.order_seed)]  # fmt: skip
+                            order_seed=args.order_seed, kube_proxy_version=args.kube_proxy_version,
+                            cilium_version=args.cilium_version, cni=args.cni)]  # fmt: skip
     if args.dry_run:
         for plan in plans:
             print(f"# ==== {plan.run_id}: {len(plan.points())} points")
@@ -55,15 +68,15 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
-    from labtools import datapaths
     from labtools.lab import traffic
+    from labtools.model import datapaths as registry
     from labtools.model import plan as plan_
 
     defaults = DEFAULTS
     sw = sub.add_parser("sweep", help="datapaths x counts x metrics x targets x repeats, resumable",
                         formatter_class=defaults)  # fmt: skip
-    sw.add_argument("--datapaths", type=name_list(datapaths.NAMES), metavar="D,D,...",
-                    help="comma-separated; default: none,iptables,iptables-legacy,nftables,ebpf; on a real cluster "
+    sw.add_argument("--datapaths", type=name_list(registry.NAMES), metavar="D,D,...",
+                    help=f"comma-separated; default: {','.join(registry.NAMES)}; on a real cluster "
                          "(inventory with `cluster:`): iptables,ebpf")  # fmt: skip
     sw.add_argument("--counts", type=int_list, default="1,1000,10000", metavar="N,N,...",
                     help="comma-separated Service counts")  # fmt: skip
@@ -83,6 +96,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                          "cluster): one datapath after the other, one Cilium mode switch each")  # fmt: skip
     sw.add_argument("--order-seed", type=int, default=None, metavar="S",
                     help="block: the seed of the drawn order (default: derived from the run id; recorded)")
+    release_options(sw, cni=True)
     sw.add_argument("--dry-run", action="store_true", help="print what the sweep would change and measure, in order")
     sw.add_argument("--out", help="data/raw/RUN: the run's directory (its name is the run id)")
     sw.add_argument("--run-id", help="run id under data/raw/ (instead of --out)")

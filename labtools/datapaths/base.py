@@ -36,6 +36,15 @@ class Programmed:
     detail: dict = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Applied:
+    """What `apply_change` did: the objects written, and what the datapath timed itself (eBPF: `map_calls_s`,
+    the time inside the bpf() calls alone), so that callers read it from the result, not from the object."""
+
+    objects: int
+    measured: dict[str, float] = field(default_factory=dict)
+
+
 def changed_services(before: Sequence[ServicePort], after: Sequence[ServicePort]) -> set[tuple[str, str]]:
     """(namespace, name) of every Service added, removed, or whose ports or endpoints differ: what kube-proxy's
     change trackers report as `UpdatedServices` (pkg/proxy/servicechangetracker.go, ServicePortMap.Update)."""
@@ -52,8 +61,8 @@ def changed_services(before: Sequence[ServicePort], after: Sequence[ServicePort]
 class Datapath(ABC):
     """kube-proxy's shape: one sync renders the whole desired state, one call applies it atomically."""
 
-    name: str
-    tools: tuple[str, ...] = ()
+    name: str  # an entry of `labtools.model.datapaths.REGISTRY`, which also says what tools it needs
+    tools: tuple[str, ...] = ()  # the same as the registry's (tests/test_registry.py checks)
     # nftables tables ("family name") holding all of this datapath's state. Such a datapath can be
     # parked cheaply: a dormant table keeps its rules but unregisters its hooks.
     nft_tables: tuple[str, ...] = ()
@@ -93,8 +102,9 @@ class Datapath(ABC):
         sync (kube-proxy) or its map updates (Cilium), not the whole state again."""
         raise NotImplementedError(f"{self.name} models no partial update")
 
-    def apply_change(self, host: Host, rendered: object, node: Node) -> int:
-        """Write what `render_change` produced onto a node programmed with `before`. Returns the objects written."""
+    def apply_change(self, host: Host, rendered: object, node: Node) -> Applied:
+        """Write what `render_change` produced onto a node programmed with `before`. Returns the objects written
+        and what the datapath measured while writing them."""
         raise NotImplementedError(f"{self.name} models no partial update")
 
     def program(self, host: Host, ports: Sequence[ServicePort], node: Node) -> Programmed:

@@ -30,8 +30,10 @@ from pathlib import Path
 
 from labtools.base import paths
 from labtools.base.errors import LabError, PrerequisiteError
-from labtools.datapaths.base import Datapath, Node
+from labtools.datapaths.base import Applied, Datapath, Node
 from labtools.hosts import Host
+from labtools.model import datapaths as registry
+from labtools.model.datapaths import Behaviour
 from labtools.model.services import ServicePort
 
 SOURCE = paths.BPF / "nodeport.c"
@@ -104,13 +106,13 @@ class MapEntries:
         return bytes(out)
 
 
-# The Cilium releases the datapath models: how its service lookup treats the L4 protocol.
-CILIUM_VERSIONS = ("1.13", "1.17")
-DEFAULT_CILIUM = CILIUM_VERSIONS[-1]
+# The Cilium releases the datapath models (the registry's): how its service lookup treats the L4 protocol.
+CILIUM_VERSIONS = registry.REGISTRY["ebpf"].versions
+DEFAULT_CILIUM = registry.DEFAULT_CILIUM
 
 
-def proto_diff(version: str) -> bool:
-    """Whether Cilium `version` keys services by L4 protocol.
+def lookup(version: str) -> Behaviour:
+    """How Cilium `version` looks Services up (`Behaviour.ANY_PROTOCOL` or `PER_PROTOCOL`), as the registry says.
 
     Cilium v1.13 (read at the v1.13.0 and v1.13.7 release commits): bpf/lib/common.h `struct lb6_key`
     says of `proto` "L4 protocol, currently not used (set to 0)"; bpf/lib/lb.h `lb6_extract_key()` (v1.13.0)
@@ -121,19 +123,22 @@ def proto_diff(version: str) -> bool:
     (default true) turns on, and `lb6_lookup_service()` falls back to a protocol-0 entry when there is no
     entry for the packet's protocol (nodeport.c does the same).
     """
-    try:
-        major, minor = (int(x) for x in str(version).split(".")[:2])
-    except ValueError:
-        raise LabError(f"Cilium version {version!r} is not MAJOR.MINOR[.PATCH] (modelled: "
-                       f"{', '.join(CILIUM_VERSIONS)})") from None  # fmt: skip
-    if (major, minor) < (1, 13) or major != 1:
-        raise LabError(f"Cilium {version} is not modelled: the lab models {', '.join(CILIUM_VERSIONS)} and later 1.x")
-    return (major, minor) >= (1, 17)
+    behaviour = registry.spec("ebpf").behaviour(version)
+    assert behaviour in (Behaviour.ANY_PROTOCOL, Behaviour.PER_PROTOCOL), behaviour
+    return behaviour
+
+
+def proto_diff(version: str) -> bool:
+    """Deprecated (one release): `lookup(version) is Behaviour.PER_PROTOCOL`."""
+    import warnings
+
+    warnings.warn("ebpf.proto_diff() is deprecated: use ebpf.lookup(version)", DeprecationWarning, stacklevel=2)
+    return lookup(version) is Behaviour.PER_PROTOCOL
 
 
 def render(ports: Sequence[ServicePort], node: Node, cilium_version: str = DEFAULT_CILIUM) -> MapEntries:
     """Cilium-shaped map entries for `ports`, as the agent of `cilium_version` would write them."""
-    diff = proto_diff(cilium_version)
+    diff = lookup(cilium_version) is Behaviour.PER_PROTOCOL
     out = MapEntries()
     out.add("lb_config", struct.pack("<I", 0), struct.pack("<I", int(diff)))
     seen: set[tuple[str, int, int, int]] = set()  # without protocols, a TCP and a UDP port are one frontend
@@ -269,7 +274,7 @@ class EbpfDatapath(Datapath):
     tools = ("tc",)
 
     def __init__(self, cilium_version: str = DEFAULT_CILIUM):
-        proto_diff(cilium_version)  # refuses what is not modelled
+        lookup(cilium_version)  # refuses what is not modelled
         self.cilium_version = cilium_version
 
     def render(self, ports: Sequence[ServicePort], node: Node) -> MapEntries:
@@ -297,9 +302,9 @@ class EbpfDatapath(Datapath):
     def render_change(self, before: Sequence[ServicePort], after: Sequence[ServicePort], node: Node) -> MapOps:
         return render_change(before, after, node, self.cilium_version)
 
-    def apply_change(self, host: Host, rendered: object, node: Node) -> int:
+    def apply_change(self, host: Host, rendered: object, node: Node) -> Applied:
         """One `labtools-bpf-load --update` on the running program's maps (nothing reloaded or re-attached);
-        records the time inside the map calls alone in `self.last_map_calls_s`."""
+        returns the writes and the time inside the map calls alone (`map_calls_s`)."""
         assert isinstance(rendered, MapOps)
         _, loader = require_built()
         ifaces = [node.uplink, *sorted(set(node.pod_interfaces.values()))]  # rev-NAT lives in the pods' program
@@ -307,8 +312,7 @@ class EbpfDatapath(Datapath):
         written, ns = (int(x) for x in res.stdout.split())
         if written != len(rendered.ops):
             raise LabError(f"[{host.name}] the loader made {written} map writes, expected {len(rendered.ops)}")
-        self.last_map_calls_s = ns / 1e9
-        return written
+        return Applied(written, {"map_calls_s": ns / 1e9})
 
     def clear(self, host: Host, node: Node) -> None:
         for ifname in (node.uplink, *sorted(set(node.pod_interfaces.values()))):

@@ -20,7 +20,7 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from labtools.datapaths.base import Datapath, Node, changed_services
+from labtools.datapaths.base import Applied, Datapath, Node, changed_services
 from labtools.datapaths.rules import Append, Declare, DeleteChain, Restore, RestoreTable
 from labtools.hosts import Host
 from labtools.model.services import ServicePort
@@ -322,14 +322,14 @@ class IptablesDatapath(Datapath):
     def render_change(self, before: Sequence[ServicePort], after: Sequence[ServicePort], node: Node) -> Partial:
         return render_partial(before, after, node, self.options)
 
-    def apply_change(self, host: Host, rendered: object, node: Node) -> int:
+    def apply_change(self, host: Host, rendered: object, node: Node) -> Applied:
         """As kube-proxy's partial sync: `iptables-save -t nat` where it reads it, then one
         `iptables-restore --noflush --counters` (RestoreAll with NoFlushTables, RestoreCounters)."""
         assert isinstance(rendered, Partial)
         if rendered.save_first:
             host.run([self.restore.replace("-restore", "-save"), "-t", "nat"])
         host.run([self.restore, "-w", "--noflush", "--counters"], input=rendered.text, timeout=300)
-        return rendered.rules
+        return Applied(rendered.rules)
 
     def clear(self, host: Host, node: Node) -> None:
         if self.backend == "nft":

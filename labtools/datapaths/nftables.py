@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from labtools.base.errors import LabError
-from labtools.datapaths.base import Datapath, Node, changed_services
+from labtools.datapaths.base import Applied, Datapath, Node, changed_services
 from labtools.datapaths.iptables import MASQUERADE_MARK
 from labtools.datapaths.rules import (
     Chain,
@@ -409,11 +409,11 @@ class NftablesDatapath(Datapath):
     def render_change(self, before: Sequence[ServicePort], after: Sequence[ServicePort], node: Node) -> Ruleset:
         return render_partial(before, after, node, self.options)
 
-    def apply_change(self, host: Host, rendered: object, node: Node) -> int:
+    def apply_change(self, host: Host, rendered: object, node: Node) -> Applied:
         """The partial sync's one transaction (`proxier.nftables.Run(ctx, tx)`: knftables runs `nft -f -`)."""
         assert isinstance(rendered, Ruleset)
         host.run(["nft", "-f", "-"], input=rendered.text, timeout=600)
-        return len(rendered.ops)
+        return Applied(len(rendered.ops))
 
     def clear(self, host: Host, node: Node) -> None:
         host.run(["nft", "delete", "table", *self.nft_tables[0].split()], check=False)

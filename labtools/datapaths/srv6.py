@@ -129,6 +129,7 @@ from labtools.base.errors import CommandError, LabError, PrerequisiteError
 from labtools.base.prereqs import require_seg6_lwtunnel
 from labtools.hosts import Host
 from labtools.lab.state import Srv6State
+from labtools.model import datapaths as registry
 from labtools.model import services
 from labtools.model.topology import InterfaceRef, Inventory, Machine
 
@@ -543,11 +544,11 @@ def status(target: object, *, inventory: Inventory | None = None) -> dict[str, d
 
 # ----------------------------------------------------------------------------- reachability matrix
 
-MATRIX_DATAPATHS = ("iptables", "nftables", "ebpf")
-_KUBE_PROXY = ("iptables", "iptables-legacy", "nftables")
+MATRIX_DATAPATHS = ("iptables", "nftables", "ebpf")  # the matrix's default: one of each kind of datapath
 
-# Why each cell of the matrix comes out as it does on this kernel: (mode, datapath or "kube-proxy"/"*",
-# target) -> (expected reachable, the kernel path). Checked against the measurement by `explain()`.
+# Why each cell of the matrix comes out as it does on this kernel: (mode, datapath or its registry family
+# ("kube-proxy") or "*", target) -> (expected reachable, the kernel path). Checked against the measurement by
+# `explain()`.
 _INVALID_DROP = (
     "the worker's lwt seg6 encap route encapsulates the reply in the input path (seg6_input, before "
     "ip6_forward), the outer packet is forwarded without a conntrack entry and KUBE-FORWARD's "
@@ -620,7 +621,7 @@ NOTES: dict[tuple[str, str, str], tuple[bool, str]] = {
 
 def explain(mode: str, datapath: str, target: str, reachable: bool) -> str:
     """The kernel path behind one matrix cell; flags a measurement that disagrees with the expectation."""
-    group = "kube-proxy" if datapath in _KUBE_PROXY else datapath
+    group = registry.spec(datapath).family.value  # an unknown datapath is an error
     for dp in (datapath, group, "*"):
         if (mode, dp, target) in NOTES:
             expected, why = NOTES[(mode, dp, target)]

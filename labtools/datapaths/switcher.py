@@ -1,35 +1,50 @@
-"""Switching the worker between datapaths, parking instead of clearing where that is cheap."""
+"""Switching a node between datapaths, parking instead of clearing where that is cheap.
+
+This is the mechanism; a lab's worker is switched only through `labtools.datapaths.worker.Worker`, which takes
+the lab's lock and keeps the lab's record of what the worker holds."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 
-from labtools import datapaths
+from labtools.datapaths import registry
 from labtools.datapaths.base import Node, Programmed
 from labtools.hosts import Host
 from labtools.model import services
+from labtools.model.datapaths import REGISTRY, SWITCH_TOOLS, Releases
 
 
 class Switcher:
     """Switches a node between datapaths, parking instead of clearing where that is cheap.
 
-    A sweep interleaves datapaths within every repeat. Re-programming kube-proxy's nftables rules for
-    10,000 Services takes minutes (the kernel names anonymous sets in quadratic time), so datapaths
-    whose state lives in nftables tables (nftables, iptables-nft) are parked — their tables made
-    dormant, hooks unregistered, rules kept — and resumed when the same `key` (the workload) comes
-    back. The others (eBPF, iptables-legacy) are cleared and programmed again, which takes well under
-    a second. Caveat, recorded by the sweep: a parked table keeps the conntrack hooks of the worker's
-    namespace registered, so `none` and `ebpf` then run with conntrack on, as on a real node.
+    A sweep interleaves datapaths within every repeat, and programs the same workload again for every
+    datapath and repeat. Waking a parked table takes milliseconds, a full sync of 10,000 Services seconds
+    (iptables-nft, the 1.37 nftables layout) to minutes (the 1.35 and 1.36 layouts with several endpoints,
+    whose anonymous sets the kernel names in quadratic time). So datapaths whose state lives in nftables
+    tables (nftables, iptables-nft) are parked — their tables made dormant, hooks unregistered, rules kept —
+    and resumed when the same `key` (the workload) comes back. The others (eBPF, iptables-legacy) are cleared
+    and programmed again, which takes well under a second. Caveat, recorded by the sweep: a parked table keeps
+    the conntrack hooks of the worker's namespace registered, so `none` and `ebpf` then run with conntrack on,
+    as on a real node.
     """
 
     def __init__(self, host: Host, node: Node, *, cilium_version: str | None = None,
-                 kube_proxy_version: str | None = None):  # fmt: skip
-        self.host, self.node, self.cilium_version = host, node, cilium_version
-        self.kube_proxy_version = kube_proxy_version
+                 kube_proxy_version: str | None = None, releases: Releases | None = None):  # fmt: skip
+        self.host, self.node = host, node
+        self.releases = releases or Releases(**{k: v for k, v in (("cilium_version", cilium_version),
+                                                                  ("kube_proxy_version", kube_proxy_version)) if v})
         self.parked: dict[str, tuple[object, Programmed]] = {}  # name -> (key, how it was programmed)
         self.active: str | None = None
         self._cleared = False
+
+    @property
+    def cilium_version(self) -> str:
+        return self.releases.cilium_version
+
+    @property
+    def kube_proxy_version(self) -> str:
+        return self.releases.kube_proxy_version
 
     def use(self, name: str, ports: Sequence[services.ServicePort], key: object = None) -> Programmed:
         """Make `name` the node's only active datapath, programmed with `ports` (identified by `key`).
@@ -37,13 +52,14 @@ class Switcher:
         With a `key`, a parked datapath programmed for the same key is resumed instead of programmed;
         the returned `Programmed` then carries the original programming and `detail["resumed_s"]`.
         """
-        chosen = datapaths.get(name, cilium_version=self.cilium_version, kube_proxy_version=self.kube_proxy_version)
+        chosen = registry.get(name, releases=self.releases)
         if not self._cleared:  # unknown state: take every datapath off the node once
-            self.host.require_tools("nft", "ip6tables-nft-restore", "ip6tables-legacy-restore", "tc", "conntrack")
-            for d in datapaths.all_datapaths():
+            needed = dict.fromkeys([*SWITCH_TOOLS, *(t for spec in REGISTRY.values() for t in spec.tools)])
+            self.host.require_tools(*needed)
+            for d in registry.all_datapaths():
                 d.clear(self.host, self.node)
             self._cleared = True
-        for d in datapaths.all_datapaths():
+        for d in registry.all_datapaths():
             if d.name == name:
                 continue
             if d.name == self.active and d.can_park and key is not None:

@@ -5,7 +5,9 @@ bare tool.
 For the iptables backends the same run also times a bare `ip6tables-*-restore` of the very file, from
 the same empty tables, so the wrapper's overhead is a ratio measured side by side. Datapaths are
 interleaved within each repeat. A datapath may name the release it models: ``nftables@1.35`` (kube-proxy's
-rule layout) or ``ebpf@1.13`` (Cilium's), so that two releases are compared in the same run.
+rule layout) or ``ebpf@1.13`` (Cilium's), so that two releases are compared in the same run; a plain name is
+programmed as the run's releases (`Releases`: parameters of the run, as is the pod attachment, `cni`). Every
+change of the worker goes through its owner (`datapaths.worker.Worker`), which holds the lab's lock.
 """
 
 from __future__ import annotations
@@ -17,84 +19,94 @@ from pathlib import Path
 from labtools import datapaths
 from labtools.base import progress as bars
 from labtools.base.errors import LabError
-from labtools.datapaths.base import Programmed
 from labtools.datapaths.iptables import IptablesDatapath
-from labtools.experiments import provenance
+from labtools.datapaths.worker import Worker
+from labtools.experiments import provenance, releases
 from labtools.experiments.recorder import Recorder
 from labtools.lab import Lab, traffic
+from labtools.model import datapaths as registry
 from labtools.model import services
+from labtools.model.datapaths import Releases
 from labtools.rigs.lab import timed_change
 
+RELEASE_KEYS = (*registry.RELEASE_PARAMS, "cni")  # a profile's bench may name them
 BARE = "s=$(date +%s%N); {tool} -w < {path}; e=$(date +%s%N); echo $((e - s))"
 BARE_PARTIAL = "s=$(date +%s%N); {tool} -w --noflush --counters < {path}; e=$(date +%s%N); echo $((e - s))"
-
-
-def _versions(base: str, version: str) -> dict:
-    if not version:
-        return {}
-    if base == "nftables":
-        return {"kube_proxy_version": version}
-    if base == "ebpf":
-        return {"cilium_version": version}
-    raise LabError(f"{base} has no modelled releases: name it without @{version}")
 
 
 def _key(count: int, repeat: int, name: str) -> str:
     return f"n{count:05d}-r{repeat}-{name.replace('@', '-v')}"  # point files: nftables@1.35 -> nftables-v1.35
 
 
-def _get(name: str):
-    base, _, version = name.partition("@")
-    return datapaths.get(base, **_versions(base, version))
+def _check(names: Sequence[str]) -> None:
+    """Every name a registry datapath that programs something, with a modelled release if it names one."""
+    for name in names:
+        spec, _ = registry.split_release(name)
+        if spec.family is registry.Family.NONE:
+            raise LabError(f"{name}: bench times programming, and {name} programs nothing")
+
+
+def _recorder(lab: Lab, run_id: str, params: dict, rel: Releases, cni: str | None, root: Path | None) -> Recorder:
+    """The bench's run, its releases and pod attachment among its parameters (a resume with others is refused)."""
+    have = lab.pod_attachment()
+    if cni is not None and cni != have:
+        raise LabError(f"run {run_id} needs the pod attached as {cni!r}, but lab {lab.prefix} has {have!r}: `lab "
+                       f"down` and `lab up --cni {cni}{lab.hint}`, or name the attachment the lab has")  # fmt: skip
+    params = {**params, **rel.as_dict(), "cni": have}
+    rec = Recorder(run_id, kind="bench", params=params, root=root, recorded_params=releases.params_of)
+    return rec.open(lambda: provenance.collect(lab.backend, have))
+
+
+def _labels(rel: Releases, name: str, cni: str | None) -> dict:
+    """What a bench row records of what it measured: the release its datapath modelled, the pod attachment."""
+    return {"model_release": rel.of(name), "cni": cni}
 
 
 def run(lab: Lab, run_id: str, counts: Sequence[int], names: Sequence[str], repeats: int, *, mix: str = "nodeport",
-        root: Path | None = None, progress: bool = True) -> list[dict]:  # fmt: skip
+        root: Path | None = None, progress: bool = True, releases: Releases | None = None,
+        cni: str | None = None) -> list[dict]:  # fmt: skip
     """Program every datapath with every count, `repeats` times, interleaved; each apply is one recorded point."""
-    for name in names:
-        _get(name)
-    rec = Recorder(run_id, kind="bench", params={"counts": list(counts), "datapaths": list(names), "repeats": repeats,
-                                                 "mix": mix},
-                   root=root).open(lambda: provenance.collect(lab.backend, lab.pod_attachment()))  # fmt: skip
-    node = datapaths.node_of(lab.inventory)
-    host = lab.host(node.name)
+    _check(names)
+    rel = releases or Releases()
+    rec = _recorder(lab, run_id, {"counts": list(counts), "datapaths": list(names), "repeats": repeats, "mix": mix},
+                    rel, cni, root)  # fmt: skip
+    cni = rec.params["cni"]
     keys = [(c, r, n) for c in counts for r in range(repeats) for n in names]
     todo = [k for k in keys if not rec.done(_key(*k))]
     bar = bars.bar("programming", total=len(keys), done=len(keys) - len(todo), enabled=progress, unit="apply")
-    ports_of: dict[int, list] = {}
-    try:
-        for count, repeat, name in todo:
-            ports = ports_of.setdefault(count, services.service_ports(services.build(count, mix=mix), node.name))
-            done = _cold(host, node, name, ports)
-            row = {"datapath": name, "services": count, "repeat": repeat, "mix": mix, "render_s": done.render_s,
-                   "apply_s": done.apply_s, "objects": done.objects}  # fmt: skip
-            dp = _get(name)
-            if isinstance(dp, IptablesDatapath):
-                local = rec.path("rules.txt")  # the same file restored bare, from the same empty tables
-                local.write_text(dp.render(ports, node).full)
-                remote = host.install(local)
-                dp.clear(host, node)
-                ns = int(host.run(["sh", "-c", BARE.format(tool=dp.restore, path=remote)], timeout=600).stdout.strip())
-                row["bare_restore_s"] = ns / 1e9
-                row["ratio_to_bare"] = done.apply_s / row["bare_restore_s"]
-            rec.write(_key(count, repeat, name), [row])
-            bar.advance()
-    finally:
-        bar.close()
-        datapaths.switch(host, node, "none", [])
-        rec.path("rules.txt").unlink(missing_ok=True)
+    workloads: dict[int, services.Workload] = {}
+    with Worker(lab, releases=rel) as worker:
+        node, host = worker.node, worker.host
+        try:
+            for count, repeat, name in todo:
+                workload = workloads.setdefault(count, services.build(count, mix=mix))
+                done = worker.use(name, workload)
+                row = {"datapath": name, "services": count, "repeat": repeat, "mix": mix, "render_s": done.render_s,
+                       "apply_s": done.apply_s, "objects": done.objects, **_labels(rel, name, cni)}  # fmt: skip
+                dp = datapaths.get(name, releases=rel)
+                if isinstance(dp, IptablesDatapath):
+                    local = rec.path("rules.txt")  # the same file restored bare, from the same empty tables
+                    local.write_text(dp.render(services.service_ports(workload, node.name), node).full)
+                    remote = host.install(local)
+                    with worker.changing():  # the worker holds the bare restore's rules: no record until the next use
+                        dp.clear(host, node)
+                        bare = BARE.format(tool=dp.restore, path=remote)
+                        ns = int(host.run(["sh", "-c", bare], timeout=600).stdout.strip())
+                    row["bare_restore_s"] = ns / 1e9
+                    row["ratio_to_bare"] = done.apply_s / row["bare_restore_s"]
+                rec.write(_key(count, repeat, name), [row])
+                bar.advance()
+        finally:
+            bar.close()
+            worker.clear()
+            rec.path("rules.txt").unlink(missing_ok=True)
     rec.table()
     return [r for p in rec.all_points().values() for r in p["records"]]
 
 
-def _cold(host, node, name: str, ports) -> Programmed:
-    base, _, version = name.partition("@")
-    return datapaths.switch(host, node, base, ports, **_versions(base, version))
-
-
 def run_change(lab: Lab, run_id: str, change: str, counts: Sequence[int], names: Sequence[str], repeats: int, *,
-               mix: str = "nodeport", hz: float = 2000.0, root: Path | None = None,
-               progress: bool = True) -> list[dict]:  # fmt: skip
+               mix: str = "nodeport", hz: float = 2000.0, root: Path | None = None, progress: bool = True,
+               releases: Releases | None = None, cni: str | None = None) -> list[dict]:  # fmt: skip
     """One change on top of N Services, per datapath, `repeats` times, interleaved.
 
     Each point programs the N Services from nothing (a full sync, recorded as the cold start), starts a
@@ -111,14 +123,12 @@ def run_change(lab: Lab, run_id: str, change: str, counts: Sequence[int], names:
         raise LabError(f"change must be one of {', '.join(services.CHANGES)}, got {change!r}")
     if hz < 1000:
         raise LabError(f"probe rate {hz:g}/s is below 1 kHz: the change would be seen at coarser than 1 ms")
-    for name in names:
-        _get(name)
+    _check(names)
+    rel = releases or Releases()
     params = {"change": change, "counts": list(counts), "datapaths": list(names), "repeats": repeats, "mix": mix,
               "probe_hz": hz}  # fmt: skip
-    rec = Recorder(run_id, kind="bench", params=params, root=root)
-    rec.open(lambda: provenance.collect(lab.backend, lab.pod_attachment()))
-    node = datapaths.node_of(lab.inventory)
-    host = lab.host(node.name)
+    rec = _recorder(lab, run_id, params, rel, cni, root)
+    cni = rec.params["cni"]
     ends = traffic.ends(lab)
     shared_clock = lab.backend == "netns"
     keys = [(c, r, n) for c in counts for r in range(repeats) for n in names]
@@ -126,38 +136,49 @@ def run_change(lab: Lab, run_id: str, change: str, counts: Sequence[int], names:
     bar = bars.bar(f"one change ({change})", total=len(keys), done=len(keys) - len(todo), enabled=progress,
                    unit="change")  # fmt: skip
     changes: dict[int, services.Change] = {}
-    server = traffic.start_crr_server(ends.pod, services.IPERF_PORT, ends.server_cpu) if todo else None
-    try:
-        for count, repeat, name in todo:
-            ch = changes.setdefault(count, services.one_change(services.build(count, mix=mix), kind=change))
-            before = services.service_ports(ch.before, node.name)
-            after = services.service_ports(ch.after, node.name)
-            cold = _cold(host, node, name, before)
-            dp = _get(name)
-            target = traffic.Target(ch.service, ends.node_address, ch.node_port)
-            timed, rendered = timed_change(host, node, dp, before, after, ends if shared_clock else None, target,
-                                           ch.want, hz)  # fmt: skip
-            row = {"datapath": name, "services": count, "repeat": repeat, "change": change, "mix": mix,
-                   "cold_render_s": cold.render_s, "cold_apply_s": cold.apply_s, "cold_objects": cold.objects,
-                   **timed}  # fmt: skip
-            if isinstance(dp, IptablesDatapath):  # the same partial restore, bare, onto the same state
-                _cold(host, node, name, before)
-                local = rec.path("rules.txt")
-                local.write_text(rendered.text)
-                bare = BARE_PARTIAL.format(tool=dp.restore, path=host.install(local))
-                ns = int(host.run(["sh", "-c", bare], timeout=600).stdout)  # 50,000 Services: a minute and more
-                row["bare_restore_s"] = ns / 1e9
-                row["ratio_to_bare"] = row["change_apply_s"] / row["bare_restore_s"]
-            rec.write(_key(count, repeat, name), [row])
-            bar.advance()
-    finally:
-        bar.close()
-        if server is not None:
-            server.stop()
-        datapaths.switch(host, node, "none", [])
-        rec.path("rules.txt").unlink(missing_ok=True)
+    with Worker(lab, releases=rel) as worker:
+        server = traffic.start_crr_server(ends.pod, services.IPERF_PORT, ends.server_cpu) if todo else None
+        try:
+            for count, repeat, name in todo:
+                ch = changes.setdefault(count, services.one_change(services.build(count, mix=mix), kind=change))
+                row = _one_change(worker, rec, name, ch, ends, shared_clock, hz)
+                rec.write(_key(count, repeat, name), [{"datapath": name, "services": count, "repeat": repeat,
+                                                       "change": change, "mix": mix, **row,
+                                                       **_labels(rel, name, cni)}])  # fmt: skip
+                bar.advance()
+        finally:
+            bar.close()
+            if server is not None:
+                server.stop()
+            worker.clear()
+            rec.path("rules.txt").unlink(missing_ok=True)
     rec.table()
     return [r for p in rec.all_points().values() for r in p["records"]]
+
+
+def _one_change(worker: Worker, rec: Recorder, name: str, ch: services.Change, ends: traffic.TrafficEnds,
+                watch: bool, hz: float) -> dict:  # fmt: skip
+    """One point of `run_change`: the cold start of `ch.before`, the timed change, and for iptables the same
+    partial restore bare onto the same state."""
+    node, host = worker.node, worker.host
+    before = services.service_ports(ch.before, node.name)
+    after = services.service_ports(ch.after, node.name)
+    cold = worker.use(name, ch.before)
+    dp = datapaths.get(name, releases=worker.releases)
+    target = traffic.Target(ch.service, ends.node_address, ch.node_port)
+    with worker.changing():  # the worker holds `after` now, which no record describes
+        timed, rendered = timed_change(host, node, dp, before, after, ends if watch else None, target, ch.want, hz)
+    row = {"cold_render_s": cold.render_s, "cold_apply_s": cold.apply_s, "cold_objects": cold.objects, **timed}
+    if isinstance(dp, IptablesDatapath):  # the same partial restore, bare, onto the same state
+        worker.use(name, ch.before)
+        local = rec.path("rules.txt")
+        local.write_text(rendered.text)
+        bare = BARE_PARTIAL.format(tool=dp.restore, path=host.install(local))
+        with worker.changing():
+            ns = int(host.run(["sh", "-c", bare], timeout=600).stdout)  # 50,000 Services: a minute and more
+        row["bare_restore_s"] = ns / 1e9
+        row["ratio_to_bare"] = row["change_apply_s"] / row["bare_restore_s"]
+    return row
 
 
 def summary(rows: list[dict]) -> list[dict]:
@@ -202,11 +223,12 @@ def run_profile(lab: Lab, run_id: str, benches: dict[str, dict], *, progress: bo
     a one-change bench when the spec names a ``change``, else a cold-start bench. Returns the run ids."""
     out = []
     for suffix, spec in benches.items():
-        unknown = set(spec) - {"change", "counts", "datapaths", "repeats", "mix", "probe_hz"}
+        unknown = set(spec) - {"change", "counts", "datapaths", "repeats", "mix", "probe_hz", *RELEASE_KEYS}
         if unknown or not {"counts", "datapaths"} <= set(spec):
-            raise LabError(f"bench {suffix!r}: needs counts and datapaths, may have change, repeats, mix, probe_hz; "
-                           f"got {', '.join(sorted(spec))}")  # fmt: skip
-        common = {"mix": spec.get("mix", "nodeport"), "progress": progress}
+            raise LabError(f"bench {suffix!r}: needs counts and datapaths, may have change, repeats, mix, probe_hz, "
+                           f"{', '.join(RELEASE_KEYS)}; got {', '.join(sorted(spec))}")  # fmt: skip
+        rel = Releases(**{k: spec[k] for k in registry.RELEASE_PARAMS if k in spec})
+        common = {"mix": spec.get("mix", "nodeport"), "progress": progress, "releases": rel, "cni": spec.get("cni")}
         rid = f"{run_id}-{suffix}"
         if spec.get("change"):
             run_change(lab, rid, spec["change"], spec["counts"], spec["datapaths"], spec.get("repeats", 3),

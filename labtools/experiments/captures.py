@@ -17,12 +17,13 @@ from pathlib import Path
 from labtools import datapaths
 from labtools.base.errors import LabError
 from labtools.datapaths import srv6
+from labtools.datapaths.worker import Worker
 from labtools.experiments import provenance
 from labtools.experiments.recorder import Recorder
 from labtools.hosts import Host, Process
 from labtools.lab import Lab, traffic
 from labtools.lab.capture import POINTS, SNAPLEN, Capture, points
-from labtools.lab.state import ServicesState, Srv6State
+from labtools.lab.state import Srv6State
 from labtools.model import services
 
 SCENARIOS = ("icmp", "tcp-pod", "tcp-nodeport")
@@ -57,6 +58,7 @@ def run(lab: Lab, run_id: str, *, scenarios: Sequence[str] = SCENARIOS, mode: st
         raise LabError(f"unknown scenario(s) {', '.join(bad)}: choose from {', '.join(SCENARIOS)}")
     if count < 1:
         raise LabError(f"count must be at least 1, got {count}")
+    datapaths.get(datapath)  # an unknown datapath is refused before anything changes
     inv = lab.inventory
     pts = points(inv, point_names)
     rec = Recorder(run_id, kind="capture", params={"scenarios": list(scenarios), "mode": mode, "datapath": datapath,
@@ -82,11 +84,8 @@ def run(lab: Lab, run_id: str, *, scenarios: Sequence[str] = SCENARIOS, mode: st
         "snaplen": SNAPLEN,
     }  # fmt: skip
     if "tcp-nodeport" in scenarios:
-        lab.state.forget(ServicesState)
-        done = datapaths.switch(lab.host(node.name), node, datapath, services.service_ports(workload, node.name))
-        lab.state.put(ServicesState(datapath=done.datapath, services=done.services, render_s=round(done.render_s, 4),
-                                    apply_s=round(done.apply_s, 4), objects=done.objects,
-                                    workload=workload.params))  # fmt: skip
+        with Worker(lab) as worker:  # the capture leaves the datapath programmed, and recorded
+            worker.use(datapath, workload)
         facts.update(datapath=datapath, services=1)
     rec.note(**facts)
     server: Process | None = None

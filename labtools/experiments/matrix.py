@@ -4,7 +4,7 @@ recorder, so they resume and carry provenance like the sweeps.
 
 A matrix cell is one real TCP transaction (connect, 1 byte each way; ``labtools-crr connect ... 1``
 under a timeout) from the client to the pod IP (port 5201) and to the worker's NodePort of one Service
-(`services.build(1)`, programmed with `datapaths.switch`), with a ``labtools-crr`` server in the pod.
+(`services.build(1)`, programmed through `datapaths.worker.Worker`), with a ``labtools-crr`` server in the pod.
 Mode ``none`` is the plain routed path (no tunnel), the baseline. ``via_tunnel`` says whether the
 router's route to the destination really encapsulates. Each row's ``notes`` gives the kernel path
 (`srv6.NOTES`, `srv6.explain()`); a cell that disagrees with the expectation says ``UNEXPECTED``.
@@ -23,10 +23,10 @@ from labtools import datapaths
 from labtools.base import progress as bars
 from labtools.base.errors import LabError
 from labtools.datapaths import srv6
+from labtools.datapaths.worker import Worker
 from labtools.experiments import provenance
 from labtools.experiments.recorder import Recorder
 from labtools.lab import Lab, traffic
-from labtools.lab.state import ServicesState
 from labtools.model import services
 
 ALL_MODES = ("none", *srv6.MODES)
@@ -50,7 +50,7 @@ def run(lab: Lab, run_id: str, modes: Sequence[str] = ALL_MODES,
         if m != "none":
             srv6.check_mode(m)
     for d in datapath_names:
-        datapaths.get(d)
+        datapaths.get(d)  # an unknown datapath is refused before anything changes
     inv = lab.inventory
     t = srv6.tunnel(inv)
     if t.pod is None:
@@ -58,9 +58,7 @@ def run(lab: Lab, run_id: str, modes: Sequence[str] = ALL_MODES,
     rec = Recorder(run_id, kind="srv6-matrix", params={"modes": list(modes), "datapaths": list(datapath_names),
                                                        "timeout": timeout}, root=root)  # fmt: skip
     rec.open(lambda: provenance.collect(lab.backend, lab.pod_attachment()))
-    node = datapaths.node_of(inv)
     workload = services.build(1)
-    ports = services.service_ports(workload, node.name)
     node_port = workload.target("first").spec.ports[0].node_port
     client, pod, router = lab.host(inv.by_role("client").name), lab.host(t.pod), lab.host(t.router)
     tool = client.install(traffic.CRR)
@@ -80,13 +78,15 @@ def run(lab: Lab, run_id: str, modes: Sequence[str] = ALL_MODES,
         return out
 
     bar = bars.bar(run_id, total=len(cells), done=len(cells) - len(todo), enabled=progress, unit="cell")
+    worker = Worker(lab)
+    worker.open()
     server = traffic.start_crr_server(pod, services.IPERF_PORT) if todo else None
     current = None
     try:
         with ThreadPoolExecutor(len(targets)) as pool:
             for dp, mode in todo:
                 if current != dp:
-                    datapaths.switch(lab.host(node.name), node, dp, ports)
+                    worker.use(dp, workload)
                     current = dp
                 _set_mode(lab, mode)
                 futures = {name: pool.submit(probe, *addr) for name, addr in targets.items()}
@@ -105,9 +105,11 @@ def run(lab: Lab, run_id: str, modes: Sequence[str] = ALL_MODES,
         if server is not None:
             server.stop()
             pod.run(["rm", "-f", server.log], check=False)
-        srv6.down(lab)
-        datapaths.switch(lab.host(node.name), node, "none", ports)
-        lab.state.forget(ServicesState)
+        try:
+            srv6.down(lab)
+            worker.clear()
+        finally:
+            worker.close()
     return rec.table()
 
 
@@ -118,14 +120,17 @@ def crr(lab: Lab, run_id: str, cells: Sequence[tuple[str, str, str]], *, repeats
     rec = Recorder(run_id, kind="srv6-crr", params={"cells": [list(c) for c in cells], "repeats": repeats,
                                                     "transactions": transactions}, root=root)  # fmt: skip
     rec.open(lambda: provenance.collect(lab.backend, lab.pod_attachment()))
-    node = datapaths.node_of(lab.inventory)
+    for _, dp, _ in cells:
+        datapaths.get(dp)
     workload = services.build(1)
     keys = [(r, *c) for r in range(repeats) for c in cells]
     todo = [k for k in keys if not rec.done(f"r{k[0]}-{k[1]}-{k[2]}-{k[3]}")]
     bar = bars.bar(run_id, total=len(keys), done=len(keys) - len(todo), enabled=progress, unit="sample")
+    worker = Worker(lab)
+    worker.open()
     try:
         for rep, mode, dp, target in todo:
-            datapaths.switch(lab.host(node.name), node, dp, services.service_ports(workload, node.name))
+            worker.use(dp, workload)
             _set_mode(lab, mode)
             t = traffic.target(lab, workload, "pod" if target == "pod" else "first")
             raw = traffic.sample(lab, "crr", t, transactions=transactions)
@@ -134,7 +139,9 @@ def crr(lab: Lab, run_id: str, cells: Sequence[tuple[str, str, str]], *, repeats
             bar.advance()
     finally:
         bar.close()
-        srv6.down(lab)
-        datapaths.switch(lab.host(node.name), node, "none", [])
-        lab.state.forget(ServicesState)
+        try:
+            srv6.down(lab)
+            worker.clear()
+        finally:
+            worker.close()
     return rec.table()

@@ -1,8 +1,11 @@
 """Single measurements (`labtools measure`) through the programmed datapath, recorded like any run.
 
-The worker's datapath and Services are what `labtools services apply` left (the lab's state); each
-repeat is one point of the run ``data/raw/<run-id>/``, so a measurement is resumable, carries
-provenance and has a tidy table, as the sweeps do.
+The worker's datapath and Services are what its owner last programmed (`datapaths.worker.Worker`: `services
+apply`, or a sweep, bench, udp-check, matrix or capture, which leave `none`), as the lab's record says; without
+a record (an apply was interrupted) the measurement is refused (`WorkerStateUnknown`), never labelled with a
+guess. It holds the lab's lock, so nothing reprograms the worker while it measures. Each repeat is one point of
+the run ``data/raw/<run-id>/``, so a measurement is resumable, carries provenance and has a tidy table, as the
+sweeps do.
 """
 
 from __future__ import annotations
@@ -11,10 +14,10 @@ import time
 from pathlib import Path
 
 from labtools.base.errors import LabError
+from labtools.datapaths import worker
 from labtools.experiments import provenance
 from labtools.experiments.recorder import Recorder
 from labtools.lab import Lab, traffic
-from labtools.lab.state import ServicesState
 from labtools.model import services
 
 
@@ -27,21 +30,25 @@ def run(lab: Lab, metric: str, target: str, *, repeats: int = 1, run_id: str | N
     """Measure `metric` at `target` `repeats` times; returns the run, its records and where traffic went."""
     if lab.backend == "netns" and not lab.is_up():
         raise LabError(f"the lab {lab.prefix} is down: run `labtools lab up{lab.hint}` first")
-    state = lab.state.get(ServicesState)
-    if state is None and target != "pod":
-        raise LabError("no Services are programmed (or an apply was interrupted): run `labtools services apply"
-                       f"{lab.hint}` first, or use --target pod")  # fmt: skip
-    if state and state.datapath == "none" and target != "pod":
+    with lab.lock.hold():
+        return _run(lab, metric, target, repeats, run_id, root)
+
+
+def _run(lab: Lab, metric: str, target: str, repeats: int, run_id: str | None,
+         root: Path | None) -> tuple[Recorder, list[dict], traffic.Target]:  # fmt: skip
+    state = worker.holds(lab)  # refuses when nothing says what the worker holds
+    if state.datapath == "none" and target != "pod":
         raise LabError("the datapath is `none`, so there is no NodePort: use --target pod")
-    workload = services.build(**state.workload) if state else None
+    workload = services.build(**state.workload) if state.datapath != "none" else None
     t = traffic.target(lab, workload, target)
     if metric == "udp-pps" and workload and not (workload.params.get("udp_targets") or target == "pod"
                                                  or "UDP" in workload.params["protocols"]):  # fmt: skip
         raise LabError("udp-pps to a NodePort needs UDP ports: `labtools services apply --udp-targets` (or --udp)")
-    base = {"datapath": state.datapath if state else "none", "services": state.services if state else 0,
-            "target": target}  # fmt: skip
+    base = {"datapath": state.datapath, "services": state.services, "target": target}
+    held = {"kube_proxy_version": state.kube_proxy_version, "cilium_version": state.cilium_version, "cni": state.cni}
     rec = Recorder(run_id or default_run_id(metric), kind="measure",
-                   params={**base, "metric": metric, "repeats": repeats, "address": t.address, "port": t.port},
+                   params={**base, "metric": metric, "repeats": repeats, "address": t.address, "port": t.port,
+                           **{k: v for k, v in held.items() if v is not None}},
                    root=root).open(lambda: provenance.collect(lab.backend, lab.pod_attachment()))  # fmt: skip
     for r in range(repeats):
         key = f"{metric}-{target}-r{r}"

@@ -42,7 +42,11 @@ class Recorder:
     """One run: ``Recorder(run_id, kind=..., params=...)``, then `open()`, `done()`, `write()`, `table()`."""
 
     def __init__(self, run_id: str, *, kind: str, params: dict, root: Path | None = None,
-                 warn: Callable[[str], None] | None = None):  # fmt: skip
+                 warn: Callable[[str], None] | None = None,
+                 recorded_params: Callable[[dict], dict] | None = None):  # fmt: skip
+        """`recorded_params(manifest)`: an existing run's parameters in today's terms (e.g. with the releases an
+        older run was measured under, `experiments.releases.params_of`), compared with `params` on resume."""
+        self.recorded_params = recorded_params or (lambda manifest: manifest.get("params"))
         self.run_id = paths.check_run_id(run_id)
         self.kind, self.params = kind, _plain(params)
         self.root = Path(root) if root is not None else paths.data_root()
@@ -58,20 +62,28 @@ class Recorder:
 
         `provenance` is called only for a new run (it is read once per run, not per point).
         """
-        if self.manifest_path.exists():
-            old = self.manifest()
-            if old.get("kind", self.kind) != self.kind or old.get("params") != self.params:
-                raise LabError(
-                    f"run {self.run_id} exists with other parameters ({self.manifest_path}): use a new run id, "
-                    f"or the same parameters to resume it.\n  there: {json.dumps(old.get('params'))}\n"
-                    f"  now:   {json.dumps(self.params)}"
-                )
+        if self.check():
             return self
         self.points.mkdir(parents=True, exist_ok=True)
         write_atomic(self.manifest_path, json.dumps({"run_id": self.run_id, "kind": self.kind, "params": self.params,
                                                      "provenance": _plain(provenance()), "started": time.time()},
                                                     indent=1))  # fmt: skip
         return self
+
+    def check(self) -> bool:
+        """Whether the run exists; an error when it exists with other parameters (before anything is measured)."""
+        if not self.manifest_path.exists():
+            return False
+        old = self.manifest()
+        there = self.recorded_params(old)
+        if old.get("kind", self.kind) != self.kind or there != self.params:
+            differ = sorted(k for k in {*(there or {}), *self.params} if (there or {}).get(k) != self.params.get(k))
+            raise LabError(
+                f"run {self.run_id} exists with other parameters ({self.manifest_path}): use a new run id, "
+                f"or the same parameters to resume it.\n  differ: {', '.join(differ)}\n"
+                f"  there: {json.dumps(there)}\n  now:   {json.dumps(self.params)}"
+            )
+        return True
 
     def manifest(self) -> dict:
         try:

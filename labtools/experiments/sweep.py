@@ -17,13 +17,15 @@ mode switch takes minutes there, so a cluster plan is best measured with ``order
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
 
 from labtools import datapaths
 from labtools.base import progress as bars
-from labtools.experiments import provenance
+from labtools.base.errors import LabError
+from labtools.experiments import provenance, releases
 from labtools.experiments.recorder import Recorder
 from labtools.lab import Lab, traffic
 from labtools.model.plan import Plan, point_key
@@ -47,13 +49,29 @@ def describe(lab: Lab, plan: Plan) -> list[str]:
 
 
 def recorder(plan: Plan, root: Path | None = None) -> Recorder:
+    """The run's recorder; a run recorded before the releases were parameters is compared with the releases
+    it was measured under (`experiments.releases`)."""
     params = plan.as_dict()
     params.pop("run_id")
-    return Recorder(plan.run_id, kind="sweep", params=params, root=root)
+    return Recorder(plan.run_id, kind="sweep", params=params, root=root, recorded_params=releases.params_of)
+
+
+def with_attachment(lab: Lab, plan: Plan) -> Plan:
+    """`plan` with the pod attachment it runs under: the lab's when the plan names none; refused when the plan
+    names another than the lab has (None over SSH and on a cluster, whose own CNI attaches the pod)."""
+    have = lab.pod_attachment()
+    if plan.cni is None:
+        return dataclasses.replace(plan, cni=have)
+    if plan.cni != have:
+        raise LabError(f"run {plan.run_id} needs the pod attached as {plan.cni!r}, but lab {lab.prefix} has "
+                       f"{have!r}: bring the lab up with `lab up --cni {plan.cni}{lab.hint}` (after `lab down`), "
+                       "or name the attachment the lab has")  # fmt: skip
+    return plan
 
 
 def _row(rec: dict, point: dict) -> dict:
-    return {**rec, **{f"programming_{k}": v for k, v in point.get("programming", {}).items()}}
+    return {**rec, **{f"programming_{k}": v for k, v in point.get("programming", {}).items()},
+            **point.get("releases", {})}  # fmt: skip
 
 
 def run(lab: Lab, plan: Plan, root: Path | None = None, progress: bool = True,
@@ -63,10 +81,12 @@ def run(lab: Lab, plan: Plan, root: Path | None = None, progress: bool = True,
     `rig` defaults to `rigs.rig_for(lab, ...)`: the emulated lab, or a real cluster.
     """
     plan.validate()
+    plan = with_attachment(lab, plan)
     rec = recorder(plan, root)
+    rec.check()  # a resume with other parameters (releases too) is refused before the rig changes anything
     points = plan.points()
     todo = [p for p in points if not rec.done(point_key(*p))] if rec.manifest_path.exists() else points
-    rig = rig or rig_for(lab, plan.datapaths, max(plan.counts), progress)
+    rig = rig or rig_for(lab, plan.datapaths, max(plan.counts), progress, plan.releases())
     programmed: tuple[int, int, str] | None = None
     workload = None
     bar = bars.bar(plan.run_id, total=len(points), done=len(points) - len(todo), enabled=progress)
@@ -74,6 +94,7 @@ def run(lab: Lab, plan: Plan, root: Path | None = None, progress: bool = True,
         rig.check()
         rec.open(lambda: {**provenance.collect(lab.backend, lab.pod_attachment()), **rig.provenance()})
         prov = rec.manifest()["provenance"]
+        rel = {**plan.releases().as_dict(), "cni": plan.cni}  # every point says what it was measured under
         ends = rig.endpoints() if todo else None
         for c, r, d, m, t in todo:
             if programmed != (c, r, d):  # switch once per (count, repeat, datapath)
@@ -90,7 +111,7 @@ def run(lab: Lab, plan: Plan, root: Path | None = None, progress: bool = True,
                                          seconds=plan.throughput_seconds, packets=plan.udp_packets)  # fmt: skip
             base["t_end_s"] = round(time.time(), 3)
             recs = traffic.records(m, raw_out, {**base, "conntrack_entries": raw_out.get("conntrack_entries")})
-            rec.write(point_key(c, r, d, m, t), recs, raw=raw_out, programming=prog, provenance=prov)
+            rec.write(point_key(c, r, d, m, t), recs, raw=raw_out, programming=prog, provenance=prov, releases=rel)
             bar.advance()
     except BaseException:
         bar.close()

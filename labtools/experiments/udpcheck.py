@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from labtools import datapaths
+from labtools.datapaths.worker import Worker
 from labtools.experiments import provenance
 from labtools.experiments.recorder import Recorder
 from labtools.lab import Lab, traffic
@@ -25,26 +25,30 @@ def run(lab: Lab, run_id: str, *, repeats: int = 3, packets: int = 2000, root: P
     params = {"repeats": repeats, "packets": packets, "cases": [list(c) for c in CASES]}
     rec = Recorder(run_id, kind="udp-to-tcp-service", params=params, root=root)
     rec.open(lambda: provenance.collect(lab.backend, lab.pod_attachment()))
-    node = datapaths.node_of(lab.inventory)
     workload = services.build(1)  # the thesis' Service: TCP/5201 only
-    ports = services.service_ports(workload, node.name)
     ends = traffic.ends(lab)
     t = traffic.target(ends, workload, "first")
-    server = traffic.start_crr_server(ends.pod, services.IPERF_PORT, ends.server_cpu)
-    try:
-        for r in range(repeats):
-            for datapath, version in CASES:
-                key = f"{datapath}-{version or 'kube-proxy'}-r{r}"
-                if rec.done(key):
-                    continue
-                datapaths.switch(lab.host(node.name), node, datapath, ports, cilium_version=version)
-                raw = traffic.udp_pps(ends.client, ends.pod, ends.pod_interface, ends.worker, t, ends.client_source,
-                                      packets, ends.client_cpu)  # fmt: skip
-                base = {"datapath": datapath, "release": f"Cilium {version}" if version else "kube-proxy",
-                        "services": 1, "target": "first", "repeat": r}  # fmt: skip
-                rec.write(key, [{**base, "metric": "udp_delivered_ratio", "value": raw["delivered"] / raw["sent"],
-                                 "unit": "1"}], raw=raw)  # fmt: skip
-    finally:
-        server.stop()
-        datapaths.switch(lab.host(node.name), node, "none", [])
+    with Worker(lab) as worker:
+        server = traffic.start_crr_server(ends.pod, services.IPERF_PORT, ends.server_cpu)
+        try:
+            _cases(worker, rec, workload, ends, t, repeats, packets)
+        finally:
+            server.stop()
+            worker.clear()
     return rec.table()
+
+
+def _cases(worker: Worker, rec: Recorder, workload: services.Workload, ends: traffic.TrafficEnds,
+           t: traffic.Target, repeats: int, packets: int) -> None:  # fmt: skip
+    for r in range(repeats):
+        for datapath, version in CASES:
+            key = f"{datapath}-{version or 'kube-proxy'}-r{r}"
+            if rec.done(key):
+                continue
+            worker.use(f"{datapath}@{version}" if version else datapath, workload)
+            raw = traffic.udp_pps(ends.client, ends.pod, ends.pod_interface, ends.worker, t, ends.client_source,
+                                  packets, ends.client_cpu)  # fmt: skip
+            base = {"datapath": datapath, "release": f"Cilium {version}" if version else "kube-proxy",
+                    "services": 1, "target": "first", "repeat": r}  # fmt: skip
+            rec.write(key, [{**base, "metric": "udp_delivered_ratio", "value": raw["delivered"] / raw["sent"],
+                             "unit": "1"}], raw=raw)  # fmt: skip

@@ -18,7 +18,8 @@ from labtools.base.prereqs import require_root, require_tools
 from labtools.base.waiting import Timeout, until
 from labtools.hosts import Host, NetnsHost, SSHConfig, SSHHost, namespaces
 from labtools.lab import cni as pod_cni
-from labtools.lab.state import LabState
+from labtools.lab.lock import LabLock
+from labtools.lab.state import LabState, ServicesState
 from labtools.model import topology
 from labtools.model.topology import Inventory, Link
 
@@ -88,11 +89,16 @@ class Lab:
     def up(self, progress: bool = True, cni: str | None = None) -> None:
         """Create (netns) and configure every machine. Idempotent; a failed first `up` leaves nothing.
 
-        `cni`: how the netns lab attaches its pod (`labtools.lab.cni`), default the inventory's (``cilium``)."""
+        `cni`: how the netns lab attaches its pod (`labtools.lab.cni`), default the inventory's (``cilium``).
+        Holds the lab's lock; a fresh netns lab's worker is recorded as holding no service datapath."""
         if self.backend == "netns":
             require_root("labtools lab up")
             require_tools("ip", "sysctl")
         self.check_roles()
+        with self.lock.hold():
+            self._up(progress, cni)
+
+    def _up(self, progress: bool, cni: str | None) -> None:
         fresh = self.backend == "netns" and not namespaces.lab_namespaces(self.prefix or "")
         if self.backend == "netns" and not fresh:
             drift = self.drift()
@@ -113,6 +119,9 @@ class Lab:
                 worker = self.inventory.by_role("worker").name
                 pod_cni.attach(self.host(worker), self.inventory, cni or self.inventory.cni)
             self.wait_settled()
+            if fresh:  # new namespaces: nothing programmed, and the record says so
+                self.state.put(ServicesState(datapath="none", services=0, render_s=0.0, apply_s=0.0, objects=0,
+                                             workload={}, cni=cni or self.inventory.cni))  # fmt: skip
         except BaseException:
             if fresh:
                 self.down()
@@ -173,9 +182,15 @@ class Lab:
             raise LabError(f"addresses still tentative after {timeout:g} s on {', '.join(pending)}") from None
 
     def down(self) -> list[str]:
-        """Remove what `up` made. Netns: every namespace with the prefix. SSH: the configured state."""
+        """Remove what `up` made. Netns: every namespace with the prefix. SSH: the configured state. Holds the
+        lab's lock."""
         if self.backend == "netns":
             require_root("labtools lab down")
+        with self.lock.hold():
+            return self._down()
+
+    def _down(self) -> list[str]:
+        if self.backend == "netns":
             self.close()
             removed = namespaces.teardown(self.prefix or "")  # its processes first: they write into the state
             self.state.clear()
@@ -194,6 +209,11 @@ class Lab:
     @property
     def state(self) -> LabState:
         return LabState(self.prefix or self.inventory.name)
+
+    @property
+    def lock(self) -> LabLock:
+        """One command at a time: a command that changes or measures the lab holds this (`LabLock.hold`)."""
+        return LabLock(self.state.dir, self.prefix or self.inventory.name)
 
     def __enter__(self) -> Lab:
         self.up()

@@ -1,10 +1,11 @@
 """What a lab is programmed with, kept between commands: one typed record per concern, owned here.
 
-`labtools services apply` leaves the worker with a datapath and N Services, `labtools srv6 up` with a
-tunnel mode; `measure`, `capture` and `srv6 down` read that back. The records live under
-``/run/labtools/<prefix>/`` (`paths.STATE_ROOT`), go with `lab down`, and are written atomically and
-only after the change they describe has succeeded: a change in progress first removes the old record,
-so an interrupted apply leaves "unknown" rather than a record the worker no longer matches.
+The worker's service datapath is written only by its owner (`labtools.datapaths.worker.Worker`: `services
+apply`, the sweep, bench, udp-check, the SRv6 matrix, captures), `labtools srv6 up` writes the tunnel mode;
+`measure`, `capture` and `srv6 down` read them back. The records live under ``/run/labtools/<prefix>/``
+(`paths.STATE_ROOT`), beside the lab's lock (`labtools.lab.lock`), go with `lab down`, and are written
+atomically and only after the change they describe has succeeded: a change in progress first removes the old
+record, so an interrupted apply leaves "unknown" rather than a record the worker no longer matches.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TypeVar
 from pydantic import BaseModel, ValidationError
 
 from labtools.base import paths
+from labtools.lab.lock import LOCK_FILE
 
 
 class ServicesState(BaseModel):
@@ -30,6 +32,7 @@ class ServicesState(BaseModel):
     workload: dict  # services.build() keyword arguments: the same Services can be rebuilt from it
     cilium_version: str | None = None  # the Cilium release the ebpf datapath models (None: another datapath)
     kube_proxy_version: str | None = None  # the kube-proxy release whose nftables layout is programmed
+    cni: str | None = None  # how the pod was attached when the worker was programmed (netns lab)
 
 
 class Srv6State(BaseModel):
@@ -69,4 +72,13 @@ class LabState:
             (self.dir / _FILES[kind]).unlink()
 
     def clear(self) -> None:
-        shutil.rmtree(self.dir, ignore_errors=True)
+        """Every record and log; the lock file stays (the command that clears holds it)."""
+        if not self.dir.is_dir():
+            return
+        for p in self.dir.iterdir():
+            if p.name == LOCK_FILE:
+                continue
+            if p.is_dir() and not p.is_symlink():
+                shutil.rmtree(p, ignore_errors=True)
+            else:
+                p.unlink(missing_ok=True)

@@ -1,7 +1,9 @@
 """What to measure: a sweep's plan, and the profiles in params/<profile>.yaml that hold them.
 
-The vocabulary of the study lives here too (datapaths, metrics, targets), so that every layer above
-checks names against one list.
+The vocabulary of the study lives here too (metrics, targets; the datapaths are `labtools.model.datapaths`'
+registry), so that every layer above checks names against one list. The model releases (kube-proxy's nftables
+layout, Cilium's lookup) and the pod attachment are parameters of a plan like any other: a resume with other
+releases is refused.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from pydantic.dataclasses import dataclass
 
 from labtools.base import paths
 from labtools.base.errors import InventoryError, LabError
+from labtools.model import datapaths as registry
 from labtools.model import yamlsrc
+from labtools.model.topology import CNIS
 
-DATAPATHS = ("none", "iptables", "iptables-legacy", "nftables", "ebpf")
+DATAPATHS = registry.NAMES
 METRICS = ("throughput", "crr", "udp-pps", "handshake", "transit", "probe-overhead", "change")
 TARGETS = ("first", "middle", "last", "pod", "new")  # "new": the Service the `change` metric adds
 # "block" (the default): a randomised complete block design. Each repeat is a block that visits every
@@ -52,6 +56,9 @@ class Plan:
     order: str = "block"
     order_seed: int | None = None  # "block": the seed of the drawn order; None: derived from the run id
     extra: dict[str, Any] = Field(default_factory=dict)
+    kube_proxy_version: str = registry.DEFAULT_KUBE_PROXY  # the nftables layout programmed
+    cilium_version: str = registry.DEFAULT_CILIUM  # the Cilium release the ebpf datapath models
+    cni: str | None = None  # the pod attachment the run needs (None: the lab's, recorded when the run starts)
 
     def __post_init__(self) -> None:
         if self.order == "block" and self.order_seed is None:  # recorded, so a resume draws the same order
@@ -60,7 +67,7 @@ class Plan:
 
     def validate(self) -> None:
         paths.check_run_id(self.run_id)
-        bad = [d for d in self.datapaths if d not in DATAPATHS]
+        bad = [d for d in self.datapaths if d not in registry.REGISTRY]
         bad += [m for m in self.metrics if m not in METRICS]
         bad += [t for m in self.metrics for t in self.targets_of(m) if t not in TARGETS]
         if isinstance(self.targets, dict):
@@ -69,6 +76,9 @@ class Plan:
                 for t in self.targets_of(m) if (m == "change") != (t == "new")]  # fmt: skip
         if bad:
             raise LabError(f"unknown datapath/metric/target: {', '.join(bad)}")
+        self.releases()  # an unmodelled release is refused
+        if self.cni is not None and self.cni not in CNIS:
+            raise LabError(f"cni must be one of {', '.join(CNIS)}, got {self.cni!r}")
         if not self.datapaths or not self.metrics:
             raise LabError("a plan needs at least one datapath and one metric")
         if self.repeats < 1 or not self.counts or min(self.counts) < 1:
@@ -78,6 +88,9 @@ class Plan:
                 raise LabError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.order not in ORDERS:
             raise LabError(f"order must be one of {', '.join(ORDERS)}, got {self.order!r}")
+
+    def releases(self) -> registry.Releases:
+        return registry.Releases(kube_proxy_version=self.kube_proxy_version, cilium_version=self.cilium_version)
 
     def targets_of(self, metric: str) -> list[str]:
         return list(self.targets.get(metric, [])) if isinstance(self.targets, dict) else list(self.targets)

@@ -18,8 +18,8 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter
 
+from labtools.model import datapaths as registry
 from labtools.outputs import analysis, figstyle
-from labtools.outputs.verdicts import PALETTE
 
 CHANGES = ("add", "remove", "endpoints")
 GOAL_N = 10_000
@@ -31,7 +31,9 @@ COLD_GOALS = {10_000: 3.0, 50_000: 15.0}  # nftables, current upstream layout: o
 # --iptables-min-sync-period / --min-sync-period default, 1 s), so that syncs run back to back and every
 # further change waits for the one before.
 PRACTICAL_S = 1.0
-ORDER = ("iptables", "iptables-legacy", "nftables@1.35", "nftables@1.37", "nftables", "ebpf")
+# The figures' order: the registry's, each datapath's named releases (oldest first) before its plain name.
+ORDER = tuple(x for name, spec in registry.REGISTRY.items() if spec.family is not registry.Family.NONE
+              for x in (*(f"{name}@{v}" for v in spec.versions), name))  # fmt: skip
 
 
 # The bench runs of a reference, as <run-id>-<suffix> (the keys of a profile's notebook-04 `benches`): one per
@@ -41,14 +43,18 @@ RUNS = ("change-add", "change-remove", "change-endpoints", "coldstart", "change-
 
 
 def present(df: pd.DataFrame) -> list[str]:
-    """The datapaths of `df` in the order of the figures."""
+    """The datapaths of `df` in the order of the figures; an unknown datapath or release is an error."""
     have = set(df["datapath"])
-    return [d for d in ORDER if d in have] + sorted(have - set(ORDER))
+    for name in have:
+        registry.split_release(name)
+    return [d for d in ORDER if d in have]
 
 
 def _style(datapath: str) -> dict:
-    base, _, version = datapath.partition("@")
-    return {"color": PALETTE.get(base, "0.3"), "ls": "--" if version == "1.35" else "-"}
+    """The registry's colour; an older release than the newest modelled is dashed."""
+    spec, version = registry.split_release(datapath)
+    older = version is not None and version != spec.default_release
+    return {"color": spec.style.color, "ls": registry.OLDER_RELEASE_LS if older else spec.style.ls}
 
 
 def _ms(seconds: float) -> str:

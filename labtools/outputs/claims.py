@@ -31,6 +31,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from labtools.model import datapaths as registry
+from labtools.model.datapaths import Family
 from labtools.model.plan import Plan
 from labtools.outputs import analysis
 from labtools.outputs.verdicts import decimals
@@ -375,7 +377,7 @@ def _cold_start(s2: pd.DataFrame, nmax: int) -> Claim:
 
 def _transit(s2: pd.DataFrame, target: str) -> Claim:
     words, parts = {}, []
-    for d in [d for d in ("iptables", "iptables-legacy", "nftables", "ebpf") if d in set(s2["datapath"])]:
+    for d in [d for d in registry.ordered(s2["datapath"]) if d not in registry.of_family(Family.NONE)]:
         x = analysis.trend(analysis.excess(s2, "transit_request_p50", d, target), d, "transit_request_p50_excess",
                            target, flat_slope=analysis.FLAT_TRANSIT)  # fmt: skip
         words[d] = x.word

@@ -18,6 +18,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.patches import FancyBboxPatch, Patch
 
+from labtools.model import datapaths as registry
 from labtools.outputs import dissect, figstyle, figures
 from labtools.outputs.paper import tex_escape
 from labtools.outputs.verdicts import macro_name
@@ -237,7 +238,7 @@ def crr_figure(p50: pd.DataFrame) -> Figure:
     g = p50.reset_index()
     modes = ["none", *sorted(m for m in g["mode"].unique() if m != "none")]
     targets = [t for t in ("pod", "nodeport") if t in set(g["target"])] + sorted(set(g["target"]) - {"pod", "nodeport"})
-    dps = [d for d in ("iptables", "iptables-legacy", "nftables", "ebpf") if d in set(g["datapath"])]
+    dps = registry.ordered(g["datapath"])
     colours = dict(zip(modes, MODE_COLOURS, strict=False))
     fig, axes = plt.subplots(1, len(targets), figsize=(figstyle.TEXT_WIDTH, 0.9 + 0.16 * len(modes) * len(dps)),
                              sharex=True, squeeze=False)  # fmt: skip

@@ -15,12 +15,13 @@ from collections.abc import Sequence
 import pandas as pd
 
 from labtools.base import paths
+from labtools.model import datapaths as registry
 from labtools.model.plan import Plan
 from labtools.outputs import analysis, figures
 
-# One colour per datapath, in the order the figures list them; `none` is the grey baseline.
-PALETTE = {"none": "0.45", "iptables": "tab:red", "iptables-legacy": "tab:orange", "nftables": "tab:blue",
-           "ebpf": "tab:green"}  # fmt: skip
+# One colour per datapath (the registry's styles, colour-blind safe), in the order the figures list them; `none`
+# is the grey baseline.
+PALETTE = {name: spec.style.color for name, spec in registry.REGISTRY.items()}
 WITHIN = 1.15  # "stays within 15% of none": every per-N 95% CI of the paired ratio to none below this
 
 
@@ -60,9 +61,9 @@ def crr_target(crr_targets: Sequence[str]) -> str:
 
 
 def order(df: pd.DataFrame) -> list[str]:
-    """The datapaths of `df` in `PALETTE` order."""
-    present = set(df["datapath"])
-    return [d for d in PALETTE if d in present]
+    """The datapaths of `df` in the registry's order; a datapath the registry does not know is an error (never
+    silently left out of a figure)."""
+    return registry.ordered(df["datapath"])
 
 
 # -- the run at a glance ------------------------------------------------------------------------------------

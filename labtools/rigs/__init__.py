@@ -10,6 +10,7 @@ from typing import Protocol
 
 from labtools.lab import Lab, traffic
 from labtools.model import services
+from labtools.model.datapaths import Releases
 
 
 class Rig(Protocol):
@@ -37,12 +38,14 @@ class Rig(Protocol):
         """Leave the rig as it was found."""
 
 
-def rig_for(lab: Lab, datapath_names: list[str], max_services: int, progress: bool = True) -> Rig:
-    """The lab rig, or on an inventory with ``cluster:`` a `ClusterRig` (Cilium modes, the API)."""
+def rig_for(lab: Lab, datapath_names: list[str], max_services: int, progress: bool = True,
+            releases: Releases | None = None) -> Rig:  # fmt: skip
+    """The lab rig (programming the model `releases`), or on an inventory with ``cluster:`` a `ClusterRig`
+    (Cilium modes, the API)."""
     from labtools.rigs import cluster
     from labtools.rigs.lab import LabRig
 
     if not cluster.is_cluster(lab.inventory):
-        return LabRig(lab)
+        return LabRig(lab, releases)
     cluster.check_datapaths(datapath_names)
     return cluster.ClusterRig(lab, max_services, progress=progress)

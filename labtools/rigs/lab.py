@@ -1,4 +1,5 @@
-"""The emulated lab as a rig: the worker namespace's datapaths (`datapaths.Switcher`) and the lab's machines."""
+"""The emulated lab as a rig: the worker namespace's datapaths (through its owner, `datapaths.worker.Worker`)
+and the lab's machines."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ from collections.abc import Sequence
 
 from labtools import datapaths
 from labtools.datapaths import Datapath, Node
-from labtools.datapaths.ebpf import EbpfDatapath
+from labtools.datapaths.worker import Worker
 from labtools.hosts import Host
 from labtools.lab import Lab, traffic
 from labtools.model import services
+from labtools.model.datapaths import Releases
 
 PROBE_HZ = 2000.0  # the client's handshakes per second while it watches for a change
 
@@ -35,30 +37,31 @@ def timed_change(host: Host, node: Node, dp: Datapath, before: Sequence[services
     spawn_s = time.perf_counter() - t0
     probe = traffic.watch(ends.client, target, want, hz, cpu=ends.client_cpu) if ends else None
     start = time.monotonic_ns()
-    objects = dp.apply_change(host, rendered, node)
+    applied = dp.apply_change(host, rendered, node)
     end = time.monotonic_ns()
-    out = {"change_render_s": render_s, "change_apply_s": (end - start) / 1e9, "change_objects": objects,
-           "spawn_s": spawn_s}  # fmt: skip
+    out = {"change_render_s": render_s, "change_apply_s": (end - start) / 1e9, "change_objects": applied.objects,
+           "spawn_s": spawn_s, **applied.measured}  # fmt: skip
     if probe is not None:
         flip = traffic.watched(probe)
         out |= {"change_e2e_s": (flip["flip_ns"] - start) / 1e9,
                 "change_e2e_lo_s": (flip["last_other_ns"] - start) / 1e9,
                 "probe_hz": flip["hz"], "probe_attempts": flip["attempts"], "probe_lost": flip["lost"]}  # fmt: skip
-    if isinstance(dp, EbpfDatapath):
-        out["map_calls_s"] = dp.last_map_calls_s
     return out, rendered
 
 
 class LabRig:
-    """The emulated lab: switches the worker between datapaths, parking where that is cheap."""
+    """The emulated lab: switches the worker between datapaths (parking where that is cheap), as the run's
+    `releases` model them, through the worker's owner (which holds the lab's lock until `close`)."""
 
-    def __init__(self, lab: Lab):
+    def __init__(self, lab: Lab, releases: Releases | None = None):
         self.lab = lab
-        self.node = datapaths.node_of(lab.inventory)
-        self.switcher = datapaths.Switcher(lab.host(self.node.name), self.node)
+        self.worker = Worker(lab, releases=releases)
+        self.node = self.worker.node
 
     def check(self) -> None:
-        """Nothing to check before a run: `Lab` and the datapaths name what is missing themselves."""
+        """Take the lab's lock before the run starts (refused at once if another command holds the lab); `Lab`
+        and the datapaths name what is missing themselves."""
+        self.worker.open()
 
     def provenance(self) -> dict:
         return {"rig": "lab"}
@@ -70,29 +73,32 @@ class LabRig:
         return traffic.ends(self.lab)
 
     def use(self, datapath: str, workload: services.Workload, key: object = None) -> dict:
-        done = self.switcher.use(datapath, services.service_ports(workload, self.node.name), key=key)
+        done = self.worker.use(datapath, workload, key=key)
         return {"render_s": done.render_s, "apply_s": done.apply_s, "objects": done.objects,
                 "resumed_s": done.detail.get("resumed_s"),
-                "parked": ";".join(sorted(n for n in self.switcher.parked if n != datapath))}  # fmt: skip
+                "parked": ";".join(sorted(n for n in self.worker.switcher.parked if n != datapath))}  # fmt: skip
 
     def change(self, datapath: str, workload: services.Workload, ends: traffic.TrafficEnds) -> dict:
         """The `change` metric: one Service added on top of `workload` (programmed on `datapath`) by the
         datapath's own update path, timed as `timed_change` does, then removed again the same way (untimed),
         so the node holds `workload` again for the points after."""
-        dp = datapaths.get(datapath, cilium_version=self.switcher.cilium_version,
-                           kube_proxy_version=self.switcher.kube_proxy_version)  # fmt: skip
+        dp = datapaths.get(datapath, releases=self.worker.releases)
         ch = services.one_change(workload, "add")
         before = services.service_ports(ch.before, self.node.name)
         after = services.service_ports(ch.after, self.node.name)
         host = self.lab.host(self.node.name)
         target = traffic.Target("new", ends.node_address, ch.node_port)
-        server = traffic.start_crr_server(ends.pod, services.IPERF_PORT, ends.server_cpu)
-        try:
-            out, _ = timed_change(host, self.node, dp, before, after, ends, target, ch.want)
-        finally:
-            server.stop()
-        dp.apply_change(host, dp.render_change(after, before, self.node), self.node)
+        with self.worker.changing(undone=True):
+            server = traffic.start_crr_server(ends.pod, services.IPERF_PORT, ends.server_cpu)
+            try:
+                out, _ = timed_change(host, self.node, dp, before, after, ends, target, ch.want)
+            finally:
+                server.stop()
+            dp.apply_change(host, dp.render_change(after, before, self.node), self.node)
         return out
 
     def close(self) -> None:
-        self.switcher.use("none", [])  # clears parked datapaths too (no key)
+        try:
+            self.worker.clear()  # clears parked datapaths too (no key)
+        finally:
+            self.worker.close()
