@@ -43,7 +43,7 @@ def test_iptables_partial_sync_reads_the_nat_table_first_below_the_large_cluster
     before, after = change()
     d = iptables.IptablesDatapath("nft")
     h = RecordingHost("worker")
-    written = d.apply_change(h, d.render_change(before, after, NODE), NODE)
+    written = d.apply_change(h, d.render_change(before, after, NODE), NODE).objects
     restore = ["ip6tables-nft-restore", "-w", "--noflush", "--counters"]
     assert h.commands == [["ip6tables-nft-save", "-t", "nat"], restore]
     assert written == rules_in(h.calls[1].input) > 0
@@ -91,7 +91,7 @@ def test_nftables_partial_sync_is_one_transaction_on_the_existing_table(version)
     before, after = change("remove")
     d = nftables.NftablesDatapath(version=version)
     h = RecordingHost("worker")
-    written = d.apply_change(h, d.render_change(before, after, NODE), NODE)
+    written = d.apply_change(h, d.render_change(before, after, NODE), NODE).objects
     assert h.commands == [["nft", "-f", "-"]]
     assert "delete table" not in h.calls[0].input  # the table stays: only the changed Service is written
     assert written == len(h.calls[0].input.splitlines())

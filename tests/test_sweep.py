@@ -21,7 +21,7 @@ ARGS = ["--datapaths", "none,ebpf,iptables-legacy", "--counts", "1,10", "--metri
 
 
 def test_plan_interleaves_datapaths_within_a_repeat():
-    plan = plan_.Plan("x", ["none", "ebpf"], [1, 10], ["crr"], ["last", "pod"], repeats=2)
+    plan = plan_.Plan("x", ["none", "ebpf"], [1, 10], ["crr"], ["last", "pod"], repeats=2, order="repeat")
     pts = plan.points()
     assert pts[:3] == [(1, 0, "none", "crr", "pod"), (1, 0, "ebpf", "crr", "last"), (1, 0, "ebpf", "crr", "pod")]
     assert len(pts) == 2 * 2 * (1 + 2)  # `none` has no NodePort target
@@ -30,7 +30,8 @@ def test_plan_interleaves_datapaths_within_a_repeat():
 
 
 def test_targets_per_metric_and_the_profiles():
-    plan = plan_.Plan("x", ["none", "ebpf"], [1], ["throughput", "crr"], {"throughput": ["last"], "crr": ["pod"]}, 1)
+    plan = plan_.Plan("x", ["none", "ebpf"], [1], ["throughput", "crr"], {"throughput": ["last"], "crr": ["pod"]}, 1,
+                      order="repeat")
     assert plan.points() == [(1, 0, "none", "throughput", "pod"), (1, 0, "none", "crr", "pod"),
                              (1, 0, "ebpf", "throughput", "last"), (1, 0, "ebpf", "crr", "pod")]  # fmt: skip
     with pytest.raises(LabError, match=r"udp-pps \(in targets, not in metrics\)"):

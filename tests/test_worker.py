@@ -28,10 +28,9 @@ from labtools.experiments import releases, sweep
 from labtools.lab.lock import LabBusy, LabLock
 from labtools.lab.state import ServicesState
 from labtools.model import plan as plan_
-from tests.conftest import IS_ROOT, ROOT, fresh_lab
+from tests.conftest import ROOT, fresh_lab, lab_fixture
 
 PREFIX = "pyw"
-needs_root = pytest.mark.skipif(not IS_ROOT, reason="needs root: brings the lab up")
 
 
 def cli(*args: str, env: dict | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -135,7 +134,7 @@ def test_a_resume_with_other_releases_is_refused(tmp_path):
 # ----------------------------------------------------------------------------- in the lab (root)
 
 
-@pytest.fixture(scope="module")
+@lab_fixture(scope="module")
 def wlab():
     yield from fresh_lab(PREFIX)
 
@@ -151,14 +150,12 @@ def _measured(tmp_path: Path, run_id: str) -> tuple[str, int]:
     return df["datapath"].iloc[0], int(df["services"].iloc[0])
 
 
-@needs_root
 def test_a_fresh_lab_holds_none_and_says_so(wlab, tmp_path):
     rec = _record(wlab)
     assert rec is not None and rec.datapath == "none" and rec.cni == wlab.pod_attachment()
     assert _measured(tmp_path, "fresh") == ("none", 0)
 
 
-@needs_root
 @pytest.mark.parametrize("other", ["sweep", "bench", "udp-check"])
 def test_measure_records_what_the_worker_holds_after_another_command(wlab, tmp_path, other):
     """The mislabel case: apply iptables/10, then another command reprograms the worker, then measure."""
@@ -179,7 +176,6 @@ def test_measure_records_what_the_worker_holds_after_another_command(wlab, tmp_p
     assert _measured(tmp_path, f"after-{other}") == ("none", 0)  # not iptables/10
 
 
-@needs_root
 def test_a_refused_release_changes_nothing(wlab):
     assert cli("services", "apply", "-p", PREFIX, "-d", "ebpf", "-n", "4", "--cilium-version", "1.13").returncode == 0
     before = _record(wlab)
@@ -190,7 +186,6 @@ def test_a_refused_release_changes_nothing(wlab):
     assert cli("services", "apply", "-p", PREFIX, "-d", "none").returncode == 0
 
 
-@needs_root
 def test_without_a_record_measure_refuses_by_name(wlab):
     wlab.state.forget(ServicesState)
     res = cli("measure", "-p", PREFIX, "-t", "pod")
@@ -199,7 +194,6 @@ def test_without_a_record_measure_refuses_by_name(wlab):
     assert cli("services", "apply", "-p", PREFIX, "-d", "none").returncode == 0
 
 
-@needs_root
 def test_two_sweeps_on_one_lab_the_second_is_refused_at_once(wlab, tmp_path):
     data = {"LABTOOLS_DATA": str(tmp_path)}
     args = ["--datapaths", "none,ebpf", "--counts", "1", "--metrics", "crr", "--targets", "pod", "--repeats", "50",
@@ -235,7 +229,6 @@ def test_two_sweeps_on_one_lab_the_second_is_refused_at_once(wlab, tmp_path):
     assert "took over the lock of `labtools sweep --run-id one" in res.stderr and f"pid {first.pid}" in res.stderr
 
 
-@needs_root
 def test_a_sweep_records_its_releases_and_refuses_others_on_resume(wlab, tmp_path):
     data = {"LABTOOLS_DATA": str(tmp_path)}
     args = ["sweep", "--run-id", "rel", "--datapaths", "nftables", "--counts", "2", "--metrics", "crr", "--targets",
