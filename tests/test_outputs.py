@@ -267,8 +267,7 @@ def test_sweep_figures_print_at_size(df, hd, sweep_plans):
 
 def test_committed_figures_embed_no_type3_fonts():
     pdffonts = shutil.which("pdffonts")
-    if not pdffonts:
-        pytest.skip("pdffonts (poppler-utils) is not installed")
+    assert pdffonts, "pdffonts is missing: `make tex-deps` installs poppler-utils (make test does)"
     pdfs = sorted((ROOT / "paper" / "figures").glob("*.pdf"))
     assert pdfs
     type3 = [p.name for p in pdfs if "Type 3" in subprocess.run([pdffonts, str(p)], capture_output=True,

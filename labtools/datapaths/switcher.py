@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from labtools import datapaths
 from labtools.datapaths.base import Node, Programmed
 from labtools.hosts import Host
+from labtools.lab import transit
 from labtools.model import services
 
 
@@ -42,6 +43,7 @@ class Switcher:
             self.host.require_tools("nft", "ip6tables-nft-restore", "ip6tables-legacy-restore", "tc", "conntrack")
             for d in datapaths.all_datapaths():
                 d.clear(self.host, self.node)
+            transit.detach_stale(self.host)  # a killed measurement's probe filters
             self._cleared = True
         for d in datapaths.all_datapaths():
             if d.name == name:

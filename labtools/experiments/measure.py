@@ -13,7 +13,7 @@ from pathlib import Path
 from labtools.base.errors import LabError
 from labtools.experiments import provenance
 from labtools.experiments.recorder import Recorder
-from labtools.lab import Lab, traffic
+from labtools.lab import Lab, traffic, transit
 from labtools.lab.state import ServicesState
 from labtools.model import services
 
@@ -33,6 +33,7 @@ def run(lab: Lab, metric: str, target: str, *, repeats: int = 1, run_id: str | N
                        f"{lab.hint}` first, or use --target pod")  # fmt: skip
     if state and state.datapath == "none" and target != "pod":
         raise LabError("the datapath is `none`, so there is no NodePort: use --target pod")
+    transit.detach_stale(lab.host(lab.inventory.by_role("worker").name))  # what a killed probe left in the path
     workload = services.build(**state.workload) if state else None
     t = traffic.target(lab, workload, target)
     if metric == "udp-pps" and workload and not (workload.params.get("udp_targets") or target == "pod"
