@@ -571,3 +571,16 @@ def test_24_bench_out_is_a_data_folder(flab, tmp_path):
     assert res.returncode == 0, res.stderr
     assert (out / "raw" / "b" / "manifest.json").exists() and (out / "processed" / "b.csv").exists()
     assert f"{out}/raw/b/" in res.stdout
+
+
+def test_24_a_capture_refused_for_its_srv6_mode_leaves_no_manifest(tmp_path, monkeypatch):
+    from labtools.base.errors import PrerequisiteError
+    from labtools.experiments import captures
+
+    def no_seg6(lab, mode):
+        raise PrerequisiteError("this kernel has no seg6 (End.DT6)")
+
+    monkeypatch.setattr(captures.srv6, "up", no_seg6)
+    with pytest.raises(PrerequisiteError, match="no seg6"):
+        captures.run(Lab(prefix="pyfnone"), "cap", mode="end-dt6", root=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # so the same run id without --mode is a new run, not "other parameters"
