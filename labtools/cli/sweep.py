@@ -80,7 +80,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                          "a cluster): one datapath after the other, one Cilium mode switch each")  # fmt: skip
     sw.add_argument("--dry-run", action="store_true", help="print what the sweep would change and measure, in order")
     sw.add_argument("--out", help=f"{OUT_HELP}; OUT/raw/RUN (e.g. data/raw/RUN) is the run's own folder, RUN its id")
-    sw.add_argument("--run-id", help="run id under data/raw/ (instead of --out)")
+    sw.add_argument("--run-id", help="the run id: the run goes to data/raw/RUN-ID, or OUT/raw/RUN-ID with --out")
     lab_options(sw)
     sw.set_defaults(func=cmd_sweep)
 
