@@ -17,8 +17,9 @@ export PATH := $(abspath $(BIN)):$(PATH)
 # System tools the lab drives (Debian 12 package names). TeX is added by the paper target.
 APT_PACKAGES := iproute2 iptables nftables iperf3 tcpdump tshark clang llvm bpftool libbpf-dev gcc libc6-dev \
 	pkg-config openssh-server openssh-client iputils-ping procps conntrack python3-venv python3-pip
-# TeX for `make paper` only (Debian 12): pdflatex + latexmk, booktabs/caption/microtype, Latin Modern fonts.
-TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended lmodern
+# TeX for `make paper` only (Debian 12): pdflatex + latexmk, booktabs/caption/microtype, Latin Modern fonts;
+# poppler-utils for the checks of the PDF (pdffonts: no Type 3 fonts), so that none of them skips under `make test`.
+TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended lmodern poppler-utils
 # The browser test of JupyterLab (selenium drives Debian's Chromium; nothing is downloaded at test time).
 BROWSER_PACKAGES := chromium chromium-driver
 BPF := labtools/bpf

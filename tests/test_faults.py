@@ -38,6 +38,15 @@ def cli(*args: str, env: dict | None = None, user: str | None = None,
                           env={**os.environ, **(env or {})})  # fmt: skip
 
 
+def children(pid: int) -> list[str]:
+    """The command names of `pid`'s child processes (a readiness signal: what a command is running now)."""
+    try:
+        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+        return [Path(f"/proc/{k}/comm").read_text().strip() for k in kids]
+    except OSError:  # it, or a child, has just exited
+        return []
+
+
 def no_traceback(res: subprocess.CompletedProcess) -> None:
     assert "Traceback" not in res.stderr + res.stdout, res.stderr[-3000:]
 
@@ -206,7 +215,9 @@ def test_7_an_interrupted_apply_leaves_no_stale_state(flab):
     assert flab.state.get(ServicesState).datapath == "iptables"
     argv = [sys.executable, "-m", "labtools", "services", "apply", "-p", PREFIX, "-d", "nftables", "-n", "2500"]
     proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    time.sleep(3)  # well into the nftables transaction
+    # Ready: the CLI runs `nft` (the transaction). Not a fixed sleep: a cold machine may still be importing.
+    while proc.poll() is None and "nft" not in children(proc.pid):
+        time.sleep(0.005)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     if proc.returncode == 0:
@@ -306,3 +317,270 @@ def test_the_state_record_is_written_atomically(tmp_path, monkeypatch):
     assert not list((tmp_path / "x").glob(".*tmp"))
     (tmp_path / "x" / "services.json").write_text("{not json")
     assert st.get(ServicesState) is None  # unreadable counts as unknown
+
+
+# ----------------------------------------------------------------------------- issue 24: third round (no lab)
+
+
+def test_24_an_early_interrupt_or_sigterm_exits_with_one_line(monkeypatch, capsys):
+    from labtools import cli
+
+    def interrupted_while_importing() -> None:
+        raise KeyboardInterrupt  # Ctrl-C while the command modules are still being imported
+
+    monkeypatch.setattr(cli, "build_parser", interrupted_while_importing)
+    assert cli.main(["sweep"]) == 130
+    assert capsys.readouterr().err == "labtools: interrupted\n"
+
+    def terminated(args) -> int:
+        os.kill(os.getpid(), signal.SIGTERM)  # delivered to the handler main() installed
+        raise AssertionError("SIGTERM did not end the command")
+
+    monkeypatch.undo()
+    import labtools.cli.outputs
+
+    monkeypatch.setattr(labtools.cli.outputs, "cmd_figures", terminated)
+    try:
+        assert cli.main(["figures"]) == 143  # 128 + SIGTERM, not SIGINT's 130
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    assert capsys.readouterr().err == "labtools: terminated\n"
+
+
+def test_24_the_cli_installs_its_signal_handling_before_the_heavy_imports():
+    code = ("import sys, labtools.cli; heavy = [m for m in ('pandas', 'labtools.lab', 'labtools.datapaths', 'rich') "
+            "if m in sys.modules]; print(heavy)")  # fmt: skip
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert res.stdout.strip() == "[]"  # importing the entry point is quick: main() starts within milliseconds
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf", "1e9", "999"])
+def test_24_numeric_flags_are_checked_where_they_are_parsed(value):
+    res = cli("services", "bench", "--change", "add", f"--probe-hz={value}", "-p", "pyfnone")
+    assert res.returncode == 2 and "--probe-hz" in res.stderr, res.stderr
+    assert "finite" in res.stderr or "must be from 1000 to 10000" in res.stderr
+    no_traceback(res)
+
+
+def test_24_every_numeric_flag_has_a_checked_type():
+    import argparse
+
+    from labtools.cli import build_parser, common
+
+    def checked(t: object) -> bool:
+        return t is common.int_list or getattr(t, "__qualname__", "") in ("integer.<locals>.parse",
+                                                                          "real.<locals>.parse")  # fmt: skip
+
+    def actions(parser: argparse.ArgumentParser):
+        for a in parser._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                for sub in a.choices.values():
+                    yield from actions(sub)
+            else:
+                yield parser.prog, a
+
+    numeric = [(prog, a.dest, a.type) for prog, a in actions(build_parser()) if a.type in (int, float, common.int_list)
+               or (isinstance(a.default, int | float) and not isinstance(a.default, bool))]  # fmt: skip
+    assert len(numeric) > 15 and [(prog, dest) for prog, dest, t in numeric if not checked(t)] == []
+    for text in ("0", "-1", "1e3", "x", "nan"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            common.repeats(text)
+    for text in ("nan", "inf", "0", "601"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            common.timeout(text)
+    assert common.timeout("0.5") == 0.5 and common.seed("0") == 0
+
+
+def test_24_repeated_names_and_counts_are_refused():
+    for args, twice in ((["--datapaths", "none,none"], "none"), (["--counts", "1,1000,1"], "1"),
+                        (["--metrics", "crr,crr"], "crr")):  # fmt: skip
+        res = cli("sweep", "--run-id", "x", "--dry-run", *args)
+        assert res.returncode == 2 and f"names {twice} more than once" in res.stderr, res.stderr
+        no_traceback(res)
+
+
+def test_24_measure_does_not_offer_the_change_metric():
+    assert "change" not in cli("measure", "--help").stdout.split("--metric")[1].split("]")[0]
+    res = cli("measure", "--metric", "change")
+    assert res.returncode == 2 and "invalid choice: 'change'" in res.stderr
+
+
+def test_24_out_is_a_data_folder_everywhere_and_checked_first(tmp_path, monkeypatch):
+    from labtools.cli.common import data_out
+
+    monkeypatch.chdir(tmp_path)
+    assert data_out("myres/x", "run") == (tmp_path / "myres" / "x", "run")
+    assert data_out("relonly", "run") == (tmp_path / "relonly", "run")
+    assert data_out("data/raw/RUN", None, run_folder=True) == (tmp_path / "data", "RUN")  # the documented form
+    assert data_out("data/raw/RUN", None) == (tmp_path / "data" / "raw" / "RUN", None)  # only sweep and capture
+    assert data_out(None, "r") == (None, "r")
+    (tmp_path / "afile").write_text("x")
+    for out, message in (("afile", "is a file, not a folder"), ("afile/sub", "is a file, so no folder")):
+        with pytest.raises(LabError, match=message):
+            data_out(out, "r")
+    with pytest.raises(LabError, match="names run RUN, --run-id other"):
+        data_out("data/raw/RUN", "other", run_folder=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile"]  # nothing was created
+
+
+def test_24_out_mistakes_are_named_errors_before_any_work(tmp_path):
+    afile = tmp_path / "afile"
+    afile.write_text("x")
+    for args in (["sweep", "--out", "relonly", "--datapaths", "none", "--counts", "1", "--dry-run"],
+                 ["sweep", "--out", str(afile), "--run-id", "r", "--dry-run"],
+                 ["services", "bench", "--out", str(afile)], ["measure", "--out", str(afile)],
+                 ["udp-check", "--out", str(afile / "sub")], ["capture", "--out", str(afile)]):  # fmt: skip
+        res = cli(*args, "-p", "pyfnone")
+        assert res.returncode == 2 and res.stderr.startswith("labtools: error:"), (args, res.stderr)
+        no_traceback(res)
+    assert afile.read_text() == "x" and sorted(p.name for p in tmp_path.iterdir()) == ["afile"]
+    assert not (ROOT / "raw").exists() and not (ROOT / "processed").exists() and not (ROOT / "relonly").exists()
+    assert "OUT/raw/RUN-ID" in cli("services", "bench", "--help").stdout
+
+
+def test_24_a_refused_start_leaves_no_run(tmp_path):
+    rec = Recorder("r", kind="test", params={"a": 1}, root=tmp_path).open(lambda: {"time": "now"})
+    rec.note(mode="end-dt6")  # run-level facts before the first point stay in memory
+    assert rec.manifest()["mode"] == "end-dt6" and not (tmp_path / "raw").exists()
+    # e.g. the kernel lacks seg6: nothing was written, so the same id is free for other parameters
+    Recorder("r", kind="test", params={"a": 2}, root=tmp_path).open(dict)
+    rec.write("p1", [{"metric": "m", "value": 1.0}])  # the first point creates the run
+    assert json.loads(rec.manifest_path.read_text())["mode"] == "end-dt6"
+    with pytest.raises(LabError, match="exists with other parameters"):
+        Recorder("r", kind="test", params={"a": 2}, root=tmp_path).open(dict)
+
+
+def test_24_a_sweep_too_large_for_its_node_ports_is_refused_with_a_flag_it_has(tmp_path):
+    res = cli("sweep", "--run-id", "big", "--datapaths", "none", "--counts", "40000", "-p", "pyfnone",
+              env={"LABTOOLS_DATA": str(tmp_path)})  # fmt: skip
+    assert res.returncode == 2 and "do not fit the node port range a sweep uses" in res.stderr, res.stderr
+    assert "--node-port-range" not in res.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_24_figures_refuses_incomplete_reference_data_and_leaves_notebooks_alone(tmp_path):
+    before = {p.name: p.read_bytes() for p in (ROOT / "notebooks").iterdir()}
+    res = cli("figures", env={"LABTOOLS_DATA": str(tmp_path)})
+    assert res.returncode == 2 and "the reference data is incomplete" in res.stderr, res.stderr
+    assert {p.name: p.read_bytes() for p in (ROOT / "notebooks").iterdir()} == before
+
+
+def test_24_a_failing_notebook_leaves_its_committed_copy(tmp_path, monkeypatch):
+    import papermill as pm
+
+    from labtools import pipeline
+
+    out = tmp_path / "01-scale-sweep.ipynb"
+    out.write_text("committed")
+
+    def fails(src, tmp, **kw):
+        Path(tmp).write_text("half executed")
+        raise pm.PapermillExecutionError(2, 3, "boom", "RuntimeError", "boom", [])  # cell index, exec count
+
+    monkeypatch.setattr(pm, "execute_notebook", fails)
+    monkeypatch.delenv("LABTOOLS_PAPER", raising=False)
+    with pytest.raises(LabError, match="failed in cell 3"):
+        pipeline._execute("01-scale-sweep", out, {}, tmp_path / "paper", keep_failed=False)
+    assert out.read_text() == "committed" and [p.name for p in tmp_path.iterdir()] == [out.name]
+    assert "LABTOOLS_PAPER" not in os.environ  # the paper folder went to the kernel, not into our environment
+
+    def interrupted(src, tmp, **kw):
+        assert os.environ["LABTOOLS_PAPER"] == str(tmp_path / "paper")  # what the kernel inherits
+        Path(tmp).write_text("half executed")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(pm, "execute_notebook", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        pipeline._execute("01-scale-sweep", out, {}, tmp_path / "paper", keep_failed=True)
+    assert out.read_text() == "committed" and [p.name for p in tmp_path.iterdir()] == [out.name]
+    assert "LABTOOLS_PAPER" not in os.environ
+
+
+def test_24_make_test_installs_what_the_paper_checks_need():
+    make = (ROOT / "Makefile").read_text()
+    tex = next(line for line in make.splitlines() if line.startswith("TEX_PACKAGES :="))
+    assert "poppler-utils" in tex.split()  # pdffonts, for the Type 3 check
+    assert "test: setup tex-deps" in make
+
+
+# ----------------------------------------------------------------------------- issue 24: third round (lab)
+
+
+def exit_filters(lab: Lab) -> list[str]:
+    """The interfaces of the worker that carry one of the transit probe's exit filters."""
+    from labtools.lab import transit
+
+    worker = lab.host(lab.inventory.by_role("worker").name)
+    found = []
+    for dev in ("ens3", "lxc0"):
+        shown = worker.run(["tc", "filter", "show", "dev", dev, "egress"], check=False).stdout
+        found += [dev for name in transit.EXIT_PROGRAMS if name in shown]
+    return found
+
+
+def kill_probe_midway(tmp_path: Path) -> None:
+    """kill -9 of `measure --metric probe-overhead` once its probe is attached: no clean-up runs."""
+    proc = subprocess.Popen([sys.executable, "-m", "labtools", "measure", "-p", PREFIX, "-m", "probe-overhead",
+                             "-t", "last", "-o", str(tmp_path)], cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    while proc.poll() is None and "labtools-transi" not in children(proc.pid):  # comm: 15 characters
+        time.sleep(0.005)
+    until_attached = time.monotonic() + 30
+    while proc.poll() is None and len(exit_filters(Lab(prefix=PREFIX))) < 2 and time.monotonic() < until_attached:
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+
+
+@needs_root
+def test_24_a_killed_probe_leaves_no_filter_in_later_measurements_or_applies(flab, tmp_path):
+    from labtools.lab import transit
+
+    assert cli("services", "apply", "-p", PREFIX, "-d", "iptables", "-n", "10").returncode == 0
+    kill_probe_midway(tmp_path)
+    assert sorted(exit_filters(flab)) == ["ens3", "lxc0"]  # what kill -9 leaves: the exit filters stay
+    res = cli("measure", "-p", PREFIX, "-m", "crr", "-t", "last", "-o", str(tmp_path))
+    assert res.returncode == 0, res.stderr
+    assert exit_filters(flab) == []  # measured without them
+    kill_probe_midway(tmp_path)
+    assert exit_filters(flab)
+    assert cli("services", "apply", "-p", PREFIX, "-d", "nftables", "-n", "10").returncode == 0
+    assert exit_filters(flab) == []
+    assert transit.detach_stale(flab.host("worker")) == []  # idempotent
+
+
+@needs_root
+def test_24_lab_up_finishes_what_a_killed_up_left(flab):
+    client = flab.host("client")
+    # What `up` killed before it configured an interface leaves: down, default MTU, no addresses.
+    client.run(["ip", "addr", "flush", "dev", "ens3", "scope", "global"])
+    client.run(["ip", "link", "set", "dev", "ens3", "down", "mtu", "1500"])
+    res = cli("lab", "status", "-p", PREFIX)
+    assert res.returncode == 1 and f"run `labtools lab up --prefix {PREFIX}` to finish it" in res.stdout
+    res = cli("lab", "up", "-p", PREFIX)
+    assert res.returncode == 0, res.stderr
+    assert cli("lab", "status", "-p", PREFIX).returncode == 0
+    assert {s.mtu for s in flab.status()} == {8950}
+
+
+@needs_root
+def test_24_bench_out_is_a_data_folder(flab, tmp_path):
+    out = tmp_path / "new" / "data"  # missing: created
+    res = cli("services", "bench", "-p", PREFIX, "--counts", "10", "--datapaths", "iptables", "--repeats", "1",
+              "--run-id", "b", "--out", str(out))  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    assert (out / "raw" / "b" / "manifest.json").exists() and (out / "processed" / "b.csv").exists()
+    assert f"{out}/raw/b/" in res.stdout
+
+
+def test_24_a_capture_refused_for_its_srv6_mode_leaves_no_manifest(tmp_path, monkeypatch):
+    from labtools.base.errors import PrerequisiteError
+    from labtools.experiments import captures
+
+    def no_seg6(lab, mode):
+        raise PrerequisiteError("this kernel has no seg6 (End.DT6)")
+
+    monkeypatch.setattr(captures.srv6, "up", no_seg6)
+    with pytest.raises(PrerequisiteError, match="no seg6"):
+        captures.run(Lab(prefix="pyfnone"), "cap", mode="end-dt6", root=tmp_path)
+    assert list(tmp_path.iterdir()) == []  # so the same run id without --mode is a new run, not "other parameters"

@@ -284,8 +284,7 @@ def test_figures_leave_matplotlib_settings_alone(hd, tmp_path, monkeypatch):
 
 def test_committed_figures_embed_no_type3_fonts():
     pdffonts = shutil.which("pdffonts")
-    if not pdffonts:
-        pytest.skip("pdffonts (poppler-utils) is not installed")
+    assert pdffonts, "pdffonts is missing: `make tex-deps` installs poppler-utils (make test does)"
     pdfs = sorted((ROOT / "paper" / "figures").glob("*.pdf"))
     assert pdfs
     type3 = [p.name for p in pdfs if "Type 3" in subprocess.run([pdffonts, str(p)], capture_output=True,

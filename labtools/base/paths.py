@@ -95,6 +95,20 @@ def check_run_id(run_id: str) -> str:
     return run_id
 
 
+def writable_folder(path: str | Path, flag: str = "--out") -> Path:
+    """`path` as a folder labtools may create and write in, checked before any work and without creating
+    anything: a file, a file on the way to it or a place the user cannot write is a named error."""
+    p = Path(path).absolute()
+    if p.exists() and not p.is_dir():
+        raise LabError(f"{flag} {path} is a file, not a folder")
+    existing = next(a for a in (p, *p.parents) if a.exists())
+    if not existing.is_dir():
+        raise LabError(f"{flag} {path}: {existing} is a file, so no folder can be made under it")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise LabError(f"{flag} {path}: cannot write in {existing}")
+    return p
+
+
 def write_atomic(path: str | Path, text: str) -> Path:
     """Write `text` to `path` through a temporary file beside it and a rename: readers see all or nothing,
     and a crash leaves the old file (or none), never half of the new one."""

@@ -37,7 +37,6 @@ EXAMPLES = """examples:
 """
 
 
-
 def build_parser() -> argparse.ArgumentParser:
     """The whole command line: one module of this package per command group adds its parsers."""
     from importlib.metadata import PackageNotFoundError, version
@@ -57,26 +56,34 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised like Ctrl-C so that every clean-up path runs; the exit status says which it was."""
+
+
 def _terminate(signum: int, frame: object) -> None:
-    # Turn SIGTERM into an exception so `up` can clean up after itself, as on Ctrl-C.
-    raise KeyboardInterrupt(f"signal {signum}")
+    raise Terminated(f"signal {signum}")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The `labtools` command. The signal handling comes first, before the command modules' imports (the
+    slow part of starting), so that Ctrl-C at any moment exits with 130 and one line, SIGTERM with 143."""
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         signal.signal(signal.SIGTERM, _terminate)
-    args = build_parser().parse_args(argv)
-    args._argv = list(sys.argv[1:] if argv is None else argv)
     try:
+        args = build_parser().parse_args(argv)
+        args._argv = list(sys.argv[1:] if argv is None else argv)
         with contextlib.ExitStack() as resources:  # what the command holds (a lab's lock: `common.exclusive`)
             args._resources = resources
             return args.func(args)
     except LabError as e:
         print(f"labtools: error: {e}", file=sys.stderr)
         return 2
+    except Terminated:
+        print("labtools: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         print("labtools: interrupted", file=sys.stderr)
-        return 130
+        return 128 + signal.SIGINT
 
 
 if __name__ == "__main__":

@@ -4,7 +4,9 @@ root check, and plain-text tables."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 from rich import box
 from rich.console import Console
@@ -15,25 +17,68 @@ from labtools.base.errors import LabError
 DEFAULTS = argparse.ArgumentDefaultsHelpFormatter
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def integer(lo: int, hi: int) -> Callable[[str], int]:
+    """An argument type: a whole number from `lo` to `hi`, refused where it is parsed."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < lo:
+            raise argparse.ArgumentTypeError(f"must be at least {lo}, got {value}")
+        if value > hi:
+            raise argparse.ArgumentTypeError(f"must be at most {hi:,}, got {value:,}")
+        return value
+
+    return parse
+
+
+def real(lo: float, hi: float) -> Callable[[str], float]:
+    """An argument type: a finite number from `lo` to `hi` (nan and inf are refused, not waited out)."""
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"{text!r} is not a finite number")
+        if not lo <= value <= hi:
+            raise argparse.ArgumentTypeError(f"must be from {lo:g} to {hi:g}, got {value:g}")
+        return value
+
+    return parse
+
+
+# The numeric flags' types, one per kind of quantity, shared by every command.
+positive_int = integer(1, 1_000_000)  # Service counts
+repeats = integer(1, 1000)
+samples = integer(1, 100_000_000)  # packets, transactions, echo requests per sample
+seconds = integer(1, 3600)
+seed = integer(0, 2**32 - 1)
+timeout = real(0.01, 600)
+
+
+def _unique(text: str, parts: Sequence[object]) -> None:
+    twice = sorted({str(p) for p in parts if parts.count(p) > 1})
+    if twice:
+        raise argparse.ArgumentTypeError(f"{text!r} names {', '.join(twice)} more than once")
 
 
 def int_list(text: str) -> list[int]:
-    """Comma-separated positive whole numbers, e.g. 1,1000,10000."""
+    """Comma-separated distinct Service counts, e.g. 1,1000,10000."""
     parts = text.split(",")
     if any(not p.strip() for p in parts):
         raise argparse.ArgumentTypeError(f"{text!r} has an empty item: give numbers separated by single commas")
-    return [positive_int(p.strip()) for p in parts]
+    values = [positive_int(p.strip()) for p in parts]
+    _unique(text, values)
+    return values
 
 
-def name_list(choices: Sequence[str]):
+def name_list(choices: Sequence[str]) -> Callable[[str], list[str]]:
+    """An argument type: comma-separated distinct names out of `choices`."""
+
     def parse(text: str) -> list[str]:
         parts = [p.strip() for p in text.split(",")]
         if any(not p for p in parts):
@@ -41,9 +86,30 @@ def name_list(choices: Sequence[str]):
         bad = [p for p in parts if p not in choices]
         if bad:
             raise argparse.ArgumentTypeError(f"unknown {', '.join(bad)} (choose from {', '.join(choices)})")
+        _unique(text, parts)
         return parts
 
     return parse
+
+
+def data_out(out: str | None, run_id: str | None, *, run_folder: bool = False) -> tuple[Path | None, str | None]:
+    """`--out`, the same for every command that records a run: a data folder instead of data/ (the run goes
+    to OUT/raw/RUN-ID, its table to OUT/processed/RUN-ID.csv). With `run_folder` (sweep, capture), OUT/raw/RUN,
+    e.g. data/raw/RUN, names the run's own folder and RUN is its run id. Returns the data folder (None:
+    data/) and the run id; a file or a place that cannot be written is refused before any work."""
+    from labtools.base import paths
+
+    if not out:
+        return None, run_id
+    folder = paths.writable_folder(out)
+    if run_folder and folder.parent.name == "raw":
+        if run_id and run_id != folder.name:
+            raise LabError(f"--out {out} names run {folder.name}, --run-id {run_id}: give one of them")
+        return folder.parents[1], paths.check_run_id(folder.name)
+    return folder, run_id
+
+
+OUT_HELP = "a data folder instead of data/: the run goes to OUT/raw/RUN-ID, its table to OUT/processed/RUN-ID.csv"
 
 
 def needs_root(lab, what: str) -> None:

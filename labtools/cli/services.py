@@ -7,15 +7,16 @@ import sys
 import time
 
 from labtools.base.errors import LabError
+from labtools.cli import common
 from labtools.cli.common import (
     DEFAULTS,
+    OUT_HELP,
     exclusive,
     fmt,
     int_list,
     lab_options,
     name_list,
     needs_root,
-    positive_int,
     release_options,
     releases_of,
     table,
@@ -33,32 +34,32 @@ def _workload(args: argparse.Namespace):
 def cmd_bench(args: argparse.Namespace) -> int:
     import json
 
+    from labtools.base import paths
     from labtools.experiments import bench
     from labtools.lab import Lab
 
+    root, run_id = common.data_out(args.out, args.run_id)
     lab = Lab(args.inventory, args.prefix)
     needs_root(lab, "services bench")
     exclusive(args, lab)
-    run_id = args.run_id or time.strftime("bench-%Y%m%dT%H%M%SZ", time.gmtime())
-    common = {"mix": args.mix, "releases": releases_of(args), "cni": args.cni}
+    run_id = run_id or time.strftime("bench-%Y%m%dT%H%M%SZ", time.gmtime())
+    opts = {"mix": args.mix, "releases": releases_of(args), "cni": args.cni, "root": root}
     if args.change:
         rows = bench.run_change(lab, run_id, args.change, args.counts, args.datapaths, args.repeats, hz=args.probe_hz,
-                                **common)  # fmt: skip
+                                **opts)  # fmt: skip
         summary = bench.change_summary(rows)
         cols = ["datapath", "services", "repeats", "cold_apply_median_s", "change_apply_median_s",
                 "change_e2e_median_s", "change_e2e_max_s", "spawn_median_s", "ratio_median"]  # fmt: skip
     else:
-        rows = bench.run(lab, run_id, args.counts, args.datapaths, args.repeats, **common)
+        rows = bench.run(lab, run_id, args.counts, args.datapaths, args.repeats, **opts)
         summary = bench.summary(rows)
         cols = ["datapath", "services", "repeats", "apply_median_s", "apply_min_s", "apply_max_s",
                 "render_median_s", "bare_median_s", "ratio_median"]  # fmt: skip
-    if args.out:
-        with open(args.out, "w") as fh:
-            json.dump({"rows": rows, "summary": summary}, fh, indent=1)
     if args.json:
         print(json.dumps(rows, indent=1))
         return 0
-    print(f"run {run_id}: every apply in data/raw/{run_id}/, the table in data/processed/{run_id}.csv")
+    data = root or paths.data_root()
+    print(f"run {run_id}: every apply in {data / 'raw' / run_id}/, the table in {data / 'processed' / run_id}.csv")
     print(table([[fmt(r.get(c, "")) for c in cols] for r in summary], cols))
     return 0
 
@@ -108,6 +109,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:
+    from labtools.experiments import bench as bench_
     from labtools.model import datapaths as registry
     from labtools.model import services
 
@@ -120,7 +122,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     lab_options(drops)
     drops.set_defaults(func=cmd_drops)
     for sp in (apply_, man):
-        sp.add_argument("--count", "-n", type=positive_int, default=1, help="number of Services")
+        sp.add_argument("--count", "-n", type=common.positive_int, default=1, help="number of Services")
         sp.add_argument("--mix", choices=services.MIXES, default="nodeport",
                         help="all NodePort, or N-1 ClusterIP and one NodePort")  # fmt: skip
         sp.add_argument("--udp", action="store_true", help="also UDP 5201 on every Service (for iperf3 -u)")
@@ -129,7 +131,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         sp.add_argument("--node-port-range", default=None, metavar="LO-HI",
                         help=f"the API server's service-node-port-range (default {services.DEFAULT_NODE_PORT_RANGE}, "
                              f"or {services.WIDE_NODE_PORT_RANGE} when more NodePorts are needed)")  # fmt: skip
-        sp.add_argument("--seed", type=int, default=0, help="seed of the cluster IP / node port allocator")
+        sp.add_argument("--seed", type=common.seed, default=0, help="seed of the cluster IP / node port allocator")
     apply_.add_argument("--datapath", "-d", choices=registry.NAMES, default="iptables")
     release_options(apply_)
     apply_.add_argument("--json", action="store_true", help="print the record as JSON")
@@ -144,18 +146,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     bench.add_argument("--datapaths", type=name_list([*programs, *releases]),
                        default="iptables,iptables-legacy,nftables,ebpf", metavar="D,D,...",
                        help=f"comma-separated; a release may be named: {', '.join(releases)}")  # fmt: skip
-    bench.add_argument("--repeats", type=positive_int, default=3, help="repeats per datapath and count")
+    bench.add_argument("--repeats", type=common.repeats, default=3, help="repeats per datapath and count")
     bench.add_argument("--mix", choices=services.MIXES, default="nodeport",
                        help="all NodePort, or N-1 ClusterIP and one NodePort (needed above 64,512 Services)")
     bench.add_argument("--change", choices=services.CHANGES,
                        help="time one change on top of N Services (add one, remove one, or move one's endpoint) "
                             "instead of the cold start alone: change_apply_s and change_e2e_s")
-    bench.add_argument("--probe-hz", type=float, default=2000.0, metavar="HZ",
-                       help="--change: handshakes per second with which the client watches for the change (>= 1000)")
+    bench.add_argument("--probe-hz", type=common.real(*bench_.PROBE_HZ_RANGE), default=2000.0, metavar="HZ",
+                       help="--change: handshakes per second with which the client watches for the change "
+                            f"({bench_.PROBE_HZ_RANGE[0]:g} to {bench_.PROBE_HZ_RANGE[1]:g})")
     release_options(bench, cni=True)
     bench.add_argument("--json", action="store_true", help="print every sample as JSON instead of the table")
     bench.add_argument("--run-id", help="the run under data/raw/ (default: bench-<UTC time>)")
-    bench.add_argument("--out", help="also write every sample and the summary as JSON here")
+    bench.add_argument("--out", help=OUT_HELP)
     lab_options(bench)
     bench.set_defaults(func=cmd_bench)
 

@@ -7,7 +7,8 @@ import sys
 import time
 
 from labtools.base.errors import LabError
-from labtools.cli.common import exclusive, fmt, needs_root, table
+from labtools.cli import common
+from labtools.cli.common import OUT_HELP, exclusive, fmt, needs_root, table
 
 
 def cmd_srv6(args: argparse.Namespace) -> int:
@@ -64,16 +65,13 @@ def cmd_srv6(args: argparse.Namespace) -> int:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from labtools.base import paths
     from labtools.experiments import captures
     from labtools.lab import Lab
 
-    out = Path(args.out) if args.out else None
-    run_id = out.name if out else args.run_id
+    root, run_id = common.data_out(args.out, args.run_id, run_folder=True)
     if not run_id:
-        raise LabError("give --run-id RUN (pcaps go to data/raw/RUN/) or --out DIR")
+        raise LabError("give --run-id RUN (pcaps go to data/raw/RUN/, or OUT/raw/RUN with --out) or --out DATA/raw/RUN")
     command = list(args.command or [])
     if command[:1] == ["--"]:
         command = command[1:]
@@ -83,12 +81,12 @@ def cmd_capture(args: argparse.Namespace) -> int:
     manifest = captures.run(
         lab, run_id, scenarios=[s for s in args.scenarios.split(",") if s], mode=args.mode, datapath=args.datapath,
         point_names=[p for p in args.points.split(",") if p], count=args.count, timeout=args.timeout,
-        root=out.parents[1] if out else None, command=command or None,
+        root=root, command=command or None,
     )  # fmt: skip
     rows = [[c["scenario"], "ok" if c["ok"] else f"failed ({c['returncode']})",
              *(c["files"][p]["packets"] for p in manifest["points"])] for c in manifest["captures"]]  # fmt: skip
     print(f"run {run_id}: SRv6 mode {manifest['srv6_mode']}, pcaps and manifest.json in "
-          f"{(out or paths.raw(run_id))}")  # fmt: skip
+          f"{(root or paths.data_root()) / 'raw' / run_id}")  # fmt: skip
     print(table(rows, ["scenario", "traffic", *manifest["points"]]))
     lab.close()
     failed = [c["scenario"] for c in manifest["captures"] if not c["ok"]]
@@ -112,7 +110,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     s6.add_argument("--worker-sid", default=srv6.WORKER_SID)
     s6.add_argument("--modes", default=",".join(("none", *srv6.MODES)), help="matrix: ingress modes (none = no tunnel)")
     s6.add_argument("--datapaths", default=",".join(srv6.MATRIX_DATAPATHS), help="matrix: service datapaths")
-    s6.add_argument("--timeout", type=float, default=1.0, help="matrix: seconds per TCP transaction")
+    s6.add_argument("--timeout", type=common.timeout, default=1.0, help="matrix: seconds per TCP transaction")
     s6.add_argument("--json", action="store_true", help="matrix: print the rows as JSON")
     s6.add_argument("--run-id", help="matrix: the run under data/raw/ (default: srv6-matrix-<UTC time>)")
     s6.add_argument("--inventory", "-i")
@@ -121,7 +119,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     cp = sub.add_parser("capture", help="tcpdump at the thesis' five points around ICMPv6 / TCP traffic")
     cp.add_argument("--run-id", help="pcaps and manifest.json go to data/raw/RUN-ID/")
-    cp.add_argument("--out", "-o", help="the run's directory instead (its name is the run id)")
+    cp.add_argument("--out", "-o", help=f"{OUT_HELP}; OUT/raw/RUN (e.g. data/raw/RUN) is the run's own folder, RUN "
+                    "its id")  # fmt: skip
     cp.add_argument("--mode", "--ingress", "-m", dest="mode", choices=srv6.MODES,
                     help="bring the SRv6 tunnel up in this mode first (default: the path as it is)")  # fmt: skip
     cp.add_argument("--scenarios", default=",".join(captures.SCENARIOS), help="comma-separated traffic scenarios")
@@ -133,8 +132,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         help="service datapath for tcp-nodeport (1 Service); default nftables: iptables' KUBE-FORWARD drops "
         "the encapsulated replies as INVALID",
     )
-    cp.add_argument("--count", type=int, default=3, help="echo requests / TCP transactions per scenario")
-    cp.add_argument("--timeout", type=float, default=2.0, help="seconds per reply")
+    cp.add_argument("--count", type=common.samples, default=3, help="echo requests / TCP transactions per scenario")
+    cp.add_argument("--timeout", type=common.timeout, default=2.0, help="seconds per reply")
     cp.add_argument("--inventory", "-i")
     cp.add_argument("--prefix", "-p")
     cp.add_argument("command", nargs=argparse.REMAINDER, help="-- CMD...: capture around CMD run on the client")

@@ -6,21 +6,20 @@ import argparse
 import time
 
 from labtools.base.errors import LabError
+from labtools.cli import common
 from labtools.cli.common import (
     DEFAULTS,
+    OUT_HELP,
     exclusive,
     int_list,
     lab_options,
     name_list,
     needs_root,
-    positive_int,
     release_options,
 )
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
     from labtools.lab import Lab
 
     lab = Lab(args.inventory, args.prefix)
@@ -33,6 +32,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from labtools.rigs import cluster
 
     if args.profile:
+        if args.out:
+            raise LabError("--profile writes its sweeps to data/raw/: give --run-id, not --out")
         if not args.run_id:
             raise LabError("--profile needs --run-id (each of the profile's sweeps becomes RUN-ID-<name>)")
         plans = plan_.plans(
@@ -40,11 +41,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         )
         root = None
     else:
-        out = Path(args.out) if args.out else None
-        run_id = out.name if out else args.run_id
+        root, run_id = common.data_out(args.out, args.run_id, run_folder=True)
         if not run_id:
-            raise LabError("give --profile P --run-id RUN, --out data/raw/RUN or --run-id RUN")
-        root = out.parents[1] if out else None
+            raise LabError("give --profile P --run-id RUN, --run-id RUN (with --out DATA or not) or --out DATA/raw/RUN")
         on_cluster = cluster.is_cluster(lab.inventory)
         dps = args.datapaths or (["iptables", "ebpf"] if on_cluster else list(plan_.DATAPATHS))
         order = args.order or ("datapath" if on_cluster else "block")  # a Cilium mode switch takes minutes
@@ -84,12 +83,12 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     metavar="M,M,...", help=f"comma-separated, of {', '.join(traffic.METRICS)}")  # fmt: skip
     sw.add_argument("--targets", type=name_list(traffic.TARGETS), default="last,pod", metavar="T,T,...",
                     help=f"comma-separated, of {', '.join(traffic.TARGETS)} (none is measured at the pod)")  # fmt: skip
-    sw.add_argument("--repeats", type=positive_int, default=3, help="repeats of every point")
-    sw.add_argument("--crr-transactions", type=positive_int, default=2000, help="crr: connections per sample")
-    sw.add_argument("--throughput-seconds", type=positive_int, default=2, help="throughput: iperf3 -t")
-    sw.add_argument("--udp-packets", type=positive_int, default=50000, help="udp-pps: new flows per sample")
+    sw.add_argument("--repeats", type=common.repeats, default=3, help="repeats of every point")
+    sw.add_argument("--crr-transactions", type=common.samples, default=2000, help="crr: connections per sample")
+    sw.add_argument("--throughput-seconds", type=common.seconds, default=2, help="throughput: iperf3 -t")
+    sw.add_argument("--udp-packets", type=common.samples, default=50000, help="udp-pps: new flows per sample")
     sw.add_argument("--profile", help="take the sweeps of params/PROFILE.yaml (quick, full) instead of the flags")
-    sw.add_argument("--seed", type=int, default=0, help="seed of the cluster IP / node port allocator")
+    sw.add_argument("--seed", type=common.seed, default=0, help="seed of the cluster IP / node port allocator")
     sw.add_argument("--order", choices=plan_.ORDERS,
                     help="block (default on the lab): each repeat visits every N once in a drawn order, the "
                          "datapaths at one N one after the other; repeat: N in time order; datapath (default on a "
@@ -98,8 +97,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     help="block: the seed of the drawn order (default: derived from the run id; recorded)")
     release_options(sw, cni=True)
     sw.add_argument("--dry-run", action="store_true", help="print what the sweep would change and measure, in order")
-    sw.add_argument("--out", help="data/raw/RUN: the run's directory (its name is the run id)")
-    sw.add_argument("--run-id", help="run id under data/raw/ (instead of --out)")
+    sw.add_argument("--out", help=f"{OUT_HELP}; OUT/raw/RUN (e.g. data/raw/RUN) is the run's own folder, RUN its id")
+    sw.add_argument("--run-id", help="the run id: the run goes to data/raw/RUN-ID, or OUT/raw/RUN-ID with --out")
     lab_options(sw)
     sw.set_defaults(func=cmd_sweep)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from labtools.base.errors import LabError
+from labtools.cli.common import positive_int
 
 
 def cmd_testbed(args: argparse.Namespace) -> int:
@@ -60,7 +61,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     tb.add_argument("--dry-run", "-n", action="store_true", help="print every command per host, run nothing")
     tb.add_argument("--stages", help=f"comma-separated subset of {','.join(testbed.STAGES)} (default: all)")
     tb.add_argument("--kubeadm-api", choices=testbed.kubeadm.API_VERSIONS, default="v1beta4")
-    tb.add_argument("--services", type=int, default=1, help="largest Service count of the sweep (NodePort range)")
+    tb.add_argument("--services", type=positive_int, default=1,
+                    help="largest Service count of the sweep (NodePort range)")
     tb.add_argument("--node-port-range", help="override the API server's service-node-port-range")
     tb.add_argument("--cilium-mode", choices=testbed.cilium.MODES, default="kube-proxy")
     tb.add_argument("--cilium-version", help="Cilium chart version (default: the repo's latest)")

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from labtools.datapaths import registry
 from labtools.datapaths.base import Node, Programmed
 from labtools.hosts import Host
+from labtools.lab import transit
 from labtools.model import services
 from labtools.model.datapaths import REGISTRY, SWITCH_TOOLS, Releases
 
@@ -58,6 +59,7 @@ class Switcher:
             self.host.require_tools(*needed)
             for d in registry.all_datapaths():
                 d.clear(self.host, self.node)
+            transit.detach_stale(self.host)  # a killed measurement's probe filters
             self._cleared = True
         for d in registry.all_datapaths():
             if d.name == name:

@@ -30,6 +30,9 @@ from labtools.model.datapaths import Releases
 from labtools.rigs.lab import timed_change
 
 RELEASE_KEYS = (*registry.RELEASE_PARAMS, "cni")  # a profile's bench may name them
+# The probe rates a change may be watched at: from 1 kHz (1 ms resolution) up to what one client core
+# keeps pace with (a handshake each 100 us); nan, inf or 1e9 would leave every point to its time limit.
+PROBE_HZ_RANGE = (1000.0, 10_000.0)
 BARE = "s=$(date +%s%N); {tool} -w < {path}; e=$(date +%s%N); echo $((e - s))"
 BARE_PARTIAL = "s=$(date +%s%N); {tool} -w --noflush --counters < {path}; e=$(date +%s%N); echo $((e - s))"
 
@@ -121,8 +124,10 @@ def run_change(lab: Lab, run_id: str, change: str, counts: Sequence[int], names:
     """
     if change not in services.CHANGES:
         raise LabError(f"change must be one of {', '.join(services.CHANGES)}, got {change!r}")
-    if hz < 1000:
-        raise LabError(f"probe rate {hz:g}/s is below 1 kHz: the change would be seen at coarser than 1 ms")
+    if not PROBE_HZ_RANGE[0] <= hz <= PROBE_HZ_RANGE[1]:  # also refuses nan
+        lo, hi = PROBE_HZ_RANGE
+        raise LabError(f"probe rate {hz:g}/s is not from {lo:g} to {hi:g}: below, the change would be seen at "
+                       "coarser than 1 ms; above, the client cannot keep the pace")
     _check(names)
     rel = releases or Releases()
     params = {"change": change, "counts": list(counts), "datapaths": list(names), "repeats": repeats, "mix": mix,

@@ -17,7 +17,7 @@ from labtools.base.errors import LabError
 from labtools.datapaths import worker
 from labtools.experiments import provenance
 from labtools.experiments.recorder import Recorder
-from labtools.lab import Lab, traffic
+from labtools.lab import Lab, traffic, transit
 from labtools.model import services
 
 
@@ -39,6 +39,7 @@ def _run(lab: Lab, metric: str, target: str, repeats: int, run_id: str | None,
     state = worker.holds(lab)  # refuses when nothing says what the worker holds
     if state.datapath == "none" and target != "pod":
         raise LabError("the datapath is `none`, so there is no NodePort: use --target pod")
+    transit.detach_stale(lab.host(lab.inventory.by_role("worker").name))  # what a killed probe left in the path
     workload = services.build(**state.workload) if state.datapath != "none" else None
     t = traffic.target(lab, workload, target)
     if metric == "udp-pps" and workload and not (workload.params.get("udp_targets") or target == "pod"

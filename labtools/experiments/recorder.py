@@ -13,6 +13,10 @@ resume, and the tidy table.
 A point file is written to a temporary name and renamed, so a crash leaves a whole point or none; a
 point that does not parse (a truncated or emptied file) is named, moved aside to ``points/broken/`` and
 measured again. Re-running the same run id with the same parameters measures only what is missing.
+
+A new run's folder and manifest appear with its first point or file: a command refused after `open()`
+(a missing kernel feature, a workload that does not fit, a lab that is down) leaves nothing behind, so
+the same run id can be used again with other parameters.
 """
 
 from __future__ import annotations
@@ -54,20 +58,20 @@ class Recorder:
         self.points = self.dir / "points"
         self.manifest_path = self.dir / "manifest.json"
         self.warn = warn or (lambda msg: print(f"labtools: warning: {msg}", file=sys.stderr))
+        self._unwritten: dict | None = None  # a new run's manifest until its first point or file
 
     # -- the run
 
     def open(self, provenance: Callable[[], dict]) -> Recorder:
-        """Create the run, or check that an existing one was made with the same parameters.
+        """Start the run, or check that an existing one was made with the same parameters.
 
-        `provenance` is called only for a new run (it is read once per run, not per point).
+        `provenance` is called only for a new run (it is read once per run, not per point). A new run is
+        written with its first point or file (`write`, `path`, `table`), not here.
         """
         if self.check():
             return self
-        self.points.mkdir(parents=True, exist_ok=True)
-        write_atomic(self.manifest_path, json.dumps({"run_id": self.run_id, "kind": self.kind, "params": self.params,
-                                                     "provenance": _plain(provenance()), "started": time.time()},
-                                                    indent=1))  # fmt: skip
+        self._unwritten = {"run_id": self.run_id, "kind": self.kind, "params": self.params,
+                           "provenance": _plain(provenance()), "started": time.time()}  # fmt: skip
         return self
 
     def check(self) -> bool:
@@ -85,7 +89,15 @@ class Recorder:
             )
         return True
 
+    def _create(self) -> None:
+        if self._unwritten is not None:
+            self.points.mkdir(parents=True, exist_ok=True)
+            write_atomic(self.manifest_path, json.dumps(self._unwritten, indent=1))
+            self._unwritten = None
+
     def manifest(self) -> dict:
+        if self._unwritten is not None:
+            return dict(self._unwritten)
         try:
             return json.loads(self.manifest_path.read_text())
         except (OSError, ValueError) as e:
@@ -95,10 +107,14 @@ class Recorder:
         """Add run-level facts to the manifest (e.g. the SRv6 mode a capture ran in)."""
         man = self.manifest()
         man.update(_plain(facts))
-        write_atomic(self.manifest_path, json.dumps(man, indent=1))
+        if self._unwritten is not None:
+            self._unwritten = man
+        else:
+            write_atomic(self.manifest_path, json.dumps(man, indent=1))
 
     def path(self, *parts: str) -> Path:
-        """A file or folder inside the run (pcaps, raw tool output)."""
+        """A file or folder inside the run (pcaps, raw tool output); the run is created first."""
+        self._create()
         return self.dir.joinpath(*parts)
 
     # -- points
@@ -133,6 +149,7 @@ class Recorder:
     def write(self, key: str, records: list[dict], **extra: object) -> Path:
         """Record one finished point: its tidy records and anything else worth keeping."""
         path = self._point(key)
+        self._create()
         write_atomic(path, json.dumps({"records": records, **extra}, default=str))
         return path
 
@@ -150,5 +167,6 @@ class Recorder:
 
     def table(self, row: Callable[[dict, dict], dict] | None = None) -> Path:
         """Every record of every point as ``data/processed/<run-id>.csv``; `row(record, point)` may add columns."""
+        self._create()
         rows = [row(rec, p) if row else rec for p in self.all_points().values() for rec in p["records"]]
         return write_atomic(self.root / "processed" / f"{self.run_id}.csv", pd.DataFrame(rows).to_csv(index=False))

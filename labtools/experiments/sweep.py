@@ -28,6 +28,7 @@ from labtools.base.errors import LabError
 from labtools.experiments import provenance, releases
 from labtools.experiments.recorder import Recorder
 from labtools.lab import Lab, traffic
+from labtools.model import services
 from labtools.model.plan import Plan, point_key
 from labtools.rigs import Rig, rig_for
 
@@ -37,6 +38,7 @@ def describe(lab: Lab, plan: Plan) -> list[str]:
     from labtools.rigs import cluster
 
     plan.validate()
+    check_fits(lab, plan)
     if cluster.is_cluster(lab.inventory):
         return cluster.describe(lab.inventory, plan.points(), max(plan.counts))
     lines, current = [], None
@@ -46,6 +48,18 @@ def describe(lab: Lab, plan: Plan) -> list[str]:
             lines.append(f"# program {d} on {datapaths.node_of(lab.inventory).name} with {c} Services")
         lines.append(f"measure {m} at {t} (n={c}, repeat {r}, {d})")
     return lines
+
+
+def check_fits(lab: Lab, plan: Plan) -> None:
+    """The lab's sweep makes every Service a NodePort, in the default range or else the wide one, and no flag
+    widens it further: a larger count is refused before anything is programmed or recorded."""
+    from labtools.rigs import cluster
+
+    wide = services.PortRange.parse(services.WIDE_NODE_PORT_RANGE)
+    if not cluster.is_cluster(lab.inventory) and max(plan.counts) > wide.size:
+        raise LabError(f"{max(plan.counts)} NodePort Services do not fit the node port range a sweep uses, {wide} "
+                       f"({wide.size} ports): sweep counts up to {wide.size} (`labtools services bench --mix "
+                       "clusterip+1nodeport` programs more)")
 
 
 def recorder(plan: Plan, root: Path | None = None) -> Recorder:
@@ -81,6 +95,7 @@ def run(lab: Lab, plan: Plan, root: Path | None = None, progress: bool = True,
     `rig` defaults to `rigs.rig_for(lab, ...)`: the emulated lab, or a real cluster.
     """
     plan.validate()
+    check_fits(lab, plan)
     plan = with_attachment(lab, plan)
     rec = recorder(plan, root)
     rec.check()  # a resume with other parameters (releases too) is refused before the rig changes anything

@@ -18,6 +18,7 @@ from labtools.base.prereqs import require_root, require_tools
 from labtools.base.waiting import Timeout, until
 from labtools.hosts import Host, NetnsHost, SSHConfig, SSHHost, namespaces
 from labtools.lab import cni as pod_cni
+from labtools.lab import transit
 from labtools.lab.lock import LabLock
 from labtools.lab.state import LabState, ServicesState
 from labtools.model import topology
@@ -145,16 +146,19 @@ class Lab:
                                      f"{role!r}, found {len(found)}: {where}", inv.path)  # fmt: skip
 
     def drift(self) -> list[str]:
-        """How the running lab differs from the inventory (MTUs, addresses), one line each; [] if it matches."""
+        """How the running lab differs from the inventory (MTUs, addresses), one line each; [] if it matches.
+
+        What an unfinished `up` left is no difference (completing it is what `up` is for): an absent
+        interface, and one that has none of its addresses yet (`up` sets an interface's MTU, then its addresses)."""
         out = []
         for st in self.status():
             want = self.inventory.machines[st.machine].interfaces[st.interface]
-            if st.state == "ABSENT":
-                continue  # an unfinished `up`: completing it is what `up` is for
-            if st.mtu != want.mtu:
-                out.append(f"{st.machine}:{st.interface} MTU {st.mtu} -> {want.mtu}")
             have = {a for a in st.addresses if not a.startswith("fe80:")}
             wanted = {str(a) for a in want.addresses if not a.ip.is_link_local}
+            if st.state == "ABSENT" or (wanted and not have):
+                continue
+            if st.mtu != want.mtu:
+                out.append(f"{st.machine}:{st.interface} MTU {st.mtu} -> {want.mtu}")
             if wanted - have:
                 out.append(f"{st.machine}:{st.interface} addresses {sorted(have)} -> {sorted(wanted)}")
         return out
@@ -200,6 +204,7 @@ class Lab:
                 self.host(name).run(argv, check=False)
             # what labtools left in the VM's /tmp: server logs (SSHHost.start) and installed tools
             self.host(name).run(["sh", "-c", "rm -f /tmp/labtools-*"], check=False)
+        transit.detach_stale(self.host(self.inventory.by_role("worker").name))  # (netns: gone with the namespace)
         self.close()
         self.state.clear()
         return list(self.inventory.machines)

@@ -13,6 +13,10 @@ Through an SRv6 ingress mode the uplink sees the outer packet: the probe matches
 request's transit includes the worker's decapsulation and the reply's its encapsulation (where the
 worker encapsulates in tc: after the probe's exit stamp, which then times the reply before encapsulation
 by ``srv6_egress`` only if that program ran first — it does, at a lower priority).
+
+A probe killed outright (kill -9 of its owner) takes its tcx links with it, but its two exit filters stay
+in the worker's path; `detach_stale` removes them, and every command that programs or measures the worker
+calls it first, as `lab down` does.
 """
 
 from __future__ import annotations
@@ -27,6 +31,22 @@ from labtools.hosts import Host, Process
 
 LOADER = paths.BPF / "labtools-transit"
 OBJECT = paths.BPF / "transit.o"
+PROBE_PREF = 0xFFF0  # the exit filters' tc priority and handle (transit-load.c)
+EXIT_PROGRAMS = ("out_request", "out_reply")  # their programs (transit.c)
+
+
+def detach_stale(worker: Host) -> list[str]:
+    """Remove the transit probe's exit filters from every interface of `worker` (idempotent: nothing to do
+    is no error); returns the interfaces they were on. Only while no probe runs: it would lose its stamps."""
+    links = worker.run(["ip", "-br", "link", "show"], check=False).stdout.split("\n")
+    found = []
+    for dev in (line.split()[0].partition("@")[0] for line in links if line.strip()):
+        argv = ["tc", "filter", "show", "dev", dev, "egress", "pref", str(PROBE_PREF)]
+        shown = worker.run(argv, check=False).stdout  # fails on a device without a clsact qdisc: none there
+        if any(f" {name} " in f" {shown} " for name in EXIT_PROGRAMS):
+            worker.run(["tc", "filter", "del", "dev", dev, "egress", "pref", str(PROBE_PREF)])
+            found.append(dev)
+    return found
 
 
 class TransitProbe:
