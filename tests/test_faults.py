@@ -459,10 +459,10 @@ def test_24_a_sweep_too_large_for_its_node_ports_is_refused_with_a_flag_it_has(t
 
 
 def test_24_figures_refuses_incomplete_reference_data_and_leaves_notebooks_alone(tmp_path):
-    before = {p.name: p.read_bytes() for p in (ROOT / "notebooks").iterdir()}
+    before = {p.name: p.read_bytes() for p in (ROOT / "notebooks").iterdir() if p.is_file()}
     res = cli("figures", env={"LABTOOLS_DATA": str(tmp_path)})
     assert res.returncode == 2 and "the reference data is incomplete" in res.stderr, res.stderr
-    assert {p.name: p.read_bytes() for p in (ROOT / "notebooks").iterdir()} == before
+    assert {p.name: p.read_bytes() for p in (ROOT / "notebooks").iterdir() if p.is_file()} == before
 
 
 def test_24_a_failing_notebook_leaves_its_committed_copy(tmp_path, monkeypatch):

@@ -149,6 +149,7 @@ def test_transit_agrees_with_capture_timestamps_at_the_same_points(tlab, tmp_pat
         assert statistics.median(pcap_req) > 10 * statistics.median(pcap_rep)
 
 
+@pytest.mark.lab
 def test_the_capture_bracket_exceeds_the_probe_by_the_same_for_every_datapath():
     """What the capture adds to the probe's interval is the taps' own position, not the datapath: the same to
     within a microsecond whichever datapath ran in between (after the cross-check above, in the same session)."""

@@ -93,7 +93,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     help="block (default on the lab): each repeat visits every N once in a drawn order, the "
                          "datapaths at one N one after the other; repeat: N in time order; datapath (default on a "
                          "cluster): one datapath after the other, one Cilium mode switch each")  # fmt: skip
-    sw.add_argument("--order-seed", type=int, default=None, metavar="S",
+    sw.add_argument("--order-seed", type=common.seed, default=None, metavar="S",
                     help="block: the seed of the drawn order (default: derived from the run id; recorded)")
     release_options(sw, cni=True)
     sw.add_argument("--dry-run", action="store_true", help="print what the sweep would change and measure, in order")
