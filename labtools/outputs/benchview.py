@@ -51,10 +51,11 @@ def present(df: pd.DataFrame) -> list[str]:
 
 
 def _style(datapath: str) -> dict:
-    """The registry's colour; an older release than the newest modelled is dashed."""
+    """The registry's colour and marker; an older release than the newest modelled is dashed."""
     spec, version = registry.split_release(datapath)
     older = version is not None and version != spec.default_release
-    return {"color": spec.style.color, "ls": registry.OLDER_RELEASE_LS if older else spec.style.ls}
+    return {"color": spec.style.color, "marker": spec.style.marker,
+            "ls": registry.OLDER_RELEASE_LS if older else spec.style.ls}  # fmt: skip
 
 
 def _ms(seconds: float) -> str:
@@ -94,7 +95,7 @@ def _log_axes(ax, counts: Sequence[int]) -> None:
 
 
 def _legend(fig, datapaths: Sequence[str], extra: Sequence[Line2D] = (), *, right: bool = False) -> None:
-    handles = [Line2D([], [], marker="o", ms=3, label=d, **_style(d)) for d in datapaths]
+    handles = [Line2D([], [], ms=3, label=d, **_style(d)) for d in datapaths]
     if right:  # beside the axes, one entry per line
         fig.legend(handles=[*handles, *extra], loc="center right", frameon=False, handlelength=2.2)
         return
@@ -103,7 +104,7 @@ def _legend(fig, datapaths: Sequence[str], extra: Sequence[Line2D] = (), *, righ
 
 
 def _band(ax, pp: pd.DataFrame, scale: float, **kw) -> None:
-    ax.plot(pp["services"], pp["median"] * scale, marker="o", ms=2.5, **kw)
+    ax.plot(pp["services"], pp["median"] * scale, ms=2.5, **{"marker": "o", **kw})
     ax.fill_between(pp["services"], pp["ci_lo"] * scale, pp["ci_hi"] * scale, alpha=0.18, color=kw["color"], lw=0)
 
 

@@ -19,7 +19,7 @@ from matplotlib.ticker import FormatStrFormatter, FuncFormatter, LogLocator, Nul
 
 from labtools.model.plan import Plan
 from labtools.outputs import analysis, figstyle
-from labtools.outputs.verdicts import PALETTE, order, scenario_name, scenario_target, throughput_plans
+from labtools.outputs.verdicts import PALETTE, STYLE, order, scenario_name, scenario_target, throughput_plans
 
 WIDE = figstyle.TEXT_WIDTH
 
@@ -55,7 +55,7 @@ def throughput_ratio_figure(df: pd.DataFrame, plans: Sequence[Plan]) -> Figure:
         x = _xaxis(ax, plan.counts)
         for den in [d for d in ("iptables", "iptables-legacy") if d in plan.datapaths]:
             r = analysis.paired_ratio(sub, "throughput", scenario_target(plan), "ebpf", den)
-            _errorbar(ax, r, x, marker="o", ms=3, capsize=2, label=f"ebpf / {den}", color=PALETTE[den])
+            _errorbar(ax, r, x, ms=3, capsize=2, label=f"ebpf / {den}", **STYLE[den])
         ax.axhline(1, color="0.6", lw=0.8)
         ax.set(title=f"{scenario_name(plan)}: target {scenario_target(plan)}", xlabel="Services (N)")
     axes[0, 0].set_ylabel("throughput ratio (median, IQR)")
@@ -79,7 +79,7 @@ def throughput_box_figure(df: pd.DataFrame, plans: Sequence[Plan]) -> Figure:
         ax.set_ylim(bottom=0)
         ax.set(title=f"{scenario_name(plan)}: iperf3 TCP to target {scenario_target(plan)}", xlabel="Services (N)",
                ylabel="Gbit/s")  # fmt: skip
-    _datapath_legend(fig, hue_order, marker=None)
+    _datapath_legend(fig, hue_order, markers=False)
     fig.tight_layout(rect=(0, 0.04, 1, 1))
     return fig
 
@@ -100,8 +100,7 @@ def crr_figure(hd: pd.DataFrame, crr_targets: Sequence[str]) -> Figure:
             ax = axes[row, col]
             x = _xaxis(ax, hd["services"].unique())
             for d in order(hd):
-                _errorbar(ax, _series(S, d, metric, target), x, marker="o", ms=2.5, capsize=1.5, color=PALETTE[d],
-                          label=d)  # fmt: skip
+                _errorbar(ax, _series(S, d, metric, target), x, ms=2.5, capsize=1.5, label=d, **STYLE[d])
             _log_y(ax)
             ax.set_title(f"{metric.replace('crr_', '')} connection setup, target {target}")
             if col == 0:
@@ -121,8 +120,8 @@ def udp_pps_figure(hd: pd.DataFrame, udp_targets: Sequence[str]) -> Figure:
     for ax, target in zip(axes[0], udp_targets, strict=True):
         x = _xaxis(ax, hd["services"].unique())
         for d in order(hd):
-            _errorbar(ax, _series(S, d, "udp_pps", target), x, scale=1e3, marker="o", ms=2.5, capsize=1.5,
-                      color=PALETTE[d], label=d)  # fmt: skip
+            _errorbar(ax, _series(S, d, "udp_pps", target), x, scale=1e3, ms=2.5, capsize=1.5, label=d,
+                      **STYLE[d])  # fmt: skip
         ax.set(title=f"new UDP flows, target {target}", xlabel="Services (N)")
         ax.set_ylim(bottom=0)
     axes[0, 0].set_ylabel("thousand packets/s")
@@ -133,7 +132,7 @@ def udp_pps_figure(hd: pd.DataFrame, udp_targets: Sequence[str]) -> Figure:
 
 def _band(ax, s: pd.DataFrame, x, scale: float, **kw) -> None:
     """Medians as a line with markers, their order-statistic intervals (`analysis.median_interval`) as a band."""
-    ax.plot(x(s["services"]), s["median"] / scale, marker="o", ms=2.5, **kw)
+    ax.plot(x(s["services"]), s["median"] / scale, ms=2.5, **{"marker": "o", **kw})
     ax.fill_between(x(s["services"]), s["ci_lo"] / scale, s["ci_hi"] / scale, alpha=0.18, color=kw.get("color"), lw=0)
 
 
@@ -146,9 +145,10 @@ def _log_y(ax) -> None:
 
 
 def _datapath_legend(fig, datapaths: Sequence[str], extra: Sequence[Line2D | Patch] = (),
-                     marker: str | None = "o") -> None:  # fmt: skip
+                     markers: bool = True) -> None:  # fmt: skip
     """One legend for all panels, below them: a colour per datapath (and `extra` entries)."""
-    handles = [Line2D([], [], color=PALETTE[d], marker=marker, ms=3, lw=1.5 if marker else 6, label=d)
+    handles = [Line2D([], [], color=STYLE[d]["color"], marker=STYLE[d]["marker"] if markers else None,
+                      ls=STYLE[d]["ls"] if markers else "-", ms=3, lw=1.5 if markers else 6, label=d)
                for d in datapaths]  # fmt: skip
     fig.legend(handles=[*handles, *extra], loc="lower center", ncol=len(handles) + len(extra), frameon=False,
                bbox_to_anchor=(0.5, 0), handlelength=1.6, columnspacing=1.2)  # fmt: skip
@@ -166,8 +166,8 @@ def transit_figure(hd: pd.DataFrame, targets: Sequence[str], probe_ns: Mapping[s
             ax = axes[row, col]
             x = _xaxis(ax, hd["services"].unique())
             for d in order(hd):
-                _band(ax, analysis.per_point(hd, f"transit_{direction}_p50", d, target), x, 1e3, color=PALETTE[d],
-                      label=d)  # fmt: skip
+                _band(ax, analysis.per_point(hd, f"transit_{direction}_p50", d, target), x, 1e3, label=d,
+                      **STYLE[d])  # fmt: skip
             if probe_ns and direction in probe_ns:
                 ax.axhline(probe_ns[direction] / 1e3, color="0.3", ls=":", lw=1)
             _log_y(ax)
@@ -195,7 +195,8 @@ def latency_figure(hd: pd.DataFrame, target: str) -> Figure:
             s = analysis.per_point(hd, metric, d, target)
             if d == "none" and metric == "crr_p50":
                 ax.fill_between(x(s["services"]), s["ci_lo"], s["ci_hi"], color="0.85", lw=0)
-            _band(ax, s, x, 1.0, ls=ls, color=PALETTE[d], label=f"{d} {metric.split('_')[0]}")
+            _band(ax, s, x, 1.0, ls=ls, color=PALETTE[d], marker=STYLE[d]["marker"],
+                  label=f"{d} {metric.split('_')[0]}")  # (line style: crr or handshake)
     _log_y(ax)
     ax.set(xlabel="Services (N)", ylabel="p50 (µs)")
     ax.set_title(f"crr (solid), handshake (dashed); target {target}")

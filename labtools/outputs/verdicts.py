@@ -22,6 +22,10 @@ from labtools.outputs import analysis, figures
 # One colour per datapath (the registry's styles, colour-blind safe), in the order the figures list them; `none`
 # is the grey baseline.
 PALETTE = {name: spec.style.color for name, spec in registry.REGISTRY.items()}
+# Colour, marker and line style per datapath, so that a figure printed in grey or read by a colour-blind reader
+# still tells the datapaths apart.
+STYLE = {name: {"color": spec.style.color, "marker": spec.style.marker, "ls": spec.style.ls}
+         for name, spec in registry.REGISTRY.items()}  # fmt: skip
 WITHIN = 1.15  # "stays within 15% of none": every per-N 95% CI of the paired ratio to none below this
 
 
