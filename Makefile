@@ -19,12 +19,14 @@ APT_PACKAGES := iproute2 iptables nftables iperf3 tcpdump tshark clang llvm bpft
 	pkg-config openssh-server openssh-client iputils-ping procps conntrack python3-venv python3-pip
 # TeX for `make paper` only (Debian 12): pdflatex + latexmk, booktabs/caption/microtype, Latin Modern fonts.
 TEX_PACKAGES := latexmk texlive-latex-base texlive-latex-recommended lmodern
+# The VM of `labtools vm run` (a stock distribution kernel for what this host's lacks, e.g. SRv6 routes).
+VM_PACKAGES := qemu-system-x86 cpio
 # The browser test of JupyterLab (selenium drives Debian's Chromium; nothing is downloaded at test time).
 BROWSER_PACKAGES := chromium chromium-driver
 BPF := labtools/bpf
 MULTIARCH := $(shell gcc -dumpmachine 2>/dev/null)
 
-.PHONY: lock setup system-deps python-env bpf tools lab-up lab-down lab reproduce figures test lint clean tex-deps browser-deps paper
+.PHONY: vm-deps vm test-vm lock setup system-deps python-env bpf tools lab-up lab-down lab reproduce figures test lint clean tex-deps browser-deps paper
 
 setup: system-deps python-env bpf tools
 
@@ -75,6 +77,14 @@ tex-deps:
 
 browser-deps:
 	$(call apt-install,$(BROWSER_PACKAGES),browser-deps)
+
+vm-deps:
+	$(call apt-install,$(VM_PACKAGES),vm-deps)
+
+# make vm CMD="labtools srv6 up": CMD as root on Debian's stock kernel in a VM (labtools vm run; KERNEL=...).
+KERNEL ?= debian
+vm: setup vm-deps
+	$(BIN)/labtools vm run --kernel $(KERNEL) -- $(CMD)
 
 # The thesis PDF, paper/build/thesis.pdf, from whatever figures/tables exist (missing ones show as
 # placeholders); the provenance appendix and captions are rendered from paper/manifest.json first.

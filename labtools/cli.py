@@ -30,6 +30,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
+from labtools import cli_vm
 from labtools.errors import LabError
 from labtools.hosts import namespaces
 
@@ -707,6 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--srv6-mode", default="end-dt6", help="SRv6 ingress mode handed to labtools.datapaths.srv6.plan")
     tb.set_defaults(func=cmd_testbed)
     _add_srv6_capture_parsers(sub)
+    cli_vm.add_parser(sub)
     return p
 
 

@@ -52,13 +52,22 @@ def _filters(host: NetnsHost, dev: str, direction: str) -> set[str]:
     return {f["options"]["bpf_name"].split(":")[0] for f in out if "bpf_name" in f.get("options", {})}
 
 
-def test_the_ebpf_datapath_loads_programs_and_changes(node_host):
-    node = Node("worker", NODE_IP, "ens3", str(services.CLUSTER_CIDR), str(services.SERVICE_CIDR),
-                {services.POD_IP: "lxc0"})  # fmt: skip
-    before = services.service_ports(services.build(2), node.name)
-    after = services.service_ports(services.build(3), node.name)
+NODE = Node("worker", NODE_IP, "ens3", str(services.CLUSTER_CIDR), str(services.SERVICE_CIDR),
+            {services.POD_IP: "lxc0"})  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def programmed(node_host):
+    """The eBPF datapath with two Services on the node: its ports before and after one Service is added."""
+    before = services.service_ports(services.build(2), NODE.name)
     dp = ebpf.EbpfDatapath()
-    assert dp.apply(node_host, dp.render(before, node), node) > 0
+    assert dp.apply(node_host, dp.render(before, NODE), NODE) > 0
+    return before, services.service_ports(services.build(3), NODE.name)
+
+
+def test_the_ebpf_datapath_loads_programs_and_changes(node_host, programmed):
+    before, after = programmed
+    node, dp = NODE, ebpf.EbpfDatapath()
     assert "from_netdev" in _filters(node_host, "ens3", "ingress")
     assert "from_container" in _filters(node_host, "lxc0", "ingress")
     assert dp.apply_change(node_host, dp.render_change(before, after, node), node) > 0
@@ -83,8 +92,21 @@ def test_the_srv6_encapsulation_and_decapsulation_load(node_host):
     node_host.run(srv6.resolve_argv(node_host, [srv6.LOADER, "--srv6-sid", "ens3", "del", SID], check=True))
 
 
-def test_the_transit_probe_attaches_and_reports(node_host):
+def _order(host: NetnsHost, dev: str, direction: str) -> list[str]:
+    """The BPF programs at `dev`'s `direction` in the order tc runs them (a dump lists them so)."""
+    out = json.loads(host.run(["tc", "-j", "filter", "show", "dev", dev, direction]).stdout or "[]")
+    return [f["options"]["bpf_name"].split(":")[0] for f in out if "bpf_name" in f.get("options", {})]
+
+
+def test_the_transit_probe_attaches_before_the_datapath_and_reports(node_host, programmed):
     with TransitProbe(node_host, "ens3", "lxc0") as probe:
-        assert "out_reply" in _filters(node_host, "ens3", "egress")
-    assert probe.result is not None and "counters" in probe.result
-    assert "out_reply" not in _filters(node_host, "ens3", "egress")  # detached on exit
+        assert _order(node_host, "ens3", "egress")[-1] == "out_reply"  # last on the way out
+        if "tcx" not in probe.proc.output():  # before 6.6: classic filters, which must run before the datapath's
+            assert _order(node_host, "ens3", "ingress")[:2] == ["in_request", "from_netdev"]
+            assert _order(node_host, "lxc0", "ingress")[:2] == ["in_reply", "from_container"]
+    assert probe.result is not None and probe.result["ingress_hook"] in ("tcx", "tc pref 1")
+    assert "counters" in probe.result
+    for dev in ("ens3", "lxc0"):  # detached on exit; the datapath stays
+        assert not {"in_request", "in_reply", "out_request", "out_reply"} & _filters(node_host, dev, "ingress")
+        assert not {"out_request", "out_reply"} & _filters(node_host, dev, "egress")
+    assert "from_netdev" in _filters(node_host, "ens3", "ingress")
