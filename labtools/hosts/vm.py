@@ -242,11 +242,11 @@ def _remove_stale() -> None:
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
 
 
-def accelerator() -> tuple[list[str], str]:
+def accelerator(kvm: str = "/dev/kvm", modules: Path = Path("/sys/module")) -> tuple[list[str], str]:
     """QEMU's accelerator options and why: KVM where it can boot a stock guest, else TCG."""
-    if not os.access("/dev/kvm", os.R_OK | os.W_OK):
+    if not os.access(kvm, os.R_OK | os.W_OK):
         return ["-accel", "tcg,thread=multi", "-cpu", "max"], "TCG (no usable /dev/kvm)"
-    if Path("/sys/module/kvm_pvm").exists():
+    if (modules / "kvm_pvm").exists():
         return (["-accel", "tcg,thread=multi", "-cpu", "max"],
                 "TCG (this KVM is kvm_pvm, a paravirtual kind that cannot boot stock guests)")  # fmt: skip
     return ["-accel", "kvm", "-cpu", "host"], "KVM"
@@ -352,10 +352,10 @@ def run(argv: Sequence[str], *, kernel: str = "debian", shares: Sequence[Path] =
     return VmResult(status, why, boot_s, total, k)
 
 
-def kernel_package() -> str | None:
+def kernel_package(cmdline: Path = Path("/proc/cmdline")) -> str | None:
     """In a VM this module booted: the kernel's package and version (from the kernel command line); else None."""
     with contextlib.suppress(OSError):
-        for arg in Path("/proc/cmdline").read_text().split():
+        for arg in cmdline.read_text().split():
             if arg.startswith(f"{CMDLINE_KEY}="):
                 return arg.split("=", 1)[1]
     return None
