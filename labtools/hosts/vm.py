@@ -152,7 +152,7 @@ STAGE2 = """# labtools vm stage 2: the mounts a system has, then the command; it
 bb=/.labtools-vm/busybox
 $bb mount -t proc proc /proc; $bb mount -t sysfs sys /sys; $bb mount -t devtmpfs dev /dev
 $bb mkdir -p /dev/pts /dev/shm && $bb mount -t devpts devpts /dev/pts && $bb mount -t tmpfs tmpfs /dev/shm
-$bb mount -t tmpfs -o mode=755 tmpfs /run && $bb mkdir -p /run/netns /run/lock
+$bb mount -t tmpfs -o mode=755 tmpfs /run && $bb mkdir -p /run/netns /run/lock /run/sshd
 $bb mount -t tmpfs tmpfs /tmp && $bb chmod 1777 /tmp
 $bb mount -t bpf bpf /sys/fs/bpf; $bb mount -t cgroup2 cgroup2 /sys/fs/cgroup
 $bb mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
@@ -204,10 +204,6 @@ def prepare(kernel: str = "debian", say: Callable[[str], None] = print) -> Kerne
             (initramfs / "lib" / "modules" / release / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(mods / rel, initramfs / "lib" / "modules" / release / rel)
         _run([str(busybox), "depmod", "-b", str(initramfs), release])
-        (initramfs / "init").write_text(INIT.format(modules=" ".join(BOOT_MODULES)))
-        (initramfs / "init").chmod(0o755)
-        (initramfs / "stage2").write_text(STAGE2.format(mark=EXIT_MARK))
-        (initramfs / "shares").write_text("")  # replaced per run (see _initrd_for)
         shutil.rmtree(root, ignore_errors=True)
         (work / "kernel").rename(root)
         _cpio(initramfs, work / "initrd")
@@ -217,26 +213,27 @@ def prepare(kernel: str = "debian", say: Callable[[str], None] = print) -> Kerne
     return k
 
 
-def _initrd_for(k: Kernel, shares: Sequence[Path], command: str, out: Path) -> None:
-    """The cached initramfs plus this run's share list and command (a second cpio archive appended)."""
-    extra = out.parent / f".{out.name}.d"
-    shutil.rmtree(extra, ignore_errors=True)
-    try:
-        extra.mkdir()
-        (extra / "shares").write_text("\n".join(str(s) for s in shares))
-        (extra / "command").write_text(command)
-        _cpio(extra, out.with_suffix(".extra"))
-        with open(out, "wb") as fh:
-            fh.write(k.initrd.read_bytes())
-            fh.write(out.with_suffix(".extra").read_bytes())
-    finally:
-        shutil.rmtree(extra, ignore_errors=True)
-        out.with_suffix(".extra").unlink(missing_ok=True)
+def _initrd_for(k: Kernel, shares: Sequence[Path], command: str, scratch: Path) -> Path:
+    """The cached initramfs (busybox and modules) plus a second cpio archive appended: the scripts, this run's
+    shares and command (the kernel unpacks both). Written into `scratch`; returns the initrd's path."""
+    extra = scratch / "extra"
+    extra.mkdir(parents=True)
+    (extra / "init").write_text(INIT.format(modules=" ".join(BOOT_MODULES)))
+    (extra / "init").chmod(0o755)
+    (extra / "stage2").write_text(STAGE2.format(mark=EXIT_MARK))
+    (extra / "shares").write_text("\n".join(str(s) for s in shares))
+    (extra / "command").write_text(command)
+    _cpio(extra, scratch / "extra.cpio")
+    initrd = scratch / "initrd"
+    with open(initrd, "wb") as fh:
+        fh.write(k.initrd.read_bytes())
+        fh.write((scratch / "extra.cpio").read_bytes())
+    return initrd
 
 
 def _remove_stale() -> None:
     """Scratch files of runs whose process is gone (killed outright: no `finally` ran)."""
-    for p in (*cache_dir().glob(".initrd-*"), *cache_dir().glob(".work-*")):
+    for p in (*cache_dir().glob(".run-*"), *cache_dir().glob(".work-*")):
         pid = p.name.rsplit("-", 1)[-1]
         if pid.isdigit() and not Path(f"/proc/{pid}").exists():
             shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
@@ -310,8 +307,16 @@ def run(argv: Sequence[str], *, kernel: str = "debian", shares: Sequence[Path] =
         s.mkdir(parents=True, exist_ok=True)
     accel, why = accelerator()
     _remove_stale()
-    initrd = cache_dir() / f".initrd-{os.getpid()}"
-    _initrd_for(k, shares, _command_script(argv, Path.cwd()), initrd)
+    scratch = cache_dir() / f".run-{os.getpid()}"  # under build/, removed on every exit but SIGKILL (then next run)
+    try:
+        return _boot(qemu, k, accel, why, shares, argv, memory_mb, cpus, say,
+                     _initrd_for(k, shares, _command_script(argv, Path.cwd()), scratch))  # fmt: skip
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _boot(qemu: str, k: Kernel, accel: list[str], why: str, shares: list[Path], argv: Sequence[str],
+          memory_mb: int, cpus: int | None, say: Callable[[str], None], initrd: Path) -> VmResult:  # fmt: skip
     p9 = "security_model=passthrough,multidevs=remap"
     cmd = [qemu, *accel, "-m", str(memory_mb), "-smp", str(cpus or os.cpu_count() or 1), "-nodefaults",
            "-display", "none", "-serial", "stdio", "-monitor", "none", "-nic", "none", "-no-reboot",
@@ -323,26 +328,23 @@ def run(argv: Sequence[str], *, kernel: str = "debian", shares: Sequence[Path] =
     say(f"vm: booting {k.package} {k.version} under {why}; shares: {', '.join(map(str, shares))}")
     t0 = time.monotonic()
     boot_s, status = 0.0, None
-    try:
-        proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                                start_new_session=True, preexec_fn=_die_with_parent)  # fmt: skip
-        with _killed_on_exit(proc):
-            assert proc.stdout is not None
-            for raw in proc.stdout:
-                line = raw.decode(errors="replace").rstrip("\r\n")
-                if status is not None:
-                    continue  # the guest powering off
-                if line.startswith(EXIT_MARK):
-                    status = int(line[len(EXIT_MARK):] or 1)
-                    continue
-                if line == "labtools-vm: up":
-                    boot_s = time.monotonic() - t0
-                    say(f"vm: up in {boot_s:.0f} s; running {shlex.join(argv)}")
-                    continue
-                print(line.replace("labtools-vm:", "vm:", 1), flush=True)
-            proc.wait()
-    finally:
-        initrd.unlink(missing_ok=True)
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True, preexec_fn=_die_with_parent)  # fmt: skip
+    with _killed_on_exit(proc):
+        assert proc.stdout is not None
+        for raw in proc.stdout:
+            line = raw.decode(errors="replace").rstrip("\r\n")
+            if status is not None:
+                continue  # the guest powering off
+            if line.startswith(EXIT_MARK):
+                status = int(line[len(EXIT_MARK):] or 1)
+                continue
+            if line == "labtools-vm: up":
+                boot_s = time.monotonic() - t0
+                say(f"vm: up in {boot_s:.0f} s; running {shlex.join(argv)}")
+                continue
+            print(line.replace("labtools-vm:", "vm:", 1), flush=True)
+        proc.wait()
     total = time.monotonic() - t0
     if status is None:
         raise LabError(f"vm: the guest stopped before the command finished (QEMU exit {proc.returncode}); "
