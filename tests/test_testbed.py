@@ -15,7 +15,6 @@ import yaml
 from kubernetes import client as k8s
 
 from labtools import cli, datapaths
-from labtools.base import prereqs
 from labtools.base.errors import LabError
 from labtools.datapaths import readback
 from labtools.hosts import RecordingHost
@@ -23,7 +22,7 @@ from labtools.lab import Lab, reachability
 from labtools.model import services, topology
 from labtools.rigs import kube, testbed
 from labtools.rigs.testbed import cilium, kubeadm, netplan
-from tests.conftest import HAS_SEG6, POD_IP, ROOT, emulated_vms_up, lab_fixture
+from tests.conftest import POD_IP, ROOT, emulated_vms_up, lab_fixture
 
 OPENSTACK = ROOT / "labtools" / "inventories" / "openstack-example.yml"
 
@@ -427,10 +426,19 @@ def test_appendix_applied_over_ssh_on_emulated_vms(vms, tmp_path):
             assert 0 < rec["latency_s"] < 30
         datapaths.switch(worker, node, "none", [])
         assert readback.IptablesReadback(worker).programmed() == set() == readback.NftablesReadback(worker).programmed()
-        # The appendix' SRv6 configuration (labtools.datapaths.srv6), through the same apply over SSH: last, as it
-        # needs a kernel with SRv6 routes (the emulated VMs share this machine's kernel).
-        if not HAS_SEG6:
-            pytest.skip(prereqs.SEG6_MISSING)
+    finally:
+        ssh_lab.close()
+
+
+@pytest.mark.seg6  # the emulated VMs share this machine's kernel, which needs SRv6 routes
+def test_appendix_srv6_applied_over_ssh_on_emulated_vms(vms, tmp_path):
+    """The appendix' SRv6 configuration (labtools.datapaths.srv6), through the same apply over SSH."""
+    ssh_lab = Lab(vms.ssh_inventory())
+    try:
+        inv = ssh_lab.inventory
+        opts = testbed.Options(stages=["network"], files_root=str(tmp_path))
+        testbed.apply(ssh_lab, testbed.plan(inv, opts), dry_run=False)  # idempotent: as the test above left it
+        ssh_lab.wait_settled()
         sr_steps = testbed.plan(inv, dataclasses.replace(opts, stages=["srv6"]))
         assert {s.machine for s in sr_steps} == {"router", "worker"}
         testbed.apply(ssh_lab, sr_steps, dry_run=False)

@@ -294,7 +294,6 @@ static int srv6_encap(int argc, char **argv)
 	struct { __u32 prefixlen; unsigned char addr[16]; } key;
 	struct { unsigned char sid[16], src[16]; } val;
 	struct bpf_program *prog;
-	struct bpf_map *map;
 	struct bpf_object *obj;
 	int err, fd;
 
@@ -317,14 +316,11 @@ static int srv6_encap(int argc, char **argv)
 	obj = bpf_object__open_file(argv[2], NULL);
 	if (!obj)
 		die(argv[2], errno);
-	/* Only the encapsulation program and its policy map: no NodePort maps are created. */
+	/* Only the encapsulation program. Every map of the object is created, so whatever srv6_egress uses
+	 * (its policy, the drop counters, ...) exists without this loader listing it; the verifier binds those
+	 * to the program, and the maps it does not use are freed when this process exits. */
 	bpf_object__for_each_program(prog, obj)
 		bpf_program__set_autoload(prog, strcmp(bpf_program__name(prog), "srv6_egress") == 0);
-	bpf_object__for_each_map(map, obj)
-		if (strcmp(bpf_map__name(map), "srv6_policy") && !(decap && !strcmp(bpf_map__name(map), "srv6_sids")) &&
-		    !strstr(bpf_map__name(map), ".rodata") &&
-		    !strstr(bpf_map__name(map), ".bss") && !strstr(bpf_map__name(map), ".data"))
-			bpf_map__set_autocreate(map, false);
 	err = bpf_object__load(obj);
 	if (err)
 		die("load (verifier)", err);

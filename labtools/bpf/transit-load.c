@@ -19,6 +19,13 @@
  * next run replaces them (same priority and handle) or the namespace goes.
  *
  * libbpf 1.1 (Debian 12) predates tcx, so the links are made with bpf_link_create and the UAPI numbers.
+ *
+ * Before 6.6 (Debian 12's 6.1) there is no tcx: the two entry stamps become classic tc filters at priority 1,
+ * the datapath's own (handle PROBE_PREF, so they stay apart). Within one priority cls_bpf runs the newest
+ * filter first and a replaced filter keeps its place, so the stamps still run before the datapath's
+ * programs as long as those were attached before the probe (a sweep programs, then measures); a datapath
+ * attached for the first time while the probe runs would run before them, and `tc filter del ... pref 1`
+ * (the datapath's clear) removes them too. The JSON's "ingress_hook" says which was used.
  */
 #include <errno.h>
 #include <net/if.h>
@@ -68,19 +75,10 @@ static int prog_fd(struct bpf_object *obj, const char *name)
 	return bpf_program__fd(p);
 }
 
-static int tcx_attach(int fd, unsigned int ifindex, const char *what)
+static void tc_attach(int fd, unsigned int ifindex, enum bpf_tc_attach_point point, __u32 pref, const char *what)
 {
-	int link = bpf_link_create(fd, (int)ifindex, TCX_INGRESS, NULL);
-
-	if (link < 0)
-		die(what, errno);
-	return link;
-}
-
-static void egress_attach(int fd, unsigned int ifindex, const char *what)
-{
-	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_EGRESS);
-	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = PROBE_PREF, .priority = PROBE_PREF, .prog_fd = fd,
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = point);
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = PROBE_PREF, .priority = pref, .prog_fd = fd,
 		    .flags = BPF_TC_F_REPLACE);
 	int err = bpf_tc_hook_create(&hook);
 
@@ -91,12 +89,35 @@ static void egress_attach(int fd, unsigned int ifindex, const char *what)
 		die(what, err);
 }
 
-static void egress_detach(unsigned int ifindex)
+static void tc_detach(unsigned int ifindex, enum bpf_tc_attach_point point, __u32 pref)
 {
-	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = BPF_TC_EGRESS);
-	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = PROBE_PREF, .priority = PROBE_PREF);
+	LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = ifindex, .attach_point = point);
+	LIBBPF_OPTS(bpf_tc_opts, opts, .handle = PROBE_PREF, .priority = pref);
 
 	bpf_tc_detach(&hook, &opts);
+}
+
+#define CLASSIC_INGRESS_PREF 1	/* without tcx: the datapath's priority (see the top of this file) */
+
+/* An entry stamp at `ifindex`'s ingress: a tcx link (its fd), or -1 when it is a classic filter (pre-6.6). */
+static int ingress_attach(int fd, unsigned int ifindex, const char *what)
+{
+	int link = bpf_link_create(fd, (int)ifindex, TCX_INGRESS, NULL);
+
+	if (link >= 0)
+		return link;
+	if (errno != EINVAL)	/* a kernel without tcx does not know the attach type */
+		die(what, errno);
+	tc_attach(fd, ifindex, BPF_TC_INGRESS, CLASSIC_INGRESS_PREF, what);
+	return -1;
+}
+
+static void ingress_detach(int link, unsigned int ifindex)
+{
+	if (link >= 0)
+		close(link);
+	else
+		tc_detach(ifindex, BPF_TC_INGRESS, CLASSIC_INGRESS_PREF);
 }
 
 static const char *PROGRAMS[] = {"in_request", "out_request", "in_reply", "out_reply"};
@@ -143,6 +164,7 @@ int main(int argc, char **argv)
 	struct bpf_object *obj;
 	unsigned int uplink, pod;
 	int links[2], counters, err, stats = -1;
+	const char *hook;
 	__u32 zero = 0, all = 0;
 
 	for (int i = 4; i < argc; i++) {
@@ -175,19 +197,20 @@ int main(int argc, char **argv)
 	signal(SIGINT, on_signal);
 	signal(SIGTERM, on_signal);
 	/* Exits first, so that no packet is stamped in without a way to be stamped out. */
-	egress_attach(prog_fd(obj, "out_request"), pod, "out_request");
-	egress_attach(prog_fd(obj, "out_reply"), uplink, "out_reply");
-	links[0] = tcx_attach(prog_fd(obj, "in_request"), uplink, "in_request (tcx: kernel 6.6+)");
-	links[1] = tcx_attach(prog_fd(obj, "in_reply"), pod, "in_reply (tcx: kernel 6.6+)");
-	printf("attached\n");
+	tc_attach(prog_fd(obj, "out_request"), pod, BPF_TC_EGRESS, PROBE_PREF, "out_request");
+	tc_attach(prog_fd(obj, "out_reply"), uplink, BPF_TC_EGRESS, PROBE_PREF, "out_reply");
+	links[0] = ingress_attach(prog_fd(obj, "in_request"), uplink, "in_request");
+	links[1] = ingress_attach(prog_fd(obj, "in_reply"), pod, "in_reply");
+	hook = links[0] >= 0 ? "tcx" : "tc pref 1";
+	printf("attached (ingress: %s)\n", hook);
 	fflush(stdout);
 	while (!done)
 		pause();
-	close(links[0]);
-	close(links[1]);
-	egress_detach(pod);
-	egress_detach(uplink);
-	printf("{");
+	ingress_detach(links[0], uplink);
+	ingress_detach(links[1], pod);
+	tc_detach(pod, BPF_TC_EGRESS, PROBE_PREF);
+	tc_detach(uplink, BPF_TC_EGRESS, PROBE_PREF);
+	printf("{\"ingress_hook\": \"%s\", ", hook);
 	print_samples("request_ns", bpf_map__fd(bpf_object__find_map_by_name(obj, "request_ns")), counter(counters, 2));
 	printf(", ");
 	print_samples("reply_ns", bpf_map__fd(bpf_object__find_map_by_name(obj, "reply_ns")), counter(counters, 3));

@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The whole command line: one module of this package per command group adds its parsers."""
     from importlib.metadata import PackageNotFoundError, version
 
-    from labtools.cli import lab, measure, outputs, services, srv6, sweep, testbed
+    from labtools.cli import lab, measure, outputs, services, srv6, sweep, testbed, vm
 
     try:
         ver = version("labtools")
@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="labtools", description=__doc__, epilog=EXAMPLES, formatter_class=fmt)
     p.add_argument("--version", action="version", version=f"labtools {ver}")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (lab, services, measure, sweep, outputs, testbed, srv6):
+    for group in (lab, services, measure, sweep, outputs, testbed, srv6, vm):
         group.add_parsers(sub)
     return p
 

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from labtools.base import paths
+from labtools.hosts import vm
 
 # The Python packages whose versions decide what a run computes and draws.
 PACKAGES = ("labtools", "pandas", "numpy", "scipy", "matplotlib", "seaborn", "scapy", "paramiko", "kubernetes",
@@ -65,11 +66,14 @@ def _lock_hash() -> str:
 
 
 def collect(backend: str, cni: str | None = None) -> dict:
-    """Kernel, tools, CPU and clock, the commit (and whether the tree was dirty), packages, time; on the netns
-    lab also how its pod is attached (`cni`: the Cilium-like attachment ages packets once more)."""
+    """Kernel (in `labtools vm run` also its distribution package), tools, CPU and clock, the commit (and whether
+    the tree was dirty), packages, time; on the netns lab also how its pod is attached (`cni`: the Cilium-like
+    attachment ages packets once more)."""
+    kernel_package = vm.kernel_package()  # in `labtools vm run`: the distribution's package and version
     dirty = _first_line(["sh", "-c", f"git -C {paths.PACKAGE.parent} status --porcelain | head -1"])
     return {
         "kernel": platform.release(),
+        **({"kernel_package": kernel_package} if kernel_package else {}),
         "iperf3": _first_line(["iperf3", "--version"]),
         "nft": _first_line(["nft", "--version"]),
         "iptables": _first_line(["iptables", "--version"]),

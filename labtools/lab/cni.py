@@ -45,10 +45,14 @@ def attach(worker: Host, inv: Inventory, kind: str) -> None:
     detach(worker, veths)
     if kind == "plain" or not veths:
         return
+    load(worker, str(inv.by_role("worker").global_v6()[0]), veths)
+
+
+def load(worker: Host, router: str, veths: list[str]) -> None:
+    """Load cni.o and attach its programs to `veths`; `router` is the source of the node's time exceeded."""
     for built, src in ((OBJECT, paths.BPF / "cni.c"), (LOADER, paths.BPF / "loader.c")):
         if not built.exists() or built.stat().st_mtime < src.stat().st_mtime:
             raise PrerequisiteError(f"{built} is missing or older than {src.name}: run `make setup`")
-    router = str(inv.by_role("worker").global_v6()[0])
     worker.run([worker.install(LOADER), "--cni", worker.install(OBJECT), router, *veths])
 
 

@@ -7,7 +7,9 @@ address and port and its TCP sequence number (see ``labtools/bpf/transit.c``). T
 links, which run before every classic tc program (the eBPF datapath's) and tc ingress runs before
 netfilter; the exit stamps are classic tc filters at the last priority, after POSTROUTING and after
 the datapath's programs there. By default only the handshake is stamped (SYN, SYN-ACK): the packets
-that walk the service rules.
+that walk the service rules. Before kernel 6.6 (Debian 12's 6.1) there is no tcx: the entry stamps are classic
+tc filters at the datapath's priority, which run before its programs when those were attached first (see
+``transit-load.c``); the result's ``ingress_hook`` says which.
 
 Through an SRv6 ingress mode the uplink sees the outer packet: the probe matches the inner one, so the
 request's transit includes the worker's decapsulation and the reply's its encapsulation (where the
