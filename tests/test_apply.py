@@ -117,3 +117,22 @@ def test_ebpf_fills_its_maps_in_one_loader_run_and_checks_what_the_loader_wrote(
     h = RecordingHost("worker", {"ip -j link show dev lxc0": '[{"ifindex": 7}]', "bpf-load": str(expected - 1)})
     with pytest.raises(LabError, match=f"the loader wrote {expected - 1} map entries, expected {expected}"):
         d.program(h, PORTS, node)
+
+
+def test_the_ebpf_agent_is_one_session_answering_each_change(monkeypatch):
+    """eBPF's updater: one `--agent` session for all changes, each a count and the records, each answered by
+    "written nanoseconds"; a wrong count is refused."""
+    monkeypatch.setattr(ebpf, "require_built", lambda: (Path("/b/nodeport.o"), Path("/b/labtools-bpf-load")))
+    d = ebpf.EbpfDatapath()
+    before, after = PORTS[:-1], PORTS
+    ops = d.render_change(before, after, NODE)
+    h = RecordingHost("worker", {"--agent": f"{len(ops.ops)} 2500"})
+    with d.updater(h, NODE) as apply:
+        first, second = apply(ops), apply(ops)
+    assert [c.kind for c in h.calls] == ["install", "session", "request", "request", "close"]
+    assert h.calls[1].argv == ("/tmp/labtools-labtools-bpf-load", "--agent", "ens3")  # NODE has no pods
+    assert h.calls[2].input[:4] == len(ops.ops).to_bytes(4, "little") and h.calls[2].input[4:] == ops.stream()
+    assert first.objects == second.objects == len(ops.ops) and first.measured == {"map_calls_s": 2.5e-6}
+    h = RecordingHost("worker", {"--agent": "0 10"})
+    with pytest.raises(LabError, match="made 0 map writes"), d.updater(h, NODE) as apply:
+        apply(ops)

@@ -199,6 +199,25 @@ def test_a_partial_update_reaches_what_a_full_sync_programs(clab, name, kind):
     datapaths.switch(host, node, "none", [])
 
 
+def test_the_ebpf_agent_stays_up_between_changes_and_writes_what_a_full_sync_would(clab):
+    """`updater` starts one map writer (as Cilium's agent): two changes, there and back, go through the same
+    process, and each leaves the maps as programming the whole workload would."""
+    node = datapaths.node_of(clab.inventory)
+    host = clab.host(node.name)
+    dp = datapaths.get("ebpf")
+    before, after = ports(services.one_change(services.build(N), "add"))
+    datapaths.switch(host, node, "ebpf", after)
+    full_after = bpf_maps(host, node)
+    datapaths.switch(host, node, "ebpf", before)
+    full_before = bpf_maps(host, node)
+    with dp.updater(host, node) as apply:
+        there = apply(dp.render_change(before, after, node))
+        assert bpf_maps(host, node) == full_after and there.measured["map_calls_s"] > 0
+        back = apply(dp.render_change(after, before, node))  # the same agent, its map descriptors kept
+        assert bpf_maps(host, node) == full_before and back.objects == there.objects
+    datapaths.switch(host, node, "none", [])
+
+
 def test_the_probe_refuses_a_target_that_already_shows_the_change(clab):
     node = datapaths.node_of(clab.inventory)
     workload = services.build(3)

@@ -15,6 +15,9 @@
  *       ops.bin: repeated records of  name[16] op:u32 (1 update, 2 delete) key_size:u32 value_size:u32 key value
  *       Prints the entries written and the nanoseconds spent in the map calls alone (the agent holds its
  *       map fds open; finding them here is not part of its cost).
+ *   labtools-bpf-load --agent IFACE...
+ *       the same as a long-running writer, as Cilium's agent is: the map fds found once and kept; per change,
+ *       a u32 count then that many records on stdin, answered by one line "written nanoseconds".
  *
  * The pods' CNI (labtools.lab.cni, `lab up --cni cilium`):
  *   labtools-bpf-load --cni OBJECT ROUTER_IP POD_IFACE...
@@ -144,56 +147,107 @@ static int copy_map(int from, int to, size_t ksz, size_t vsz)
 	return n;
 }
 
-static int update(int argc, char **argv)
+/* The maps of the programs at the IFACEs' ingress, found by name on first use and then kept open (as
+ * Cilium's agent keeps its map fds). */
+struct map_fds {
+	struct { char name[17]; int fd; } m[8];
+	int n;
+	char **ifaces;
+	int nifaces;
+};
+
+static int map_fd(struct map_fds *c, const char *name)
 {
-	struct { char name[17]; int fd; } fds[8] = {0};
+	for (int i = 0; i < c->n; i++)
+		if (!strcmp(c->m[i].name, name))
+			return c->m[i].fd;
+	int fd = -1;
+	for (int i = 0; i < c->nifaces && fd < 0; i++)
+		fd = attached_map_fd(if_nametoindex(c->ifaces[i]), BPF_TC_INGRESS, 1, name);
+	if (fd < 0) {
+		fprintf(stderr, "labtools-bpf-load: no program at these interfaces' ingress has a map %s\n", name);
+		exit(1);
+	}
+	if (c->n == 8)
+		die("too many maps", E2BIG);
+	memcpy(c->m[c->n].name, name, 17);
+	c->m[c->n++].fd = fd;
+	return fd;
+}
+
+/* Apply up to `limit` operation records from stdin (all of them, to EOF, when limit < 0); adds the entries
+ * written to *n and the nanoseconds spent in the map calls alone to *spent. */
+static void apply_ops(struct map_fds *c, long limit, int *n, uint64_t *spent)
+{
 	char name[17] = {0};
 	unsigned char key[64], val[64];
 	uint32_t hdr[3];
-	uint64_t spent = 0;
-	int n = 0, nfds = 0;
 
-	if (argc < 3) {
-		fprintf(stderr, "usage: %s --update IFACE... < ops.bin\n", argv[0]);
-		return 2;
-	}
-	for (int i = 2; i < argc; i++)
-		if (!if_nametoindex(argv[i]))
-			die(argv[i], errno);
-	while (fread(name, 1, 16, stdin) == 16) {
+	for (long done = 0; limit < 0 || done < limit; done++) {
+		if (fread(name, 1, 16, stdin) != 16) {
+			if (limit < 0)
+				return;
+			die("short read on stdin", EIO);
+		}
 		read_exact(hdr, sizeof(hdr));
 		if (hdr[1] > sizeof(key) || hdr[2] > sizeof(val) || (hdr[0] != 1 && hdr[0] != 2))
 			die("bad operation record", EINVAL);
 		read_exact(key, hdr[1]);
 		read_exact(val, hdr[2]);
-		int fd = -1;
-		for (int i = 0; i < nfds && fd < 0; i++)
-			if (!strcmp(fds[i].name, name))
-				fd = fds[i].fd;
-		if (fd < 0) {
-			for (int i = 2; i < argc && fd < 0; i++)
-				fd = attached_map_fd(if_nametoindex(argv[i]), BPF_TC_INGRESS, 1, name);
-			if (fd < 0) {
-				fprintf(stderr, "labtools-bpf-load: no program at these interfaces' ingress has a map %s\n",
-					name);
-				return 1;
-			}
-			if (nfds == 8)
-				die("too many maps", E2BIG);
-			memcpy(fds[nfds].name, name, sizeof(name));
-			fds[nfds++].fd = fd;
-		}
+		int fd = map_fd(c, name);
 		struct timespec t0, t1;
 		clock_gettime(CLOCK_MONOTONIC, &t0);
 		int err = hdr[0] == 1 ? bpf_map_update_elem(fd, key, val, BPF_ANY) : bpf_map_delete_elem(fd, key);
 		clock_gettime(CLOCK_MONOTONIC, &t1);
 		if (err)
 			die(name, errno);
-		spent += (t1.tv_sec - t0.tv_sec) * 1000000000ull + t1.tv_nsec - t0.tv_nsec;
-		n++;
+		*spent += (t1.tv_sec - t0.tv_sec) * 1000000000ull + t1.tv_nsec - t0.tv_nsec;
+		(*n)++;
 		memset(name, 0, sizeof(name));
 	}
+}
+
+static struct map_fds ifaces_of(int argc, char **argv, const char *usage)
+{
+	struct map_fds c = {.ifaces = argv + 2, .nifaces = argc - 2};
+
+	if (argc < 3) {
+		fprintf(stderr, "usage: %s %s\n", argv[0], usage);
+		exit(2);
+	}
+	for (int i = 2; i < argc; i++)
+		if (!if_nametoindex(argv[i]))
+			die(argv[i], errno);
+	return c;
+}
+
+static int update(int argc, char **argv)
+{
+	struct map_fds c = ifaces_of(argc, argv, "--update IFACE... < ops.bin");
+	uint64_t spent = 0;
+	int n = 0;
+
+	apply_ops(&c, -1, &n, &spent);
 	printf("%d %llu\n", n, (unsigned long long)spent);
+	return 0;
+}
+
+/* A long-running writer, as Cilium's agent is: map fds found once and kept; then, per change, a u32 count
+ * and that many operation records on stdin, answered by one line "written nanoseconds" on stdout. Exits 0
+ * at the end of stdin. */
+static int agent(int argc, char **argv)
+{
+	struct map_fds c = ifaces_of(argc, argv, "--agent IFACE... (changes on stdin)");
+	uint32_t count;
+
+	while (fread(&count, sizeof(count), 1, stdin) == 1) {
+		uint64_t spent = 0;
+		int n = 0;
+
+		apply_ops(&c, count, &n, &spent);
+		printf("%d %llu\n", n, (unsigned long long)spent);
+		fflush(stdout);
+	}
 	return 0;
 }
 
@@ -361,6 +415,8 @@ int main(int argc, char **argv)
 		return srv6_encap(argc, argv);
 	if (argc > 1 && strcmp(argv[1], "--update") == 0)
 		return update(argc, argv);
+	if (argc > 1 && strcmp(argv[1], "--agent") == 0)
+		return agent(argc, argv);
 	if (argc > 1 && strcmp(argv[1], "--cni") == 0)
 		return cni(argc, argv);
 	if (argc < 3) {

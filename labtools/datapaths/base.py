@@ -3,9 +3,10 @@ can; each says what is not), clear it."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from labtools.hosts import Host
@@ -106,6 +107,14 @@ class Datapath(ABC):
         """Write what `render_change` produced onto a node programmed with `before`. Returns the objects written
         and what the datapath measured while writing them."""
         raise NotImplementedError(f"{self.name} models no partial update")
+
+    @contextlib.contextmanager
+    def updater(self, host: Host, node: Node) -> Iterator[Callable[[object], Applied]]:
+        """What writes changes while it is open: ``with dp.updater(host, node) as apply: apply(rendered)``.
+        kube-proxy runs its restore tool once per sync, so here each change is its own `apply_change`; a
+        datapath whose agent stays up between changes (eBPF) starts it on entry, so that its start-up is no
+        part of a timed change."""
+        yield lambda rendered: self.apply_change(host, rendered, node)
 
     def program(self, host: Host, ports: Sequence[ServicePort], node: Node) -> Programmed:
         t0 = time.perf_counter()

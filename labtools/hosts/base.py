@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import shlex
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -68,6 +69,44 @@ class Process(ABC):
         self.stop()
 
 
+class Session(ABC):
+    """A long-running command spoken to over its stdin and stdout, each request answered by one line: the
+    map writer that stays up between changes, as Cilium's agent does (`labtools-bpf-load --agent`)."""
+
+    host: Host
+    argv: list[str]
+
+    @abstractmethod
+    def _send(self, data: bytes) -> None: ...
+
+    @abstractmethod
+    def _recv(self, timeout: float) -> bytes:
+        """Some of the command's output, within `timeout` seconds; b"" once it has ended."""
+
+    @abstractmethod
+    def close(self) -> str:
+        """End the command (its stdin closed, then signals); returns what it wrote to stderr."""
+
+    def request(self, data: bytes, timeout: float = 60.0) -> str:
+        """Send `data`, return the one line that answers it; a `CommandError` when the command ends first."""
+        self._send(data)
+        buf, deadline = bytearray(), time.monotonic() + timeout
+        while not buf.endswith(b"\n"):
+            left = deadline - time.monotonic()
+            chunk = self._recv(left) if left > 0 else b""
+            if not chunk:
+                err = self.close() if left > 0 else f"no answer within {timeout:g} s"
+                raise CommandError(self.host.name, self.argv, -1, bytes(buf).decode(errors="replace"), err)
+            buf += chunk
+        return buf.decode(errors="replace").strip()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class Host(ABC):
     """A machine that runs commands: a network namespace here, or a VM over SSH."""
 
@@ -111,6 +150,10 @@ class Host(ABC):
     @abstractmethod
     def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, log: str | None = None) -> Process:
         """Start `argv` in the background in its own process group; output goes to `log`."""
+
+    def session(self, argv: Sequence[str]) -> Session:
+        """Start `argv` as a `Session` (requests on its stdin, one line of answer each on its stdout)."""
+        raise LabError(f"[{self.name}] a {type(self).__name__} cannot hold a long-running session")
 
     @abstractmethod
     def put(self, local: str | Path, remote: str) -> None:

@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from labtools.hosts.base import Host, Process, Result, start_script, started
+from labtools.hosts.base import Host, Process, Result, Session, start_script, started
 
 # --------------------------------------------------------------------------- through another host
 
@@ -32,6 +32,9 @@ class ExecHost(Host):
         argv = [str(a) for a in argv]
         log = log or f"/tmp/labtools-{Path(argv[0]).name}-{time.time_ns()}.log"
         return started(self, argv, self.run(start_script(argv, env or {}, log)), log)
+
+    def session(self, argv: Sequence[str]) -> Session:
+        return self.via.session([*self.prefix, *(str(a) for a in argv)])
 
     def put(self, local: str | Path, remote: str) -> None:
         q = shlex.quote(remote)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from labtools.base.errors import CommandError, HostUnreachable
 from labtools.hosts import namespaces
-from labtools.hosts.base import Host, Process, Result
+from labtools.hosts.base import Host, Process, Result, Session
 
 # --------------------------------------------------------------------------- netns
 
@@ -42,6 +43,37 @@ class NetnsProcess(Process):
                 return
             except subprocess.TimeoutExpired:
                 continue
+
+
+class NetnsSession(Session):
+    def __init__(self, host: NetnsHost, argv: list[str], popen: subprocess.Popen):
+        self.host, self.argv, self.popen = host, argv, popen
+
+    def _send(self, data: bytes) -> None:
+        try:
+            self.popen.stdin.write(data)
+            self.popen.stdin.flush()
+        except BrokenPipeError:
+            pass  # it ended: the read that follows says so, with its stderr
+
+    def _recv(self, timeout: float) -> bytes:
+        ready, _, _ = select.select([self.popen.stdout], [], [], timeout)
+        return os.read(self.popen.stdout.fileno(), 4096) if ready else b""
+
+    def close(self) -> str:
+        with contextlib.suppress(BrokenPipeError, OSError):
+            self.popen.stdin.close()  # the agent's end of input: it exits by itself
+        try:
+            self.popen.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait()
+        err = self.popen.stderr.read() if self.popen.stderr else b""
+        for stream in (self.popen.stdout, self.popen.stderr):
+            if stream:
+                stream.close()
+        return err.decode(errors="replace").strip()
 
 
 class NetnsHost(Host):
@@ -89,6 +121,13 @@ class NetnsHost(Host):
                 start_new_session=True,
             )
         return NetnsProcess(self, argv, popen, log)
+
+    def session(self, argv: Sequence[str]) -> NetnsSession:
+        argv = [str(a) for a in argv]
+        popen = subprocess.Popen([*self._prefix(), "setpriv", "--pdeathsig", "KILL", "--", *argv],
+                                 stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                 start_new_session=True)  # fmt: skip
+        return NetnsSession(self, argv, popen)
 
     def put(self, local: str | Path, remote: str) -> None:
         if Path(local).resolve() != Path(remote).resolve():

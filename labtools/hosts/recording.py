@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from labtools.hosts.base import Host, Process, Result
+from labtools.hosts.base import Host, Process, Result, Session
 
 
 @dataclass(frozen=True)
@@ -57,6 +57,27 @@ class RecordingProcess(Process):
 
     def stop(self, timeout: float = 5.0) -> None:
         return None
+
+
+class RecordingSession(Session):
+    """A session that runs nothing: each request is recorded (kind ``request``) and answered by the host's
+    table, looked up with the session's command line."""
+
+    def __init__(self, host: RecordingHost, argv: list[str]):
+        self.host, self.argv, self._pending = host, argv, b""
+
+    def _send(self, data: bytes) -> None:
+        self.host._record("request", self.argv, data)
+        reply = self.host._answer(self.argv)
+        self._pending = (reply.stdout if reply.stdout.endswith("\n") else reply.stdout + "\n").encode()
+
+    def _recv(self, timeout: float) -> bytes:
+        out, self._pending = self._pending, b""
+        return out
+
+    def close(self) -> str:
+        self.host._record("close", self.argv)
+        return ""
 
 
 class RecordingHost(Host):
@@ -103,6 +124,10 @@ class RecordingHost(Host):
     def start(self, argv: Sequence[str], *, env: Mapping[str, str] | None = None, log: str | None = None) -> Process:
         self._record("start", argv)
         return RecordingProcess(self, [str(a) for a in argv], log or f"/tmp/labtools-{self.name}.log")
+
+    def session(self, argv: Sequence[str]) -> Session:
+        self._record("session", argv)
+        return RecordingSession(self, [str(a) for a in argv])
 
     def put(self, local: str | Path, remote: str) -> None:
         self._record("put", [str(local), remote])

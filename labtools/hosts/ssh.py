@@ -14,7 +14,7 @@ import paramiko
 
 from labtools.base.errors import CommandError, HostKeyError, HostUnreachable, LabError
 from labtools.hosts import namespaces
-from labtools.hosts.base import Host, Process, Result, start_script, started
+from labtools.hosts.base import Host, Process, Result, Session, start_script, started
 
 # --------------------------------------------------------------------------- ssh
 
@@ -39,6 +39,35 @@ class SSHConfig:
     def target(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{self.user}@{host}:{self.port}"
+
+
+class SSHSession(Session):
+    def __init__(self, host: SSHHost, argv: list[str], chan: paramiko.Channel):
+        self.host, self.argv, self.chan = host, argv, chan
+
+    def _send(self, data: bytes) -> None:
+        self.chan.sendall(data)
+
+    def _recv(self, timeout: float) -> bytes:
+        self.chan.settimeout(timeout)
+        try:
+            return self.chan.recv(4096)
+        except TimeoutError:
+            return b""
+
+    def close(self) -> str:
+        err = bytearray()
+        try:
+            self.chan.shutdown_write()  # the agent's end of input: it exits by itself
+            deadline = time.monotonic() + 5
+            while not self.chan.exit_status_ready() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            while self.chan.recv_stderr_ready():
+                err += self.chan.recv_stderr(65536)
+        except (OSError, EOFError):
+            pass
+        self.chan.close()
+        return err.decode(errors="replace").strip()
 
 
 class SSHHost(Host):
@@ -197,6 +226,15 @@ class SSHHost(Host):
         argv = [str(a) for a in argv]
         log = log or f"/tmp/labtools-{Path(argv[0]).name}-{time.time_ns()}.log"
         return started(self, argv, self.run(start_script(argv, env or {}, log)), log)
+
+    def session(self, argv: Sequence[str]) -> SSHSession:
+        argv = [str(a) for a in argv]
+        self.run(["true"])  # connects (or reconnects) first, with the usual errors
+        transport = self.client.get_transport()
+        assert transport is not None
+        chan = transport.open_session(timeout=self.config.timeout)
+        chan.exec_command(self._command(argv, {}))
+        return SSHSession(self, argv, chan)
 
     def put(self, local: str | Path, remote: str) -> None:
         with self.client.open_sftp() as sftp:

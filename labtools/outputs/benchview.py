@@ -170,8 +170,9 @@ def _flat_slope(df: pd.DataFrame) -> float:
 
 
 def change_statements(df: pd.DataFrame) -> list[str]:
-    """What one change costs: per change at N = 10,000 (else the largest N), each datapath end to end; how it
-    grows with N; and the issue's goals with their verdicts."""
+    """What one change costs: per change at N = 10,000 (else the largest N), each datapath end to end, and where
+    a datapath timed its own writes (eBPF), its map calls and its update call apart; how it grows with N; and
+    the issue's goals with their verdicts."""
     out = []
     for kind in [k for k in CHANGES if k in set(df["change"])]:
         sub = df[df["change"] == kind]
@@ -179,6 +180,11 @@ def change_statements(df: pd.DataFrame) -> list[str]:
         n = GOAL_N if GOAL_N in ns else ns[-1]
         parts = [f"{d} {_ci(s)}" for d in present(sub) if (s := point(sub, d, "change_e2e_s", n))]
         out.append(f"One change ({kind}) at N = {n:,}, until the client's probe sees it: " + "; ".join(parts) + ".")
+        for d in present(sub):  # where the datapath timed its own writes (eBPF's map calls): the parts apart
+            calls, call = point(sub, d, "map_calls_s", n), point(sub, d, "change_apply_s", n)
+            if calls and call:
+                out.append(f"Of {d}'s change ({kind}) at N = {n:,}: the bpf() map calls {_ci(calls)}; the whole "
+                           f"update call {_ci(call)}.")  # fmt: skip
         growth = []
         for d in present(sub):
             if sub[(sub["datapath"] == d) & (sub["metric"] == "change_e2e_s")]["services"].nunique() < 2:
