@@ -70,7 +70,9 @@ def test_the_ebpf_datapath_loads_programs_and_changes(node_host, programmed):
     node, dp = NODE, ebpf.EbpfDatapath()
     assert "from_netdev" in _filters(node_host, "ens3", "ingress")
     assert "from_container" in _filters(node_host, "lxc0", "ingress")
-    assert dp.apply_change(node_host, dp.render_change(before, after, node), node) > 0
+    assert dp.apply_change(node_host, dp.render_change(before, after, node), node).objects > 0
+    with dp.updater(node_host, node) as apply:  # the agent that stays up, as Cilium's does
+        assert apply(dp.render_change(before, after, node)).objects > 0
     assert ebpf.drops(node_host, node) == dict.fromkeys(ebpf.DROP_REASONS, 0)
 
 

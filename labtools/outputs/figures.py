@@ -88,6 +88,21 @@ def save_text(text: str, name: str, *, notebook: str, params: Mapping, data: Ite
     return out
 
 
+def withdraw(name: str, manifest: Path | None = None) -> bool:
+    """Remove a generated output that the data no longer supports (e.g. a figure of a measurement the new
+    reference run does not have) and its manifest entry, so that no stale file stays behind with provenance
+    that is no longer true. Returns whether there was one."""
+    manifest = manifest or manifest_path()
+    man = load_manifest(manifest)
+    folder = paths.paper_root() / ("figures" if Path(name).suffix in (".pdf", ".png") else "tables")
+    out = folder / name
+    had = out.exists() or _rel(out) in man["outputs"]
+    out.unlink(missing_ok=True)
+    if man["outputs"].pop(_rel(out), None) is not None:
+        paths.write_atomic(manifest, json.dumps(man, indent=1, sort_keys=True) + "\n")
+    return had
+
+
 def macro(name: str, value: object) -> str:
     """A LaTeX macro holding a generated number or word: `\\newcommand{\\name}{value}`."""
     if not name.isalpha():

@@ -98,8 +98,8 @@ def tunnel_leg(rows: pd.DataFrame) -> list[str]:
 HLIM_WHY = (
     "captured with the pod attached plainly: the kernel alone ages the packet (the encapsulating router does "
     "not age the inner header, End.DT6 forwards once: 64 -> 63); Cilium's bpf_host/bpf_lxc age it once more on "
-    "the worker, which `lab up --cni cilium` (the default since) models: 62; re-capturing needs a kernel with "
-    "seg6 routes (CONFIG_IPV6_SEG6_LWTUNNEL)"
+    "the worker, which `lab up --cni cilium` (the default since) models: 62; re-capture where the kernel has "
+    "seg6 routes, or on Debian's in a VM (`labtools vm run`)"
 )
 
 
@@ -123,6 +123,8 @@ def compare_with_thesis(req: pd.DataFrame, rep: pd.DataFrame) -> pd.DataFrame:
         check(f"flow label copied to the outer header at {p}", True, bool(outer.flow == inner.flow))
         check(f"SRH segments at {p}", "fc00::2", first(req, p, "srh").segments)
         check(f"outer source -> destination at {p}", "fc00::1 -> fc00::2", f"{outer.src} -> {outer.dst}")
+    for p in tunnel_leg(rep):  # the reply's outer header copies the inner hop limit the pod's CNI lowered
+        check(f"outer hop limit of the reply at {p}", 62, first(rep, p).hlim, HLIM_WHY)
     plain = req[req["point"].isin(["client", "pod"])]
     check("plain IPv6 at the client and the pod", True, bool(plain["depth"].max() == 0))
     return pd.DataFrame(checks)
@@ -260,9 +262,16 @@ def crr_figure(p50: pd.DataFrame) -> Figure:
     return fig
 
 
-def srv6_macros(req: pd.DataFrame, M: pd.DataFrame, capture_mode: str, datapaths: Sequence[str]) -> str:
+CRR_NOT_MEASURED = ("not measured: this run's tunnel ran in a VM on an emulated CPU (QEMU's TCG), whose timings "
+                    "are not performance; connection setup through the tunnel is measured only where the host's own "
+                    "kernel has seg6 routes")  # fmt: skip
+
+
+def srv6_macros(req: pd.DataFrame, M: pd.DataFrame, capture_mode: str, datapaths: Sequence[str],
+                crr_measured: bool = True) -> str:  # fmt: skip
     """The numbers the text quotes (``srv6-macros.tex``): capture mode, the pod's hop limit, the outer payload
-    length, the cells of the matrix, how many ways reach a NodePort, and which, per datapath."""
+    length, the cells of the matrix, how many ways reach a NodePort, and which, per datapath; whether connection
+    setup through the tunnel was measured (``\\SrvCrrNote``)."""
     works = nodeport_ways(M)
     leg = tunnel_leg(req)
     tex = [figures.macro("SrvCaptureMode", capture_mode.replace("-", "")),
@@ -272,4 +281,7 @@ def srv6_macros(req: pd.DataFrame, M: pd.DataFrame, capture_mode: str, datapaths
            figures.macro("SrvNodePortWays", sum(len(v) for v in works.values))]  # fmt: skip
     tex += [figures.macro(f"SrvWay{macro_name(dp)}", tex_escape(", ".join(works.get(dp, [])) or "no mode measured"))
             for dp in datapaths]  # fmt: skip
+    note = ("Where a path works, Figure~\\ref{fig:srv6-crr} gives its connection-setup latency." if crr_measured else
+            f"Its connection-setup latency was {tex_escape(CRR_NOT_MEASURED)}.")  # fmt: skip
+    tex.append(figures.macro("SrvCrrNote", note))
     return "".join(tex)
