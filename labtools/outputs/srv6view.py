@@ -90,6 +90,11 @@ def first(rows: pd.DataFrame, point: str, header: str = "ipv6", depth: int = 0) 
     return r.iloc[0] if len(r) else None
 
 
+# The committed SRv6 reference: captures and matrix on Debian 12's kernel in a VM, the pod attached as Cilium
+# attaches it (data/README.md); `reference-srv6` beside it is the older run, the pod attached plainly.
+REFERENCE_RUN = "reference-deb61-srv6"
+
+
 def tunnel_leg(rows: pd.DataFrame) -> list[str]:
     """The capture points inside the tunnel that `header_rows`' table has."""
     return [p for p in TUNNEL if first(rows, p) is not None]
