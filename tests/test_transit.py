@@ -138,12 +138,20 @@ def test_transit_agrees_with_capture_timestamps_at_the_same_points(tlab, tmp_pat
     assert min(len(pcap_req), len(pcap_rep)) >= 285, (len(pcap_req), len(pcap_rep))
     for name, bpf, pcap in (("request", raw["request_ns"], pcap_req), ("reply", raw["reply_ns"], pcap_rep)):
         diff = statistics.median(pcap) - statistics.median(bpf)
-        print(f"{datapath} {target} {name}: BPF median {statistics.median(bpf) / 1e3:.1f} µs, capture "
-              f"{statistics.median(pcap) / 1e3:.1f} µs, difference {diff / 1e3:+.1f} µs")
-        # The taps sit just outside the tc hooks: the capture's bracket is the wider one, by at most a few µs
-        # (the copy to the taps), whatever the datapath does in between.
-        assert 0 < diff < 3_000, (name, diff)
-        BRACKET_OFFSETS.setdefault(name, {})[datapath] = diff
+        q1, _, q3 = statistics.quantiles(bpf, n=4)
+        print(f"{datapath} {target} {name}: BPF median {statistics.median(bpf) / 1e3:.1f} µs (IQR "
+              f"{(q3 - q1) / 1e3:.1f}), capture {statistics.median(pcap) / 1e3:.1f} µs, "
+              f"difference {diff / 1e3:+.1f} µs")  # fmt: skip
+        # The taps sit just outside the tc hooks: the capture's bracket is the wider one, by a few µs (the copy
+        # to the taps), whatever the datapath does in between. The two medians come from the same connections
+        # but not from paired packets, so they resolve a few µs only where the packets' transit varies less than
+        # that (the probe records no key to pair them by); a rule walk of hundreds of µs is checked to 20%.
+        assert diff > 0, (name, diff)
+        if q3 - q1 < 3_000:
+            assert diff < 3_000, (name, diff)
+            BRACKET_OFFSETS.setdefault(name, {})[datapath] = diff
+        else:
+            assert diff < 0.2 * statistics.median(bpf), (name, diff)
     if datapath == "iptables-legacy":  # the rule walk dominates the request, and both clocks show it
         assert statistics.median(raw["request_ns"]) > 10 * statistics.median(raw["reply_ns"])
         assert statistics.median(pcap_req) > 10 * statistics.median(pcap_rep)

@@ -153,7 +153,7 @@ bb=/.labtools-vm/busybox
 $bb mount -t proc proc /proc; $bb mount -t sysfs sys /sys; $bb mount -t devtmpfs dev /dev
 $bb mkdir -p /dev/pts /dev/shm && $bb mount -t devpts devpts /dev/pts && $bb mount -t tmpfs tmpfs /dev/shm
 $bb mount -t tmpfs -o mode=755 tmpfs /run && $bb mkdir -p /run/netns /run/lock /run/sshd
-$bb mount -t tmpfs tmpfs /tmp && $bb chmod 1777 /tmp
+# /tmp stays the overlay's (writes land in its tmpfs): a project checked out under /tmp must stay visible
 $bb mount -t bpf bpf /sys/fs/bpf; $bb mount -t cgroup2 cgroup2 /sys/fs/cgroup
 $bb mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 $bb ln -s $bb /.labtools-vm/modprobe && echo /.labtools-vm/modprobe > /proc/sys/kernel/modprobe

@@ -72,7 +72,9 @@ def points(inv: Inventory, names: Sequence[str] = POINTS) -> dict[str, Point]:
 def tcpdump_argv(iface: str, path: str, snaplen: int = SNAPLEN, bpf_filter: str | None = None,
                  nano: bool = False) -> list[str]:  # fmt: skip
     """tcpdump writing `path`; `nano`: nanosecond timestamps (a timing cross-check needs them)."""
-    argv = ["tcpdump", "-i", iface, "-n", "-U", "--immediate-mode", "-s", str(snaplen), "-Z", "root", "-w", path]
+    # -B: a kernel buffer of 16 MiB (2 MiB by default), so a burst is not dropped while tcpdump writes the file
+    argv = ["tcpdump", "-i", iface, "-n", "-U", "--immediate-mode", "-B", "16384", "-s", str(snaplen), "-Z", "root",
+            "-w", path]  # fmt: skip
     argv += ["--time-stamp-precision", "nano"] if nano else []
     return argv + ([bpf_filter] if bpf_filter else [])
 
