@@ -149,8 +149,10 @@ static int copy_map(int from, int to, size_t ksz, size_t vsz)
 
 /* The maps of the programs at the IFACEs' ingress, found by name on first use and then kept open (as
  * Cilium's agent keeps its map fds). */
+#define MAX_MAPS 32
+
 struct map_fds {
-	struct { char name[17]; int fd; } m[8];
+	struct { char name[17]; int fd; } m[MAX_MAPS];
 	int n;
 	char **ifaces;
 	int nifaces;
@@ -168,7 +170,7 @@ static int map_fd(struct map_fds *c, const char *name)
 		fprintf(stderr, "labtools-bpf-load: no program at these interfaces' ingress has a map %s\n", name);
 		exit(1);
 	}
-	if (c->n == 8)
+	if (c->n == MAX_MAPS)
 		die("too many maps", E2BIG);
 	memcpy(c->m[c->n].name, name, 17);
 	c->m[c->n++].fd = fd;
@@ -232,6 +234,45 @@ static int update(int argc, char **argv)
 	return 0;
 }
 
+/* Open every map of the programs at the IFACEs' ingress now, before any change: finding them is the agent's
+ * start-up, not part of a change. */
+static void open_all(struct map_fds *c)
+{
+	for (int i = 0; i < c->nifaces; i++) {
+		LIBBPF_OPTS(bpf_tc_hook, hook, .ifindex = if_nametoindex(c->ifaces[i]), .attach_point = BPF_TC_INGRESS);
+		LIBBPF_OPTS(bpf_tc_opts, q, .handle = 1, .priority = 1);
+		__u32 ids[64];
+		struct bpf_prog_info info = {};
+		__u32 len = sizeof(info);
+
+		if (bpf_tc_query(&hook, &q) || !q.prog_id)
+			continue;
+		int prog = bpf_prog_get_fd_by_id(q.prog_id);
+		if (prog < 0)
+			continue;
+		info.nr_map_ids = 64;
+		info.map_ids = (__u64)(unsigned long)ids;
+		for (__u32 j = 0; bpf_obj_get_info_by_fd(prog, &info, &len) == 0 && j < info.nr_map_ids && j < 64; j++) {
+			struct bpf_map_info mi = {};
+			__u32 mlen = sizeof(mi);
+			int m = bpf_map_get_fd_by_id(ids[j]), known = 0;
+
+			if (m < 0)
+				continue;
+			if (bpf_obj_get_info_by_fd(m, &mi, &mlen) == 0)
+				for (int k = 0; k < c->n && !known; k++)
+					known = !strcmp(c->m[k].name, mi.name);
+			if (known || c->n == MAX_MAPS || !mi.name[0]) {
+				close(m);
+				continue;
+			}
+			snprintf(c->m[c->n].name, sizeof(c->m[c->n].name), "%s", mi.name);
+			c->m[c->n++].fd = m;
+		}
+		close(prog);
+	}
+}
+
 /* A long-running writer, as Cilium's agent is: map fds found once and kept; then, per change, a u32 count
  * and that many operation records on stdin, answered by one line "written nanoseconds" on stdout. Exits 0
  * at the end of stdin. */
@@ -239,6 +280,8 @@ static int agent(int argc, char **argv)
 {
 	struct map_fds c = ifaces_of(argc, argv, "--agent IFACE... (changes on stdin)");
 	uint32_t count;
+
+	open_all(&c);
 
 	while (fread(&count, sizeof(count), 1, stdin) == 1) {
 		uint64_t spent = 0;
