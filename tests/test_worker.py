@@ -196,7 +196,8 @@ def test_without_a_record_measure_refuses_by_name(wlab):
 
 def test_two_sweeps_on_one_lab_the_second_is_refused_at_once(wlab, tmp_path):
     data = {"LABTOOLS_DATA": str(tmp_path)}
-    args = ["--datapaths", "none,ebpf", "--counts", "1", "--metrics", "crr", "--targets", "pod", "--repeats", "50",
+    # long enough (minutes) that the first sweep still holds the lock when it is killed below
+    args = ["--datapaths", "none,ebpf", "--counts", "1", "--metrics", "crr", "--targets", "pod", "--repeats", "1000",
             "--crr-transactions", "200", "-p", PREFIX]  # fmt: skip
     first = subprocess.Popen([sys.executable, "-m", "labtools", "sweep", "--run-id", "one", *args], cwd=ROOT,
                              env={**os.environ, **data}, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -224,6 +225,7 @@ def test_two_sweeps_on_one_lab_the_second_is_refused_at_once(wlab, tmp_path):
     finally:
         first.send_signal(signal.SIGKILL)  # no clean-up: the next command takes the lock over
         first.wait()
+    assert first.returncode == -signal.SIGKILL  # it was still sweeping, holding the lock
     res = cli("services", "apply", "-p", PREFIX, "-d", "none")
     assert res.returncode == 0, res.stderr
     assert "took over the lock of `labtools sweep --run-id one" in res.stderr and f"pid {first.pid}" in res.stderr
