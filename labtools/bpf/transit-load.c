@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 /* labtools-transit: attach transit.o's four stamps on the worker, wait, then report what they measured.
  *
- * usage: labtools-transit OBJECT UPLINK POD_IFACE [--established] [--stats]
+ * usage: labtools-transit OBJECT UPLINK POD_IFACE [--established] [--stats] [--keys]
  *
  * Run inside the worker's network namespace. It attaches
  *   in_request  at UPLINK's ingress and in_reply at POD_IFACE's ingress as tcx links (kernel 6.6+): they
@@ -15,6 +15,8 @@
  * holds the descriptor) and adds each probe program's runs and nanoseconds to the JSON: the probe's own
  * cost. The statistics time every BPF program on the machine, the datapath's too, so a measuring run
  * leaves them off.
+ * --keys adds each sample's packet key (request_keys, reply_keys: client port << 32 | TCP sequence number,
+ * index for index with the samples), so that a capture of the same packets can be paired with them.
  * If it is killed outright, the links go with the process and the two classic filters stay until the
  * next run replaces them (same priority and handle) or the namespace goes.
  *
@@ -163,13 +165,15 @@ int main(int argc, char **argv)
 {
 	struct bpf_object *obj;
 	unsigned int uplink, pod;
-	int links[2], counters, err, stats = -1;
+	int links[2], counters, err, stats = -1, keys = 0;
 	const char *hook;
 	__u32 zero = 0, all = 0;
 
 	for (int i = 4; i < argc; i++) {
 		if (!strcmp(argv[i], "--established")) {
 			all = 1;
+		} else if (!strcmp(argv[i], "--keys")) {
+			keys = 1;
 		} else if (!strcmp(argv[i], "--stats")) {
 			stats = bpf_enable_stats(BPF_STATS_RUN_TIME);
 			if (stats < 0)
@@ -179,7 +183,7 @@ int main(int argc, char **argv)
 		}
 	}
 	if (argc < 4) {
-		fprintf(stderr, "usage: %s OBJECT UPLINK POD_IFACE [--established] [--stats]\n", argv[0]);
+		fprintf(stderr, "usage: %s OBJECT UPLINK POD_IFACE [--established] [--stats] [--keys]\n", argv[0]);
 		return 2;
 	}
 	libbpf_set_strict_mode(LIBBPF_STRICT_ALL);
@@ -214,6 +218,14 @@ int main(int argc, char **argv)
 	print_samples("request_ns", bpf_map__fd(bpf_object__find_map_by_name(obj, "request_ns")), counter(counters, 2));
 	printf(", ");
 	print_samples("reply_ns", bpf_map__fd(bpf_object__find_map_by_name(obj, "reply_ns")), counter(counters, 3));
+	if (keys) {
+		printf(", ");
+		print_samples("request_keys", bpf_map__fd(bpf_object__find_map_by_name(obj, "request_key")),
+			      counter(counters, 2));
+		printf(", ");
+		print_samples("reply_keys", bpf_map__fd(bpf_object__find_map_by_name(obj, "reply_key")),
+			      counter(counters, 3));
+	}
 	printf(", \"counters\": {");
 	for (__u32 i = 0; i < sizeof(COUNTERS) / sizeof(*COUNTERS); i++)
 		printf("%s\"%s\": %llu", i ? ", " : "", COUNTERS[i], (unsigned long long)counter(counters, i));

@@ -14,8 +14,10 @@
  * packet is. At the uplink a packet may be SRv6-encapsulated (outer IPv6 + SRH + inner IPv6): the inner
  * packet is the one matched, so the time through the worker includes decapsulation or encapsulation.
  *
- * Matched transits (ns) go to one sample array per direction; what enters and what leaves unmatched
- * is counted (counters[]).
+ * Matched transits (ns) go to one sample array per direction, and beside each the packet's key (client
+ * port << 32 | sequence number, host order) in a key array of the same index, so that a capture of the
+ * same packets can be paired with the samples one by one; what enters and what leaves unmatched is
+ * counted (counters[]).
  */
 #include <linux/bpf.h>
 #include <linux/if_ether.h>
@@ -84,6 +86,20 @@ struct {
 	__type(key, __u32);
 	__type(value, __u64);
 } reply_ns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_SAMPLES);
+	__type(key, __u32);
+	__type(value, __u64);
+} request_key SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, MAX_SAMPLES);
+	__type(key, __u32);
+	__type(value, __u64);
+} reply_key SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -186,6 +202,9 @@ static __always_inline int stamp_out(struct __sk_buff *skb, __u8 dir)
 	slot = bpf_map_lookup_elem(dir == DIR_REQUEST ? (void *)&request_ns : (void *)&reply_ns, &idx);
 	if (slot)
 		*slot = delta;
+	slot = bpf_map_lookup_elem(dir == DIR_REQUEST ? (void *)&request_key : (void *)&reply_key, &idx);
+	if (slot)
+		*slot = (__u64)bpf_ntohs(k.port) << 32 | bpf_ntohl(k.seq);
 	return TC_ACT_UNSPEC;	/* continue: the packet goes on unchanged */
 }
 

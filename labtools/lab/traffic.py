@@ -177,15 +177,16 @@ def handshake(client: Host, t: Target, connects: int = 2000, cpu: int | None = N
     return out
 
 
-def transit(e: TrafficEnds, t: Target, connects: int = 2000, established: bool = False) -> dict:
+def transit(e: TrafficEnds, t: Target, connects: int = 2000, established: bool = False, keys: bool = False) -> dict:
     """The worker's transit time of each new connection's SYN and SYN-ACK, stamped in the kernel.
 
-    The traffic is `connects` crr transactions from the client to `t` (a crr server must be running).
+    The traffic is `connects` crr transactions from the client to `t` (a crr server must be running). With
+    `keys`, each sample's packet key too (``request_keys``, ``reply_keys``: client port << 32 | sequence).
     """
     if not (e.worker_uplink and e.worker_pod_interface):
         raise LabError("transit needs the worker's uplink and the pod's veth on it: the emulated lab has both; "
                        "a real cluster's pod veth is Cilium's")  # fmt: skip
-    with TransitProbe(e.worker, e.worker_uplink, e.worker_pod_interface, established) as probe:
+    with TransitProbe(e.worker, e.worker_uplink, e.worker_pod_interface, established, keys=keys) as probe:
         traffic = crr(e.client, t, connects, e.client_cpu)
     return {**probe.result, "crr": traffic}
 

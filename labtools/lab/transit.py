@@ -55,18 +55,20 @@ class TransitProbe:
     """``with TransitProbe(worker, uplink, pod_veth) as probe: ...``; then ``probe.result``."""
 
     def __init__(self, worker: Host, uplink: str, pod_interface: str, established: bool = False,
-                 stats: bool = False):  # fmt: skip
+                 stats: bool = False, keys: bool = False):  # fmt: skip
         for built in (LOADER, OBJECT):
             if not built.exists():
                 raise PrerequisiteError(f"{built} is missing: run `make setup` (it builds labtools/bpf)")
         self.worker, self.uplink, self.pod_interface, self.established = worker, uplink, pod_interface, established
         self.stats = stats  # the probe programs' own run time (kernel BPF statistics: times every program)
+        self.keys = keys  # each sample's packet key (client port << 32 | TCP sequence), to pair with a capture
         self.proc: Process | None = None
         self.result: dict | None = None
 
     def __enter__(self) -> TransitProbe:
         argv = [self.worker.install(LOADER), self.worker.install(OBJECT), self.uplink, self.pod_interface]
-        flags = [*(["--established"] if self.established else []), *(["--stats"] if self.stats else [])]
+        flags = [*(["--established"] if self.established else []), *(["--stats"] if self.stats else []),
+                 *(["--keys"] if self.keys else [])]
         self.proc = self.worker.start([*argv, *flags])
         with contextlib.suppress(Timeout):
             until(lambda: "attached" in self.proc.output() or not self.proc.running(), timeout=10, interval=0.02)
