@@ -84,6 +84,21 @@ def test_a_block_design_decorrelates_n_from_time_and_records_its_seed():
     assert "order_seed" not in in_order.as_dict()  # runs before the block design are read as they were
 
 
+def test_benches_measure_in_randomised_blocks_from_a_recorded_seed():
+    from labtools.experiments import bench
+    from labtools.model.plan import block_order, seed_of
+
+    counts, names = [1, 1000, 10000, 50000], ["iptables", "nftables@1.37", "ebpf"]
+    params = {"counts": counts, "datapaths": names, "repeats": 3, "order": "block", "order_seed": seed_of("b-add")}
+    keys = bench._order(params)
+    assert keys == block_order(counts, names, 3, seed_of("b-add"))  # a resume draws the same order
+    for r in range(3):  # each repeat a complete block
+        assert sorted((c, n) for c, rr, n in keys if rr == r) == sorted((c, n) for c in counts for n in names)
+    assert [c for c, _r, _n in keys[:: len(names)]] != counts * 3  # not N in time order
+    old = {k: v for k, v in params.items() if not k.startswith("order")}  # a run recorded before the blocks
+    assert bench._order(old) == [(c, r, n) for c in counts for r in range(3) for n in names]
+
+
 def test_order_confounding_is_the_rank_correlation_of_n_with_time():
     rows = []
     for k, n in enumerate([1, 10, 100, 1000]):

@@ -27,6 +27,7 @@ from labtools.lab import Lab, traffic
 from labtools.model import datapaths as registry
 from labtools.model import services
 from labtools.model.datapaths import Releases
+from labtools.model.plan import block_order, seed_of
 from labtools.rigs.lab import timed_change
 
 RELEASE_KEYS = (*registry.RELEASE_PARAMS, "cni")  # a profile's bench may name them
@@ -60,6 +61,15 @@ def _recorder(lab: Lab, run_id: str, params: dict, rel: Releases, cni: str | Non
     return rec.open(lambda: provenance.collect(lab.backend, have))
 
 
+def _order(params: dict) -> list[tuple[int, int, str]]:
+    """The run's (count, repeat, datapath) in measuring order: randomised blocks (`block_order`) from its
+    recorded seed, so that a drift over the run is no slope in N; runs recorded before had N in time order."""
+    counts, names, repeats = params["counts"], params["datapaths"], params["repeats"]
+    if params.get("order") == "block":
+        return block_order(counts, names, repeats, params["order_seed"])
+    return [(c, r, n) for c in counts for r in range(repeats) for n in names]
+
+
 def _labels(rel: Releases, name: str, cni: str | None) -> dict:
     """What a bench row records of what it measured: the release its datapath modelled, the pod attachment."""
     return {"model_release": rel.of(name), "cni": cni}
@@ -71,10 +81,11 @@ def run(lab: Lab, run_id: str, counts: Sequence[int], names: Sequence[str], repe
     """Program every datapath with every count, `repeats` times, interleaved; each apply is one recorded point."""
     _check(names)
     rel = releases or Releases()
-    rec = _recorder(lab, run_id, {"counts": list(counts), "datapaths": list(names), "repeats": repeats, "mix": mix},
-                    rel, cni, root)  # fmt: skip
+    params = {"counts": list(counts), "datapaths": list(names), "repeats": repeats, "mix": mix,
+              "order": "block", "order_seed": seed_of(run_id)}  # fmt: skip
+    rec = _recorder(lab, run_id, params, rel, cni, root)
     cni = rec.params["cni"]
-    keys = [(c, r, n) for c in counts for r in range(repeats) for n in names]
+    keys = _order(rec.params)
     todo = [k for k in keys if not rec.done(_key(*k))]
     bar = bars.bar("programming", total=len(keys), done=len(keys) - len(todo), enabled=progress, unit="apply")
     workloads: dict[int, services.Workload] = {}
@@ -131,12 +142,12 @@ def run_change(lab: Lab, run_id: str, change: str, counts: Sequence[int], names:
     _check(names)
     rel = releases or Releases()
     params = {"change": change, "counts": list(counts), "datapaths": list(names), "repeats": repeats, "mix": mix,
-              "probe_hz": hz}  # fmt: skip
+              "probe_hz": hz, "order": "block", "order_seed": seed_of(run_id)}  # fmt: skip
     rec = _recorder(lab, run_id, params, rel, cni, root)
     cni = rec.params["cni"]
     ends = traffic.ends(lab)
     shared_clock = lab.backend == "netns"
-    keys = [(c, r, n) for c in counts for r in range(repeats) for n in names]
+    keys = _order(rec.params)
     todo = [k for k in keys if not rec.done(_key(*k))]
     bar = bars.bar(f"one change ({change})", total=len(keys), done=len(keys) - len(todo), enabled=progress,
                    unit="change")  # fmt: skip

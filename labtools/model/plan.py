@@ -9,6 +9,7 @@ releases is refused.
 from __future__ import annotations
 
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -62,7 +63,7 @@ class Plan:
 
     def __post_init__(self) -> None:
         if self.order == "block" and self.order_seed is None:  # recorded, so a resume draws the same order
-            self.order_seed = zlib.crc32(self.run_id.encode())
+            self.order_seed = seed_of(self.run_id)
         self.validate()
 
     def validate(self) -> None:
@@ -99,11 +100,7 @@ class Plan:
         """(count, repeat, datapath, metric, target) in measuring order (see ORDERS); `none` is measured at the
         pod only, and has no Service to change."""
         if self.order == "block":
-            outer = []
-            for r in range(self.repeats):
-                rng = np.random.default_rng([self.order_seed, r])
-                for c in rng.permutation(self.counts):
-                    outer += [(int(c), r, str(d)) for d in rng.permutation(self.datapaths)]
+            outer = block_order(self.counts, self.datapaths, self.repeats, self.order_seed)
         elif self.order == "repeat":
             outer = [(c, r, d) for c in self.counts for r in range(self.repeats) for d in self.datapaths]
         else:
@@ -123,6 +120,22 @@ class Plan:
         if d["order_seed"] is None:
             del d["order_seed"]
         return d
+
+
+def seed_of(run_id: str) -> int:
+    """The order seed a run takes when none is given: fixed by its id, so a resume draws the same order."""
+    return zlib.crc32(run_id.encode())
+
+
+def block_order(counts: Sequence[int], datapaths: Sequence[str], repeats: int, seed: int) -> list[tuple[int, int, str]]:
+    """(count, repeat, datapath) as randomised complete blocks: each repeat visits every count once in an order
+    drawn from (`seed`, repeat), and at each count every datapath, one after the other, in a drawn order."""
+    out = []
+    for r in range(repeats):
+        rng = np.random.default_rng([seed, r])
+        for c in rng.permutation(list(counts)):
+            out += [(int(c), r, str(d)) for d in rng.permutation(list(datapaths))]
+    return out
 
 
 def point_key(c: int, r: int, d: str, m: str, t: str) -> str:
