@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 import sys
 
 import pandas as pd
@@ -77,8 +78,6 @@ def test_udp_pps_sends_only_new_flows(lab):
 
 
 def test_cli_measure_writes_records_with_provenance(lab, tmp_path):
-    import subprocess
-
     env_cmd = [sys.executable, "-m", "labtools"]
     res = subprocess.run([*env_cmd, "services", "apply", "-p", "pyt", "-d", "iptables-legacy", "-n", "5"],
                          cwd=ROOT, capture_output=True, text=True)  # fmt: skip
@@ -102,3 +101,26 @@ def test_cli_measure_writes_records_with_provenance(lab, tmp_path):
                          capture_output=True, text=True)  # fmt: skip
     res = subprocess.run([*env_cmd, "measure", "-p", "pyt", "-t", "last"], cwd=ROOT, capture_output=True, text=True)
     assert res.returncode == 2 and "there is no NodePort: use --target pod" in res.stderr
+
+
+def test_a_runs_own_outputs_do_not_make_the_tree_dirty(tmp_path, monkeypatch):
+    from labtools.experiments import provenance
+
+    repo = tmp_path / "checkout"
+    (repo / "labtools").mkdir(parents=True)
+    (repo / "labtools" / "x.py").write_text("A = 1\n")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "x"], check=True)
+    monkeypatch.setattr(provenance.paths, "PACKAGE", repo / "labtools")
+    assert provenance.git_dirty() is False
+    for out in ("data/raw/run-s1/manifest.json", "data/processed/run-s1.csv"):  # an earlier sweep of the session
+        (repo / out).parent.mkdir(parents=True, exist_ok=True)
+        (repo / out).write_text("{}")
+    assert provenance.git_dirty() is False
+    (repo / "labtools" / "y.py").write_text("B = 2\n")  # untracked code is code
+    assert provenance.git_dirty() is True
+    (repo / "labtools" / "y.py").unlink()
+    (repo / "labtools" / "x.py").write_text("A = 2\n")
+    assert provenance.git_dirty() is True

@@ -65,12 +65,19 @@ def _lock_hash() -> str:
         return "no lock file"
 
 
+def git_dirty() -> bool:
+    """Whether the checkout's code differs from its commit: changed or untracked files, except a run's own outputs
+    (data/raw, data/processed), which a sweep started after another in the same session would otherwise count."""
+    out = _first_line(["sh", "-c", f"git -C {paths.PACKAGE.parent} status --porcelain -- . ':(exclude)data/raw' "
+                                   "':(exclude)data/processed' | head -1"])  # fmt: skip
+    return out not in ("", "unavailable")
+
+
 def collect(backend: str, cni: str | None = None) -> dict:
     """Kernel (in `labtools vm run` also its distribution package), tools, CPU and clock, the commit (and whether
     the tree was dirty), packages, time; on the netns lab also how its pod is attached (`cni`: the Cilium-like
     attachment ages packets once more)."""
     kernel_package = vm.kernel_package()  # in `labtools vm run`: the distribution's package and version
-    dirty = _first_line(["sh", "-c", f"git -C {paths.PACKAGE.parent} status --porcelain | head -1"])
     return {
         "kernel": platform.release(),
         **({"kernel_package": kernel_package} if kernel_package else {}),
@@ -86,7 +93,7 @@ def collect(backend: str, cni: str | None = None) -> dict:
         "cpu_cores": os.cpu_count(),
         "clocksource": _clocksource(),
         "git_commit": _git("rev-parse", "HEAD"),
-        "git_dirty": dirty not in ("", "unavailable"),
+        "git_dirty": git_dirty(),
         "backend": backend,
         **({"cni": cni} if cni else {}),
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
