@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -108,3 +109,42 @@ def test_order_confounding_is_the_rank_correlation_of_n_with_time():
     rho = analysis.order_confounding(pd.DataFrame(rows)).set_index("datapath")["rho"]
     assert rho["a"] == pytest.approx(1.0) and rho["b"] == pytest.approx(1.0)
     assert analysis.order_confounding(pd.DataFrame(rows).drop(columns="t_start_s")).empty
+
+
+def _blocks(rng, drift_sd: float, noise_sd: float, excess: float, blocks: int = 20) -> pd.DataFrame:
+    """none at the pod and ebpf at the last NodePort, one transit sample each per block at N = 10,000."""
+    rows = []
+    for r in range(blocks):
+        drift = rng.normal(0, drift_sd)
+        for k, (d, t, add) in enumerate((("none", "pod", 0.0), ("ebpf", "last", excess))):
+            rows.append({"datapath": d, "target": t, "services": 10000, "repeat": r, "metric": "transit_request_p50",
+                         "value": 2000 + drift + add + rng.normal(0, noise_sd), "t_start_s": 100.0 * r + 5 * k})
+    return pd.DataFrame(rows)
+
+
+def test_resolution_pairs_within_blocks_and_names_the_drift_it_removed():
+    rng = np.random.default_rng(11)
+    drifting = analysis.resolution(_blocks(rng, drift_sd=400, noise_sd=40, excess=300), "ebpf", 10000)
+    assert drifting.excess.lo < 300 < drifting.excess.hi and drifting.excess.n == 20
+    assert drifting.drift_share > 0.9 and drifting.half_width < 40  # pairing took the drift out
+    assert drifting.apart_s == 5
+    steady = analysis.resolution(_blocks(rng, drift_sd=0, noise_sd=40, excess=300), "ebpf", 10000)
+    assert abs(steady.drift_share) < 0.5  # nothing shared: pairing removes nothing
+
+
+def test_resolution_statement_says_whether_the_aim_was_met():
+    from labtools.model.plan import Plan
+    from labtools.outputs import verdicts
+
+    rng = np.random.default_rng(5)
+    df = _blocks(rng, drift_sd=300, noise_sd=60, excess=250)
+    df = pd.concat([df, df.assign(metric="transit_reply_p50")])
+    plan = Plan(run_id="res", datapaths=["none", "ebpf"], counts=[1, 10000], metrics=["transit"], targets=["last"],
+                repeats=20)  # fmt: skip
+    table = verdicts.resolution_table(df, plan)
+    [line] = verdicts.resolution_statements(table, plan)
+    assert "ebpf adds +" in line and "within the ±150 ns aim" in line and "20 blocks of run res" in line
+    wide = verdicts.resolution_table(_blocks(rng, 0, 2000, 250).pipe(
+        lambda d: pd.concat([d, d.assign(metric="transit_reply_p50")])), plan)
+    assert "wider than the ±150 ns aim" in verdicts.resolution_statements(wide, plan)[0]
+    assert "\\ResolutionEbpf" in verdicts.resolution_macros(table, plan)

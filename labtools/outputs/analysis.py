@@ -386,6 +386,41 @@ def excess(df: pd.DataFrame, metric: str, datapath: str, target: str) -> pd.Data
     d = (a - b).dropna().rename("value").reset_index()
     return d.assign(datapath=datapath, metric=f"{metric}_excess", target=target)
 
+@dataclass(frozen=True)
+class Resolution:
+    """What a datapath adds over `none` at one N, paired within blocks, and what pairing bought."""
+
+    datapath: str
+    services: int
+    metric: str
+    excess: Interval  # mean paired excess (ns) with its t 95% interval over blocks
+    drift_share: float  # the share of the two samples' variance common to both (drift), removed by pairing
+    apart_s: float  # median time between the datapath's sample and none's within a block
+
+    @property
+    def half_width(self) -> float:
+        return (self.excess.hi - self.excess.lo) / 2
+
+
+def resolution(df: pd.DataFrame, datapath: str, services: int, metric: str = "transit_request_p50",
+               target: str = "last") -> Resolution:  # fmt: skip
+    """`datapath`'s `metric` at `target` minus none's at the pod, paired within each block at `services`: the
+    mean excess with its t interval (`mean_interval`), and the drift share, 1 - var(paired difference) /
+    (var(datapath) + var(none)): near 0 when the two vary independently, near 1 when a common drift dominated."""
+    at = df[df["services"] == services]
+    ex = excess(at, metric, datapath, target)
+    i = mean_interval(ex["value"])
+    sub = at[at["metric"] == metric]
+    a = sub[(sub["datapath"] == datapath) & (sub["target"] == target)].set_index("repeat")
+    b = sub[(sub["datapath"] == "none") & (sub["target"] == "pod")].set_index("repeat")
+    both = a.index.intersection(b.index)
+    a, b = a.loc[both], b.loc[both]
+    unpaired = a["value"].var(ddof=1) + b["value"].var(ddof=1)
+    share = float(1 - ex["value"].var(ddof=1) / unpaired) if len(both) > 1 and unpaired > 0 else float("nan")
+    apart = float((a["t_start_s"] - b["t_start_s"]).abs().median()) if "t_start_s" in a else float("nan")
+    return Resolution(datapath, int(services), metric, i, share, apart)
+
+
 PARTS = ("transit", "stacks", "harness")  # of crr's p50, innermost first
 
 

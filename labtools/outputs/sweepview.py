@@ -222,3 +222,33 @@ def latency_figure(hd: pd.DataFrame, target: str) -> Figure:
     _datapath_legend(fig, order(hd), [floor])
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
+
+
+@figstyle.styled
+def resolution_figure(rd: pd.DataFrame, services: int, target: str) -> Figure:
+    """What each datapath adds to the transit p50 over none at `services`, one point per block (paired within
+    it) against the time the block's sample was taken, the request left and the reply right; a line at the
+    mean and a band for its t 95% interval (`analysis.resolution`). A drift would show as a trend in time."""
+    fig, axes = plt.subplots(1, 2, figsize=(WIDE, 3.0), sharex=True)
+    at = rd[rd["services"] == services]
+    t0 = rd["t_start_s"].min()
+    for ax, direction in zip(axes, ("request", "reply"), strict=True):
+        metric = f"transit_{direction}_p50"
+        for d in order(at):
+            if d == "none":
+                continue
+            ex = analysis.excess(at, metric, d, target)
+            when = at[(at["metric"] == metric) & (at["datapath"] == d) & (at["target"] == target)]
+            ex = ex.merge(when[["repeat", "t_start_s"]], on="repeat")
+            st = STYLE[d]
+            ax.plot((ex["t_start_s"] - t0) / 60, ex["value"], ls="none", marker=st["marker"], color=st["color"], ms=3)
+            r = analysis.resolution(rd, d, services, metric, target)
+            ax.axhline(r.excess.estimate, color=st["color"], ls=st["ls"], lw=1)
+            ax.axhspan(r.excess.lo, r.excess.hi, color=st["color"], alpha=0.18, lw=0)
+        ax.axhline(0, color="0.5", lw=0.6)
+        ax.set_title(f"{direction}, N = {services:,}, target {target}")
+        ax.set_xlabel("minutes into the run")
+    axes[0].set_ylabel("transit p50 over none (ns)")
+    _datapath_legend(fig, [d for d in order(at) if d != "none"])
+    fig.tight_layout(rect=(0, 0.08, 1, 1))
+    return fig

@@ -200,8 +200,9 @@ def crr_statements(hd: pd.DataFrame, table: pd.DataFrame, target: str) -> list[s
 
 def statements(df: pd.DataFrame, plans: Sequence[Plan]) -> list[str]:
     """Every sentence of "What the data says": throughput per sweep, the headline sweep's connection setup,
-    then, when measured, the worker's transit time, where crr's time goes, the probe's own cost, and how
-    many samples were multimodal or drifting."""
+    then, when measured, the worker's transit time, where crr's time goes, the transit excess at the
+    resolution sweep's N, the probe's own cost, how many samples were multimodal or drifting, and whether N
+    followed the clock."""
     head = headline(plans)
     hd = df[df["run_id"] == head.run_id]
     crr_targets = head.targets_of("crr")
@@ -213,6 +214,9 @@ def statements(df: pd.DataFrame, plans: Sequence[Plan]) -> list[str]:
         lines += transit_statements(td, tp.targets_of("transit"))
         if "handshake" in tp.metrics and "crr" in tp.metrics:
             lines += latency_statements(td, crr_target(tp.targets_of("transit")))
+    rp = resolution_plan(plans)
+    if rp is not None:
+        lines += resolution_statements(resolution_table(df[df["run_id"] == rp.run_id], rp), rp)
     probe = probe_data(df, plans)
     if not probe.empty:
         lines += probe_statements(probe)
@@ -235,6 +239,23 @@ def order_statements(df: pd.DataFrame, plans: Sequence[Plan]) -> list[str]:
         parts = ", ".join(f"{x.datapath} {x.rho:+.2f}" for x in r.itertuples())
         lines.append(f"{plan.run_id}: order {order!r}; rank correlation of N with measurement time: {parts}.")
     return lines
+
+
+def design_macros(df: pd.DataFrame, plans: Sequence[Plan]) -> str:
+    """How the run was made, for the text: the headline sweep's iperf3 duration (``\\SweepThroughputSeconds``)
+    and, where the tidy table records them, the releases it modelled and the pod attachment
+    (``\\SweepNftRelease``, ``\\SweepCiliumRelease``, ``\\SweepCni``); and `order_statements`, joined
+    (``\\SweepOrder``): every sweep's order and its rank correlation of N with time."""
+    head = headline(plans)
+    hd = df[df["run_id"] == head.run_id]
+    seconds = analysis.recorded_params(head.run_id).get("throughput_seconds", head.throughput_seconds)
+    tex = [figures.macro("SweepThroughputSeconds", seconds),
+           figures.macro("SweepOrder", " ".join(order_statements(df, plans)).replace("'", ""))]  # fmt: skip
+    for col, name in (("kube_proxy_version", "SweepNftRelease"), ("cilium_version", "SweepCiliumRelease"),
+                      ("cni", "SweepCni")):  # fmt: skip
+        if col in hd and hd[col].notna().any():
+            tex.append(figures.macro(name, str(hd[col].dropna().iloc[0])))
+    return "".join(tex)
 
 
 def macro_name(datapath: str) -> str:
@@ -414,4 +435,68 @@ def transit_macros(tt: pd.DataFrame, dec: pd.DataFrame, probe_ns: dict[str, floa
             tex.append(figures.macro(f"Part{part.capitalize()}{name}", f"{v:.1f}~µs (95\\% CI {lo:.1f} to {hi:.1f})"))
     for d, ns in probe_ns.items():
         tex.append(figures.macro(f"ProbeRun{d.capitalize()}", f"{ns:.0f}"))
+    return "".join(tex)
+
+
+# -- resolution: the transit excess over none at one N, paired within blocks --------------------------------------
+
+RESOLUTION_AIM_NS = 150.0  # the half-width the study needs at 10,000 Services (aim: 100 ns)
+
+
+def resolution_plan(plans: Sequence[Plan]) -> Plan | None:
+    """The sweep that measured transit with the most repeats at its largest N (the resolution sweep), if any
+    has more repeats than the others; None when the transit sweeps all have the same."""
+    with_transit = [p for p in plans if "transit" in p.metrics and "none" in p.datapaths]
+    if not with_transit:
+        return None
+    best = max(with_transit, key=lambda p: p.repeats)
+    return best if sum(p.repeats == best.repeats for p in with_transit) == 1 else None
+
+
+def resolution_table(rd: pd.DataFrame, plan: Plan) -> pd.DataFrame:
+    """Per datapath (not none) and direction, at the plan's largest N: `analysis.resolution` as a row."""
+    n, target = max(plan.counts), plan.targets_of("transit")[0]
+    rows = []
+    for d in order(rd):
+        if d == "none":
+            continue
+        for direction in ("request", "reply"):
+            r = analysis.resolution(rd, d, n, f"transit_{direction}_p50", target)
+            rows.append({"datapath": d, "direction": direction, "services": n, "excess_ns": r.excess.estimate,
+                         "lo_ns": r.excess.lo, "hi_ns": r.excess.hi, "half_width_ns": r.half_width,
+                         "blocks": r.excess.n, "drift_share": r.drift_share, "apart_s": r.apart_s})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def resolution_statements(table: pd.DataFrame, plan: Plan) -> list[str]:
+    """One sentence per datapath: what it adds to the request's and the reply's transit over none at the largest
+    N, with the t interval's half-width against the aim, the blocks and the drift share pairing removed."""
+    lines = []
+    for d, g in table.groupby("datapath", sort=False):
+        parts = []
+        for r in g.itertuples():
+            parts.append(f"{r.excess_ns:+.0f} ns to the {r.direction} (95% CI {r.lo_ns:.0f} to {r.hi_ns:.0f}, "
+                         f"±{r.half_width_ns:.0f} ns)")  # fmt: skip
+        worst = g["half_width_ns"].max()
+        meets = "within" if worst <= RESOLUTION_AIM_NS else "wider than"
+        r0, removed = g.iloc[0], g["drift_share"].clip(lower=0).mean()
+        lines.append(f"At N = {int(r0.services):,}, {d} adds {' and '.join(parts)} over none, paired within "
+                     f"{int(r0.blocks)} blocks of run {plan.run_id} ({meets} the ±{RESOLUTION_AIM_NS:.0f} ns aim); "
+                     f"its sample and none's were a median {r0.apart_s:.0f} s apart, and pairing removed "
+                     f"{removed:.0%} of the variance (the drift both shared).")  # fmt: skip
+    return lines
+
+
+def resolution_macros(table: pd.DataFrame, plan: Plan) -> str:
+    """``\\Resolution<Datapath>``: the sentence of `resolution_statements`; ``\\ResolutionBlocks``, its blocks, and
+    the N and connections per sample (``\\ResolutionServices``, ``\\ResolutionConnections``);
+    ``\\ResolutionHalf<Datapath>``: the request's half-width in ns."""
+    tex = [figures.macro("ResolutionBlocks", str(plan.repeats)), figures.macro("ResolutionRun", plan.run_id),
+           figures.macro("ResolutionServices", f"{max(plan.counts):,}"),
+           figures.macro("ResolutionConnections", f"{plan.crr_transactions:,}")]
+    for (d, g), line in zip(table.groupby("datapath", sort=False), resolution_statements(table, plan), strict=True):
+        name = macro_name(d)
+        tex.append(figures.macro(f"Resolution{name}", line.replace("%", "\\%").replace("±", "$\\pm$")))
+        half = g[g["direction"] == "request"]["half_width_ns"].iloc[0]
+        tex.append(figures.macro(f"ResolutionHalf{name}", f"{half:.0f}"))
     return "".join(tex)
