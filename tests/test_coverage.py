@@ -16,7 +16,8 @@ import pytest
 from labtools.outputs import analysis
 
 DRAWS = 4000
-# The repeat counts of params/quick.yaml and params/full.yaml (sweeps 3 and 5, benches 2 and 3), and more.
+# The repeat counts of params/quick.yaml and params/full.yaml (sweeps 3 and 5, benches 2 and 3), and more; the
+# resolution sweep's 20 blocks have a test of their own, through `analysis.resolution`.
 REPEATS = (2, 3, 5, 8)
 
 
@@ -124,3 +125,19 @@ def test_a_curve_is_not_called_linear():
 def test_holm_adjusts_in_step_down_order():
     assert list(analysis.holm([0.01, 0.04, 0.03])) == pytest.approx([0.03, 0.06, 0.06])
     assert list(analysis.holm([0.5])) == [0.5]
+
+
+def test_the_resolution_interval_covers_95_with_drift_between_blocks():
+    """The resolution sweep (20 blocks): a datapath's excess over none, paired within blocks that drift apart
+    from each other, through `analysis.resolution` itself."""
+    rng = np.random.default_rng(600)
+    draws, hits, excess, blocks = 2000, 0, 250.0, 20
+    keys = pd.DataFrame([{"datapath": d, "target": t, "services": 10000, "repeat": r, "metric": "transit_request_p50",
+                          "t_start_s": 60.0 * r + 4 * k}
+                         for r in range(blocks) for k, (d, t) in enumerate((("none", "pod"), ("ebpf", "last")))])
+    for _ in range(draws):
+        drift = np.repeat(rng.normal(0, 300, blocks), 2)  # the machine's speed, shared within a block
+        df = keys.assign(value=2000 + drift + np.tile([0.0, excess], blocks) + rng.lognormal(4, 0.5, 2 * blocks))
+        i = analysis.resolution(df, "ebpf", 10000).excess
+        hits += i.lo <= excess <= i.hi
+    assert at_least(0.95, hits, draws), hits / draws
