@@ -40,6 +40,7 @@ def test_the_median_interval_states_its_own_coverage(repeats):
         i = analysis.median_interval(rng.lognormal(0.0, 0.4, repeats))
         hits += i.lo <= truth <= i.hi
     level = analysis.median_level(repeats)
+    print(f"coverage: median_interval, {repeats} repeats: {hits / DRAWS:.3f} (stated {level:.3f})")
     assert near(level, hits, DRAWS), (repeats, hits / DRAWS, level)
     assert (analysis.interval_name(level) == "95% CI") == (level >= 0.95)
     if repeats == 5:
@@ -54,6 +55,7 @@ def test_the_paired_difference_ci_covers_95(repeats):
     for _ in range(DRAWS):
         i = analysis.mean_interval(0.8 + rng.normal(0.0, 0.3, repeats))
         hits += i.lo <= 0.8 <= i.hi
+    print(f"coverage: mean_interval (paired difference), {repeats} repeats: {hits / DRAWS:.3f}")
     assert at_least(0.95, hits, DRAWS), (repeats, hits / DRAWS)
 
 
@@ -65,6 +67,7 @@ def test_the_paired_ratio_ci_covers_95(repeats):
     for _ in range(DRAWS):
         i = analysis.ratio_interval(1.3 * rng.lognormal(0.0, 0.25, repeats))
         hits += i.lo <= 1.3 <= i.hi
+    print(f"coverage: ratio_interval (paired log ratio), {repeats} repeats: {hits / DRAWS:.3f}")
     assert at_least(0.95, hits, DRAWS), (repeats, hits / DRAWS)
 
 
@@ -92,6 +95,7 @@ def test_the_slope_ci_over_blocks_covers_95_when_n_is_randomised(repeats):
     for _ in range(draws):
         t = analysis.trend(sweep(rng, repeats, slope, randomised=True, drift=1.5), "x", "m", "last")
         hits += t.ci_lo <= slope <= t.ci_hi
+    print(f"coverage: trend slope over blocks (N randomised), {repeats} blocks: {hits / draws:.3f}")
     assert at_least(0.95, hits, draws), (repeats, hits / draws)
 
 
@@ -103,6 +107,7 @@ def test_a_sweep_in_time_order_turns_drift_into_slope():
     for _ in range(draws):
         t = analysis.trend(sweep(rng, 5, slope, randomised=False, drift=1.5), "x", "m", "last")
         hits += t.ci_lo <= slope <= t.ci_hi
+    print(f"coverage: trend slope over blocks (N in time order), 5 blocks: {hits / draws:.3f}")
     assert hits / draws < 0.5
 
 
@@ -140,4 +145,5 @@ def test_the_resolution_interval_covers_95_with_drift_between_blocks():
         df = keys.assign(value=2000 + drift + np.tile([0.0, excess], blocks) + rng.lognormal(4, 0.5, 2 * blocks))
         i = analysis.resolution(df, "ebpf", 10000).excess
         hits += i.lo <= excess <= i.hi
+    print(f"coverage: resolution (paired excess, drifting blocks), {blocks} blocks: {hits / draws:.3f}")
     assert at_least(0.95, hits, draws), hits / draws
