@@ -292,9 +292,10 @@ def probe_data(df: pd.DataFrame, plans: Sequence[Plan]) -> pd.DataFrame:
 
 
 def transit_plan(plans: Sequence[Plan]) -> Plan | None:
-    """The sweep whose transit goes to the largest N (None when no sweep measured transit)."""
+    """The sweep whose transit goes to the largest N, over the most values of N (None when no sweep measured
+    transit): the grid, not the resolution sweep's two values of N."""
     with_transit = [p for p in plans if "transit" in p.metrics]
-    return max(with_transit, key=lambda p: max(p.counts)) if with_transit else None
+    return max(with_transit, key=lambda p: (max(p.counts), len(p.counts))) if with_transit else None
 
 
 def _ci_us(v: float, lo: float, hi: float, level: float) -> str:
