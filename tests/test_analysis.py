@@ -8,6 +8,7 @@ import pytest
 
 from labtools.base.errors import LabError
 from labtools.model import plan as plan_
+from labtools.model.plan import block_order
 from labtools.outputs import analysis
 
 
@@ -148,3 +149,20 @@ def test_resolution_statement_says_whether_the_aim_was_met():
         lambda d: pd.concat([d, d.assign(metric="transit_reply_p50")])), plan)
     assert "wider than the ±150 ns aim" in verdicts.resolution_statements(wide, plan)[0]
     assert "\\ResolutionEbpf" in verdicts.resolution_macros(table, plan)
+
+
+def test_order_statements_report_each_sweep_with_more_than_one_n():
+    from labtools.model.plan import Plan
+    from labtools.outputs import verdicts
+
+    rows = [{"run_id": "os-grid", "datapath": d, "services": n, "repeat": r, "target": "last", "metric": "crr_p50",
+             "value": 1.0, "t_start_s": float(k)}
+            for k, (n, r, d) in enumerate(block_order([1, 10, 100], ["none", "ebpf"], 3, 7))]  # fmt: skip
+    grid = Plan(run_id="os-grid", datapaths=["none", "ebpf"], counts=[1, 10, 100], metrics=["crr"], targets=["last"],
+                repeats=3)  # fmt: skip
+    one = Plan(run_id="os-probe", datapaths=["none", "ebpf"], counts=[1], metrics=["crr"], targets=["pod"])
+    old = Plan(run_id="os-old", datapaths=["none"], counts=[1, 10], metrics=["crr"], targets=["pod"], order="repeat")
+    lines = verdicts.order_statements(pd.DataFrame(rows), [grid, one, old])
+    assert len(lines) == 2 and lines[0].startswith("os-grid: order 'block'; rank correlation of N with measurement")
+    assert "ebpf" in lines[0] and "none" in lines[0]
+    assert lines[1].startswith("os-old: visited N in order 'repeat'; its samples carry no start times")

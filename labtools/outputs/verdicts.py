@@ -231,6 +231,8 @@ def order_statements(df: pd.DataFrame, plans: Sequence[Plan]) -> list[str]:
     for plan in plans:
         order = analysis.recorded_params(plan.run_id).get("order", plan.order)  # as measured, not as planned now
         r = rho[rho["run_id"] == plan.run_id]
+        if len(plan.counts) < 2:
+            continue  # one value of N: nothing to follow the clock
         if r.empty:
             lines.append(f"{plan.run_id}: visited N in order {order!r}; its samples carry no start times, so the "
                          "correlation of N with time cannot be shown" + (" (N followed the clock within each repeat)."
