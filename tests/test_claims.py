@@ -143,3 +143,19 @@ def test_an_equivalence_claim_states_what_its_design_could_decide():
     assert p_noisy < 0.5 < 0.9 < p_tight and need_noisy > 55 > need_tight and small_noisy > 0.05 > small_tight
     c = claims.no_throughput_difference(_throughput(1.0, 3.0))
     assert c.verdict == "not shown" and "power" in c.measured and "90% needs about" in c.measured
+
+
+def test_scenario_1_is_the_sweep_with_the_most_ebpf_iptables_pairs():
+    from labtools.model.plan import Plan
+
+    grid = Plan(run_id="c-s1", datapaths=["none", "iptables", "ebpf"], counts=[1, 500, 1000], metrics=["throughput"],
+                targets=["first"], repeats=5)  # fmt: skip
+    eq = Plan(run_id="c-equivalence", datapaths=["iptables", "ebpf"], counts=[1, 500, 1000], metrics=["throughput"],
+              targets=["first"], repeats=12)  # fmt: skip
+    df = pd.concat([_throughput(1.0, 0.1, repeats=5).assign(run_id="c-s1"),
+                    _throughput(1.0, 0.1, repeats=12).assign(run_id="c-equivalence")])  # fmt: skip
+    s1, s2 = claims.scenarios(df, [grid, eq])
+    assert set(s1["run_id"]) == {"c-equivalence"} and s2 is None
+    assert "(c-equivalence)" in claims.no_throughput_difference(s1).measured
+    only_grid, _ = claims.scenarios(df, [grid])
+    assert set(only_grid["run_id"]) == {"c-s1"}

@@ -37,7 +37,8 @@ def throughput_plans(plans: Sequence[Plan]) -> list[Plan]:
     return [p for p in plans if "throughput" in p.metrics]
 
 
-SCENARIOS = {"s1": "scenario 1", "s2": "scenario 2", "quick": "quick sweep", "probe": "probe overhead"}
+SCENARIOS = {"s1": "scenario 1", "s2": "scenario 2", "quick": "quick sweep", "probe": "probe overhead",
+             "equivalence": "scenario 1, for the equivalence test"}
 
 
 def scenario_name(plan: Plan) -> str:
