@@ -35,7 +35,7 @@ from labtools.model import datapaths as registry
 from labtools.model.datapaths import Family
 from labtools.model.plan import Plan
 from labtools.outputs import analysis
-from labtools.outputs.verdicts import decimals
+from labtools.outputs.verdicts import decimals, scenario1_plan
 
 MARGIN = 0.05  # equivalence margin for "no difference": ±5% (of throughput), the band `analysis` calls flat
 ALPHA = 0.05
@@ -313,9 +313,7 @@ def scenarios(df: pd.DataFrame, plans: Sequence[Plan]) -> tuple[pd.DataFrame | N
     sweep: crr to the largest N, throughput to the last NodePort) among `plans`; None where not measured.
     Scenario 1 is the sweep of throughput to the first Service with the most eBPF/iptables pairs (a sweep made
     for the equivalence test, where a run has one, rather than the grid)."""
-    thr = [p for p in plans if "throughput" in p.metrics and p.targets_of("throughput")[0] == "first"]
-    pairs = [p for p in thr if {"ebpf", "iptables"} <= set(p.datapaths)]
-    s1 = max(pairs, key=lambda p: p.repeats * len(p.counts)) if pairs else next(iter(thr), None)
+    s1 = scenario1_plan(plans)
     crr = [p for p in plans if "crr" in p.metrics]
     s2 = max(crr, key=lambda p: max(p.counts)) if crr else None
     a, b = (df[df["run_id"] == p.run_id] if p is not None else None for p in (s1, s2))

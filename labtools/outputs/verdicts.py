@@ -52,6 +52,14 @@ def scenario_target(plan: Plan) -> str:
     return plan.targets_of("throughput")[0]
 
 
+def scenario1_plan(plans: Sequence[Plan]) -> Plan | None:
+    """The sweep the claims take as the thesis' scenario 1: of those with throughput to the first Service, the
+    one with the most eBPF/iptables pairs (a sweep made for the equivalence test, where a run has one)."""
+    thr = [p for p in plans if "throughput" in p.metrics and p.targets_of("throughput")[0] == "first"]
+    pairs = [p for p in thr if {"ebpf", "iptables"} <= set(p.datapaths)]
+    return max(pairs, key=lambda p: p.repeats * len(p.counts)) if pairs else next(iter(thr), None)
+
+
 def headline(plans: Sequence[Plan]) -> Plan:
     """The headline sweep: the one with the crr metric that goes to the largest N."""
     crr = [p for p in plans if "crr" in p.metrics]
@@ -245,14 +253,19 @@ def order_statements(df: pd.DataFrame, plans: Sequence[Plan]) -> list[str]:
 
 
 def design_macros(df: pd.DataFrame, plans: Sequence[Plan]) -> str:
-    """How the run was made, for the text: the headline sweep's iperf3 duration (``\\SweepThroughputSeconds``)
+    """How the run was made, for the text: the headline sweep's iperf3 duration (``\\SweepThroughputSeconds``),
+    the equivalence test's sweep (``\\EquivalenceRun``, its ``\\EquivalenceSeconds`` and ``\\EquivalenceBlocks``)
     and, where the tidy table records them, the releases it modelled and the pod attachment
     (``\\SweepNftRelease``, ``\\SweepCiliumRelease``, ``\\SweepCni``); and `order_statements`, joined
     (``\\SweepOrder``): every sweep's order and its rank correlation of N with time."""
     head = headline(plans)
     hd = df[df["run_id"] == head.run_id]
     seconds = analysis.recorded_params(head.run_id).get("throughput_seconds", head.throughput_seconds)
+    eq = scenario1_plan(plans)
+    eq_seconds = analysis.recorded_params(eq.run_id).get("throughput_seconds", eq.throughput_seconds) if eq else None
     tex = [figures.macro("SweepThroughputSeconds", seconds),
+           *([figures.macro("EquivalenceSeconds", eq_seconds), figures.macro("EquivalenceBlocks", eq.repeats),
+              figures.macro("EquivalenceRun", eq.run_id)] if eq else []),
            figures.macro("SweepOrder", " ".join(order_statements(df, plans)).replace("'", ""))]  # fmt: skip
     for col, name in (("kube_proxy_version", "SweepNftRelease"), ("cilium_version", "SweepCiliumRelease"),
                       ("cni", "SweepCni")):  # fmt: skip
