@@ -61,3 +61,8 @@ def test_the_table_and_the_sentences_typeset(tmp_path):
     assert tex.count(" \\\\\n") == 3 and "4.5 [4.0, 5.0]" in tex  # header and two rows; ms with the CI
     expected = "\\begin{itemize}\n\\item 50\\% of N\\textasciicircum{}2\n\\end{itemize}\n"
     assert tables.sentences(["50% of N^2"]) == expected
+
+
+def test_durations_are_printed_at_the_resolution_they_need():
+    assert benchview._ms(2.6e-5) == "26 µs"  # an eBPF map call: not "0.0 ms"
+    assert benchview._ms(0.0415) == "41.5 ms" and benchview._ms(64.6) == "64.60 s"

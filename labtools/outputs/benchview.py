@@ -59,6 +59,9 @@ def _style(datapath: str) -> dict:
 
 
 def _ms(seconds: float) -> str:
+    """A duration at the resolution it needs: µs below 1 ms (a map call), ms below 1 s, else s."""
+    if abs(seconds) < 1e-3:
+        return f"{seconds * 1e6:,.0f} µs"
     return f"{seconds * 1e3:,.1f} ms" if seconds < 1 else f"{seconds:,.2f} s"
 
 
