@@ -194,6 +194,24 @@ def test_2_a_broken_point_file_is_named_moved_aside_and_measured_again(tmp_path,
         Recorder("r", kind="test", params={"a": 2}, root=tmp_path).open(dict)
 
 
+def test_a_block_design_run_takes_more_blocks_and_records_when(tmp_path):
+    params = {"order": "block", "order_seed": 7, "repeats": 2, "counts": [1, 10]}
+    rec = Recorder("r", kind="sweep", params=params, root=tmp_path).open(lambda: {"git_commit": "a"})
+    rec.write("n00001-r0-x", [{"metric": "m", "value": 1.0}])
+    more = Recorder("r", kind="sweep", params={**params, "repeats": 4}, root=tmp_path)
+    more.open(lambda: {"git_commit": "b"})
+    assert json.loads(more.manifest_path.read_text())["params"]["repeats"] == 2  # nothing measured yet: unchanged
+    more.write("n00001-r2-x", [{"metric": "m", "value": 2.0}])
+    man = json.loads(more.manifest_path.read_text())
+    assert man["params"]["repeats"] == 4 and man["provenance"]["git_commit"] == "a"
+    [ext] = man["extended"]
+    assert ext["repeats"] == [2, 4] and ext["provenance"] == {"git_commit": "b"} and ext["time"] > man["started"]
+    for other in ({**params, "repeats": 3, "counts": [1]}, {**params, "repeats": 1},
+                  {**params, "order": "repeat", "repeats": 5}):  # fmt: skip
+        with pytest.raises(LabError, match="exists with other parameters"):
+            Recorder("r", kind="sweep", params=other, root=tmp_path).open(dict)
+
+
 # ----------------------------------------------------------------------------- in the lab (root)
 
 

@@ -59,6 +59,7 @@ class Recorder:
         self.manifest_path = self.dir / "manifest.json"
         self.warn = warn or (lambda msg: print(f"labtools: warning: {msg}", file=sys.stderr))
         self._unwritten: dict | None = None  # a new run's manifest until its first point or file
+        self._extension: dict | None = None  # more blocks for an existing run, recorded with its first new point
 
     # -- the run
 
@@ -69,6 +70,8 @@ class Recorder:
         written with its first point or file (`write`, `path`, `table`), not here.
         """
         if self.check():
+            if self._extension is not None:  # whose code measured the new blocks
+                self._extension["provenance"] = _plain(provenance())
             return self
         self._unwritten = {"run_id": self.run_id, "kind": self.kind, "params": self.params,
                            "provenance": _plain(provenance()), "started": time.time()}  # fmt: skip
@@ -80,6 +83,9 @@ class Recorder:
             return False
         old = self.manifest()
         there = self.recorded_params(old)
+        if old.get("kind", self.kind) == self.kind and self._more_blocks(there):
+            self._extension = {"repeats": [there["repeats"], self.params["repeats"]], "time": time.time()}
+            return True
         if old.get("kind", self.kind) != self.kind or there != self.params:
             differ = sorted(k for k in {*(there or {}), *self.params} if (there or {}).get(k) != self.params.get(k))
             raise LabError(
@@ -89,7 +95,22 @@ class Recorder:
             )
         return True
 
+    def _more_blocks(self, there: dict | None) -> bool:
+        """Whether `params` asks an existing block-design run for more blocks and nothing else: each block is
+        complete and drawn from (seed, block), so blocks added later are blocks like the first ones."""
+        if not there or there.get("order") != "block" or self.params.get("order") != "block":
+            return False
+        same = {k: v for k, v in there.items() if k != "repeats"} == {
+            k: v for k, v in self.params.items() if k != "repeats"}
+        return same and int(self.params.get("repeats", 0)) > int(there.get("repeats", 0))
+
     def _create(self) -> None:
+        if self._extension is not None:  # the manifest's plan grows with the first new point, not before
+            man = self.manifest()
+            man["params"] = {**man["params"], "repeats": self._extension["repeats"][1]}
+            man.setdefault("extended", []).append(self._extension)
+            write_atomic(self.manifest_path, json.dumps(man, indent=1))
+            self._extension = None
         if self._unwritten is not None:
             self.points.mkdir(parents=True, exist_ok=True)
             write_atomic(self.manifest_path, json.dumps(self._unwritten, indent=1))
