@@ -144,7 +144,8 @@ def test_resolution_statement_says_whether_the_aim_was_met():
                 repeats=20)  # fmt: skip
     table = verdicts.resolution_table(df, plan)
     [line] = verdicts.resolution_statements(table, plan)
-    assert "ebpf adds +" in line and "within the ±150 ns aim" in line and "20 blocks of run res" in line
+    assert "ebpf's transit differs from none's by +" in line and "within the ±150 ns aim" in line
+    assert "(res, 20 blocks)" in line and "pairing removed" in line
     wide = verdicts.resolution_table(_blocks(rng, 0, 2000, 250).pipe(
         lambda d: pd.concat([d, d.assign(metric="transit_reply_p50")])), plan)
     assert "wider than the ±150 ns aim" in verdicts.resolution_statements(wide, plan)[0]

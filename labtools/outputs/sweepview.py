@@ -226,7 +226,7 @@ def latency_figure(hd: pd.DataFrame, target: str) -> Figure:
 
 @figstyle.styled
 def resolution_figure(rd: pd.DataFrame, services: int, target: str) -> Figure:
-    """What each datapath adds to the transit p50 over none at `services`, one point per block (paired within
+    """Each datapath's transit p50 minus none's at `services`, one point per block (paired within
     it) against the time the block's sample was taken, the request left and the reply right; a line at the
     mean and a band for its t 95% interval (`analysis.resolution`). A drift would show as a trend in time."""
     fig, axes = plt.subplots(1, 2, figsize=(WIDE, 3.0), sharex=True)
@@ -248,7 +248,7 @@ def resolution_figure(rd: pd.DataFrame, services: int, target: str) -> Figure:
         ax.axhline(0, color="0.5", lw=0.6)
         ax.set_title(f"{direction}, N = {services:,}, target {target}")
         ax.set_xlabel("minutes into the run")
-    axes[0].set_ylabel("transit p50 over none (ns)")
+    axes[0].set_ylabel("transit p50 minus none's (ns)")
     _datapath_legend(fig, [d for d in order(at) if d != "none"])
     fig.tight_layout(rect=(0, 0.08, 1, 1))
     return fig
