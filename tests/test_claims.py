@@ -133,6 +133,12 @@ def test_a_finding_is_computed_and_can_fail():
                                  "programming_apply_s": s * n / 3000 * (1 + 0.05 * r)})  # fmt: skip
     c = next(f for f in claims.findings(pd.DataFrame(rows), None) if f.key == "cold-start")
     assert c.verdict == "refuted", c
+    assert "kube-proxy 1.35's layout" in c.claim and "nf_tables_set_alloc_name" in c.measured  # unrecorded: 1.35
+    later = claims.findings(pd.DataFrame(rows).assign(kube_proxy_version="1.37"), None)
+    c = next(f for f in later if f.key == "cold-start")
+    assert "kube-proxy 1.37's layout" in c.claim and "nf_tables_set_alloc_name" not in c.measured
+    table = tables.claims(claims.as_frame(later), thesis=False)
+    assert "verdict" in table.splitlines()[2] and "refuted" in table  # the findings show their verdicts
 
 
 def test_an_equivalence_claim_states_what_its_design_could_decide():

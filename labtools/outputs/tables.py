@@ -164,8 +164,9 @@ def claims(frame: pd.DataFrame, *, thesis: bool = True) -> str:
         cols = ["claim", "thesis", "measured", "test", "verdict", "ref"]
         widths = (0.17, 0.11, 0.33, 0.13, 0.1, 0.05)  # with \tabcolsep 3pt: within the text width
     else:
-        header, cols = ["finding", "measured", "test", "see"], ["claim", "measured", "test", "ref"]
-        widths = (0.22, 0.52, 0.13, 0.05)
+        header = ["finding", "measured", "test", "verdict", "see"]
+        cols = ["claim", "measured", "test", "verdict", "ref"]
+        widths = (0.2, 0.44, 0.13, 0.08, 0.05)
     rows = [[(_REF + r[c] if c == "ref" else r[c]) for c in cols] for _, r in frame.iterrows()]
     fmt = "".join(f">{{\\raggedright\\arraybackslash}}p{{{w}\\linewidth}}" for w in widths)
     return _refs(tabular(header, rows, fmt))
