@@ -167,3 +167,29 @@ def test_order_statements_report_each_sweep_with_more_than_one_n():
     assert len(lines) == 2 and lines[0].startswith("os-grid: order 'block'; rank correlation of N with measurement")
     assert "ebpf" in lines[0] and "none" in lines[0]
     assert lines[1].startswith("os-old: visited N in order 'repeat'; its samples carry no start times")
+
+
+def test_an_extended_run_is_split_into_sessions_and_their_difference_is_tested(tmp_path):
+    import json
+
+    from labtools.model.plan import Plan
+    from labtools.outputs import verdicts
+
+    (tmp_path / "raw" / "ext").mkdir(parents=True)
+    (tmp_path / "raw" / "ext" / "manifest.json").write_text(json.dumps(
+        {"params": {"repeats": 20}, "extended": [{"repeats": [8, 20]}]}))  # fmt: skip
+    assert analysis.sessions("ext", root=tmp_path) == [(0, 8), (8, 20)]
+    assert analysis.sessions("nothing-here", root=tmp_path) == [(0, 0)]
+    rng = np.random.default_rng(9)
+    first, later = _blocks(rng, 0, 40, excess=-900, blocks=8), _blocks(rng, 0, 40, excess=0, blocks=12)
+    df = pd.concat([first, later.assign(repeat=later["repeat"] + 8)])
+    df = pd.concat([df, df.assign(metric="transit_reply_p50")])
+    plan = Plan(run_id="ext", datapaths=["none", "ebpf"], counts=[1, 10000], metrics=["transit"], targets=["last"],
+                repeats=20)  # fmt: skip
+    table = verdicts.resolution_table(df, plan, spans=[(0, 8), (8, 20)])
+    assert set(table["session"]) == {"all", "blocks 0-7", "blocks 8-19"}
+    lines = verdicts.resolution_statements(table, plan)
+    assert len(lines) == 2 and "the sessions differ" in lines[1] and "within a session only" in lines[1]
+    same = verdicts.resolution_table(pd.concat([first, first.assign(repeat=first["repeat"] + 8)]).pipe(
+        lambda d: pd.concat([d, d.assign(metric="transit_reply_p50")])), plan, spans=[(0, 8), (8, 16)])
+    assert "the sessions do not differ" in verdicts.resolution_statements(same, plan)[1]

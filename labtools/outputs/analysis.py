@@ -421,6 +421,27 @@ def resolution(df: pd.DataFrame, datapath: str, services: int, metric: str = "tr
     return Resolution(datapath, int(services), metric, i, share, apart)
 
 
+def sessions(run_id: str, root: Path | None = None) -> list[tuple[int, int]]:
+    """The blocks of a run measured in one go, as [first, end) ranges: the run's first repeats, then each later
+    extension (the manifest's ``extended``). Blocks of different sessions ran on different lab instances."""
+    path = (root or paths.data_root()) / "raw" / run_id / "manifest.json"
+    man = json.loads(path.read_text()) if path.exists() else {}
+    ext = man.get("extended", [])
+    repeats = int(man.get("params", {}).get("repeats", 0))
+    first = ext[0]["repeats"][0] if ext else repeats
+    return [(0, first)] + [(int(e["repeats"][0]), int(e["repeats"][1])) for e in ext]
+
+
+def sessions_differ(df: pd.DataFrame, datapath: str, services: int, metric: str, target: str,
+                    spans: list[tuple[int, int]]) -> float:  # fmt: skip
+    """Welch's t test p value of the paired excess between the first two sessions (nan with one session)."""
+    if len(spans) < 2:
+        return float("nan")
+    parts = [excess(df[(df["services"] == services) & df["repeat"].between(lo, hi - 1)], metric, datapath,
+                    target)["value"] for lo, hi in spans[:2]]  # fmt: skip
+    return float(stats.ttest_ind(parts[0], parts[1], equal_var=False).pvalue)
+
+
 PARTS = ("transit", "stacks", "harness")  # of crr's p50, innermost first
 
 

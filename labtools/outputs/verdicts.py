@@ -38,7 +38,7 @@ def throughput_plans(plans: Sequence[Plan]) -> list[Plan]:
 
 
 SCENARIOS = {"s1": "scenario 1", "s2": "scenario 2", "quick": "quick sweep", "probe": "probe overhead",
-             "equivalence": "scenario 1, for the equivalence test"}
+             "equivalence": "equivalence"}
 
 
 def scenario_name(plan: Plan) -> str:
@@ -470,35 +470,57 @@ def resolution_plan(plans: Sequence[Plan]) -> Plan | None:
     return best if sum(p.repeats == best.repeats for p in with_transit) == 1 else None
 
 
-def resolution_table(rd: pd.DataFrame, plan: Plan) -> pd.DataFrame:
-    """Per datapath (not none) and direction, at the plan's largest N: `analysis.resolution` as a row."""
+def resolution_table(rd: pd.DataFrame, plan: Plan, spans: list[tuple[int, int]] | None = None) -> pd.DataFrame:
+    """Per datapath (not none) and direction, at the plan's largest N: `analysis.resolution` as a row, over all
+    blocks (``session`` "all") and, where the run was extended, per session of blocks (`analysis.sessions`), with
+    the p value of the sessions' difference (``sessions_p``)."""
     n, target = max(plan.counts), plan.targets_of("transit")[0]
+    spans = spans if spans is not None else analysis.sessions(plan.run_id)
+    parts = [("all", rd)] + ([(f"blocks {lo}-{hi - 1}", rd[rd["repeat"].between(lo, hi - 1)]) for lo, hi in spans]
+                             if len(spans) > 1 else [])  # fmt: skip
     rows = []
     for d in order(rd):
         if d == "none":
             continue
         for direction in ("request", "reply"):
-            r = analysis.resolution(rd, d, n, f"transit_{direction}_p50", target)
-            rows.append({"datapath": d, "direction": direction, "services": n, "excess_ns": r.excess.estimate,
-                         "lo_ns": r.excess.lo, "hi_ns": r.excess.hi, "half_width_ns": r.half_width,
-                         "blocks": r.excess.n, "drift_share": r.drift_share, "apart_s": r.apart_s})  # fmt: skip
+            metric = f"transit_{direction}_p50"
+            p = analysis.sessions_differ(rd, d, n, metric, target, spans)
+            for session, sub in parts:
+                r = analysis.resolution(sub, d, n, metric, target)
+                rows.append({"datapath": d, "direction": direction, "session": session, "services": n,
+                             "excess_ns": r.excess.estimate, "lo_ns": r.excess.lo, "hi_ns": r.excess.hi,
+                             "half_width_ns": r.half_width, "blocks": r.excess.n, "drift_share": r.drift_share,
+                             "apart_s": r.apart_s, "sessions_p": p})  # fmt: skip
     return pd.DataFrame(rows)
 
 
 def resolution_statements(table: pd.DataFrame, plan: Plan) -> list[str]:
-    """One sentence per datapath: how its request's and reply's transit differ from none's at the largest N,
-    each with its t interval, half-width and the share of variance pairing removed (the drift both shared);
-    whether the half-widths meet the aim; how far apart a block's two samples were."""
+    """Per datapath: how its request's and reply's transit differ from none's at the largest N over all blocks,
+    each with its t interval, half-width and the share of variance pairing removed; whether the half-widths
+    meet the aim; how far apart a block's two samples were. Where the run's blocks came in sessions: each
+    session's excess, and whether the sessions differ (Welch): if they do, the pooled interval holds within a
+    session only."""
     lines = []
     for d, g in table.groupby("datapath", sort=False):
+        pooled = g[g["session"] == "all"]
         parts = [f"by {r.excess_ns:+.0f} ns on the {r.direction} (95% CI {r.lo_ns:.0f} to {r.hi_ns:.0f}, "
                  f"±{r.half_width_ns:.0f} ns; pairing removed {max(r.drift_share, 0):.0%} of the variance)"
-                 for r in g.itertuples()]  # fmt: skip
-        meets = "within" if g["half_width_ns"].max() <= RESOLUTION_AIM_NS else "wider than"
-        r0 = g.iloc[0]
+                 for r in pooled.itertuples()]  # fmt: skip
+        meets = "within" if pooled["half_width_ns"].max() <= RESOLUTION_AIM_NS else "wider than"
+        r0 = pooled.iloc[0]
         lines.append(f"At N = {int(r0.services):,} ({plan.run_id}, {int(r0.blocks)} blocks), {d}'s transit differs "
                      f"from none's {' and '.join(parts)}: {meets} the ±{RESOLUTION_AIM_NS:.0f} ns aim; a block's "
                      f"two samples were a median {r0.apart_s:.1f} s apart.")  # fmt: skip
+        split = g[g["session"] != "all"]
+        if split.empty:
+            continue
+        per = "; ".join(f"{r.direction}, {r.session}: {r.excess_ns:+.0f} ns (±{r.half_width_ns:.0f})"
+                        for r in split.itertuples())  # fmt: skip
+        worst = pooled["sessions_p"].min()
+        verdict = (f"the sessions differ (Welch p = {worst:.2g}): the lab instance moved the excess by more than "
+                   "its within-session interval, so the pooled interval holds within a session only"
+                   if worst < 0.05 else f"the sessions do not differ (Welch p = {worst:.2g})")  # fmt: skip
+        lines.append(f"{d} per session of blocks (each session on its own lab instance): {per}; {verdict}.")
     return lines
 
 
@@ -509,9 +531,9 @@ def resolution_macros(table: pd.DataFrame, plan: Plan) -> str:
     tex = [figures.macro("ResolutionBlocks", str(plan.repeats)), figures.macro("ResolutionRun", plan.run_id),
            figures.macro("ResolutionServices", f"{max(plan.counts):,}"),
            figures.macro("ResolutionConnections", f"{plan.crr_transactions:,}")]
-    for (d, g), line in zip(table.groupby("datapath", sort=False), resolution_statements(table, plan), strict=True):
-        name = macro_name(d)
-        tex.append(figures.macro(f"Resolution{name}", line.replace("%", "\\%").replace("±", "$\\pm$")))
-        half = g[g["direction"] == "request"]["half_width_ns"].iloc[0]
+    for d, g in table.groupby("datapath", sort=False):
+        name, text = macro_name(d), " ".join(resolution_statements(g, plan))
+        tex.append(figures.macro(f"Resolution{name}", text.replace("%", "\\%").replace("±", "$\\pm$")))
+        half = g[(g["direction"] == "request") & (g["session"] == "all")]["half_width_ns"].iloc[0]
         tex.append(figures.macro(f"ResolutionHalf{name}", f"{half:.0f}"))
     return "".join(tex)
