@@ -162,11 +162,11 @@ def claims(frame: pd.DataFrame, *, thesis: bool = True) -> str:
     if thesis:
         header = ["claim", "thesis' evidence", "measured", "test", "verdict", "see"]
         cols = ["claim", "thesis", "measured", "test", "verdict", "ref"]
-        widths = (0.17, 0.11, 0.33, 0.13, 0.1, 0.05)  # with \tabcolsep 3pt: within the text width
+        widths = (0.16, 0.11, 0.33, 0.13, 0.09, 0.07)  # with \tabcolsep 3pt: within the text width
     else:
         header = ["finding", "measured", "test", "verdict", "see"]
         cols = ["claim", "measured", "test", "verdict", "ref"]
-        widths = (0.2, 0.44, 0.13, 0.08, 0.05)
+        widths = (0.2, 0.42, 0.13, 0.08, 0.07)
     rows = [[(_REF + r[c] if c == "ref" else r[c]) for c in cols] for _, r in frame.iterrows()]
     fmt = "".join(f">{{\\raggedright\\arraybackslash}}p{{{w}\\linewidth}}" for w in widths)
     return _refs(tabular(header, rows, fmt))
