@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -10,15 +11,18 @@ import sys
 import pandas as pd
 import pytest
 
+from labtools.model.plan import profile_params
 from tests.conftest import ROOT
 
 DATA = ROOT / "data"
-# notebook 01's sweeps (scenarios and the probe's), not the SRv6 or UDP runs; the headline sweep s2 last
-REFERENCE = sorted(p for p in (DATA / "processed").glob("reference-*.csv")
-                   if p.stem.split("-")[1] in ("s1", "s2", "probe"))  # fmt: skip
+NOTEBOOK = ROOT / "notebooks" / "01-scale-sweep.ipynb"
+# The run notebook 01 loads by default, and its sweeps (the full profile's): not the SRv6, UDP or bench runs.
+RUN = re.search(r'run_id = \\"([^\\"]+)\\"', NOTEBOOK.read_text()).group(1)
+REFERENCE = [DATA / "processed" / f"{RUN}-{name}.csv" for name in profile_params("full")["sweeps"]]
+HEADLINE = DATA / "processed" / f"{RUN}-s2.csv"
 
 
-@pytest.mark.skipif(not REFERENCE, reason="no committed reference run in data/processed (reference-s*.csv)")
+@pytest.mark.skipif(not all(p.exists() for p in REFERENCE), reason=f"no committed reference run {RUN} in data/")
 def test_editing_a_reference_value_fails_nbval(tmp_path):
     data = tmp_path / "data"
     for csv in REFERENCE:
@@ -26,7 +30,7 @@ def test_editing_a_reference_value_fails_nbval(tmp_path):
         shutil.copy(csv, data / "processed" / csv.name)
         (data / "raw" / csv.stem).mkdir(parents=True)
         shutil.copy(DATA / "raw" / csv.stem / "manifest.json", data / "raw" / csv.stem / "manifest.json")
-    edited = data / "processed" / REFERENCE[-1].name
+    edited = data / "processed" / HEADLINE.name
     df = pd.read_csv(edited)
     row = df.index[(df.metric == "crr_p50") & (df.datapath == "iptables")][0]
     df.loc[row, "value"] *= 3  # one connection-setup latency, tripled

@@ -168,8 +168,10 @@ def _printed(notebook: str, call: str) -> list[str]:
 
 
 @needs_sweeps
-def test_statements_are_the_notebooks_sentences(df, sweep_plans):
-    lines = verdicts.statements(df, sweep_plans)
+def test_statements_are_the_notebooks_sentences():
+    run = re.search(r'run_id = \\"([^\\"]+)\\"', (ROOT / "notebooks" / "01-scale-sweep.ipynb").read_text()).group(1)
+    own = plans(profile_params("full")["sweeps"], run)  # the run the notebook loads by default
+    lines = verdicts.statements(analysis.load([p.run_id for p in own], root=ROOT / "data"), own)
     assert lines == _printed("01-scale-sweep.ipynb", "verdicts.statements")  # the notebook says the same
     assert any(ln.startswith("iptables: connection setup grows") for ln in lines)  # its slope's CI lies above 0
     assert any(ln.startswith("iptables transit, request at last") for ln in lines)

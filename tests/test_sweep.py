@@ -40,7 +40,9 @@ def test_targets_per_metric_and_the_profiles():
     assert [p.run_id for p in quick] == ["r-quick", "r-probe"] and max(quick[0].counts) == 3000
     assert {"handshake", "transit"} <= set(quick[0].metrics) and quick[1].metrics == ["probe-overhead"]
     full = plan_.plans(plan_.profile_params("full")["sweeps"], "r")
-    assert [max(p.counts) for p in full] == [1000, 10000, 1] and all(p.repeats == 5 for p in full)
+    assert [p.run_id for p in full] == ["r-s1", "r-s2", "r-probe", "r-equivalence", "r-resolution"]
+    assert [max(p.counts) for p in full] == [1000, 10000, 1, 1000, 10000]
+    assert [p.repeats for p in full] == [5, 5, 5, 10, 80]  # the equivalence and resolution sweeps need more blocks
     assert all({"handshake", "transit"} <= set(p.metrics) for p in full[:2])
     assert set(full[0].datapaths) == {"none", "iptables", "iptables-legacy", "nftables", "ebpf"}
     with pytest.raises(LabError, match="no profile 'huge'"):
